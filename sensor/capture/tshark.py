@@ -1,0 +1,113 @@
+"""tshark (through pyshark) as a capture source, for laptops and cross-checks.
+
+pyshark drives tshark from an asyncio loop and can leave tshark running when
+its consumer stops early, so it runs in a child process of its own: the
+parent only receives observation batches, and whatever happens (an error, the
+consumer stopping, Ctrl-C) the child closes its capture and is joined or
+terminated. Slower than Suricata; meant for offline analysis.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sensor.capture.stats import SourceStats
+from sensor.errors import CaptureError, CaptureToolMissing
+from sensor.observations import Observation
+
+log = logging.getLogger(__name__)
+
+DISPLAY_FILTER = "tcp || udp"
+_BATCH = 500
+_POLL_SECONDS = 1.0
+
+
+class TsharkSource:
+    """Reads a capture file with tshark in a child process."""
+
+    name = "tshark"
+
+    def __init__(self, binary: str = "tshark", batch: int = _BATCH) -> None:
+        self.binary = binary
+        self.batch = batch
+        self.stats = SourceStats(self.name)
+
+    def read(self, pcap: Path) -> Iterator[Observation]:
+        tshark = shutil.which(self.binary)
+        if tshark is None:
+            raise CaptureToolMissing(self.binary, "tshark")
+        if not Path(pcap).is_file():
+            raise CaptureError(f"{pcap}: no such capture file")
+        context = multiprocessing.get_context("spawn")
+        channel: multiprocessing.Queue[tuple[str, Any]] = context.Queue(maxsize=64)
+        worker = context.Process(target=_run_worker, args=(str(pcap), tshark, self.batch,
+                                                          channel), daemon=True)
+        worker.start()
+        try:
+            yield from self._receive(channel, worker)
+        finally:
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.terminate()
+                worker.join(timeout=5)
+            channel.close()
+        log.info("%s", self.stats.summary())
+
+    def _receive(self, channel: multiprocessing.Queue, worker: Any) -> Iterator[Observation]:
+        while True:
+            try:
+                kind, payload = channel.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if not worker.is_alive():
+                    raise CaptureError(f"the tshark worker died (exit code {worker.exitcode})") \
+                        from None
+                continue
+            if kind == "batch":
+                self.stats.observations += len(payload)
+                yield from payload
+            elif kind == "skipped":
+                reason, detail = payload
+                self.stats.skip(reason, detail)
+            elif kind == "done":
+                self.stats.records += payload
+                return
+            else:
+                raise CaptureError(f"tshark failed: {payload}")
+
+
+def _run_worker(pcap: str, tshark: str, batch_size: int, channel: Any) -> None:
+    """The child: pyshark over tshark, observations sent in batches."""
+    import pyshark  # imported here: the parent never loads pyshark's event loop
+
+    from sensor.capture.tshark_packets import TsharkDecoder, TsharkFieldError
+
+    capture = None
+    try:
+        capture = pyshark.FileCapture(pcap, keep_packets=False, display_filter=DISPLAY_FILTER,
+                                      tshark_path=tshark)
+        decoder = TsharkDecoder()
+        batch: list[Observation] = []
+        packets = 0
+        for packet in capture:
+            packets += 1
+            try:
+                batch.extend(decoder.decode(packet))
+            except TsharkFieldError as error:
+                channel.put(("skipped", ("undecodable packet", str(error))))
+            if len(batch) >= batch_size:
+                channel.put(("batch", batch))
+                batch = []
+        batch.extend(decoder.finish())
+        channel.put(("batch", batch))
+        channel.put(("done", packets))
+    except Exception as error:  # noqa: BLE001 - reported to the parent, which raises
+        channel.put(("error", f"{type(error).__name__}: {error}"))
+    finally:
+        if capture is not None:
+            capture.close()

@@ -1,0 +1,200 @@
+"""The ``veilleuse`` command: one entry point for analysis, feeds and configuration.
+
+Errors a person can fix print ``veilleuse: error: ...`` and exit 1 (2 for a
+bad configuration or usage); set DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sensor import __version__
+from sensor.analysis import (
+    SOURCE_NAMES,
+    AnalysisResult,
+    analyze_capture,
+    build_engine,
+    build_matcher,
+    describe_feeds,
+    load_feeds,
+    open_source,
+)
+from sensor.config import DEFAULT_CONFIG_PATH, Config, load_config
+from sensor.config_docs import render_config_docs
+from sensor.errors import ConfigError, VeilleuseError
+from sensor.feeds.store import FeedStore
+from sensor.feeds.update import UpdateStatus, update_feeds
+from sensor.messages import LANGUAGES, language_from_environment, load_catalogue
+from sensor.report import write_jsonl, write_text
+
+log = logging.getLogger("veilleuse")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="veilleuse", description="Veilleuse: spot stalkerware traffic on a shelter network.")
+    parser.add_argument("--version", action="version", version=f"veilleuse {__version__}")
+    parser.add_argument("--config", type=Path, help=f"configuration file "
+                        f"(default: {DEFAULT_CONFIG_PATH} if it exists, else built-in defaults)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output on stderr (-vv for debug)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    analyze = commands.add_parser("analyze", help="analyse a capture file (pcap or pcapng)")
+    analyze.add_argument("capture", type=Path, help="the capture file")
+    _add_analysis_options(analyze)
+    analyze.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
+                         help="indicator file in Echap YAML format (repeatable); default: the "
+                         "feeds installed by `veilleuse feeds update`")
+
+    demo = commands.add_parser("demo", help="build a demo capture and analyse it with the "
+                               "demo feed (no network, no mirror port needed)")
+    _add_analysis_options(demo)
+    demo.add_argument("--keep", type=Path, metavar="PCAP",
+                      help="also save the demo capture to this file")
+
+    feeds = commands.add_parser("feeds", help="indicator feeds")
+    feed_commands = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
+    feed_commands.add_parser("update", help="download, validate and install the feeds")
+    feed_commands.add_parser("status", help="show the installed feeds and their age")
+
+    check = commands.add_parser("check-config", help="validate a configuration file "
+                                "(exit 0 if valid, 2 if not)")
+    check.add_argument("path", type=Path, nargs="?", help="file to check (default: --config "
+                       f"or {DEFAULT_CONFIG_PATH})")
+    commands.add_parser("config-docs", help="print the configuration reference (Markdown)")
+    return parser
+
+
+def _add_analysis_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--source", choices=SOURCE_NAMES, default="suricata",
+                         help="what reads the packets (default: suricata)")
+    command.add_argument("--format", choices=("text", "jsonl"), default="text",
+                         help="text: a readable summary; jsonl: one alert per line")
+    command.add_argument("--lang", choices=LANGUAGES,
+                         help="language of the text (default: the config's, else the locale)")
+    command.add_argument("--output", type=Path, help="write the report here instead of stdout")
+
+
+def _config(args: argparse.Namespace) -> tuple[Config, bool]:
+    if args.config is not None:
+        return load_config(args.config), True
+    if DEFAULT_CONFIG_PATH.exists():
+        return load_config(DEFAULT_CONFIG_PATH), True
+    return Config(), False
+
+
+def _report(args: argparse.Namespace, config: Config, from_file: bool, capture: Path,
+            feeds_text: str, result: AnalysisResult) -> None:
+    language = args.lang or (config.language if from_file else language_from_environment())
+    stream = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        if args.format == "jsonl":
+            write_jsonl(result.alerts, stream)
+        else:
+            write_text(list(result.alerts), stream, load_catalogue(language),
+                       capture=str(capture), source=result.source,
+                       observations=result.observations, feeds=feeds_text,
+                       skipped=result.skipped, detector_errors=result.detector_errors)
+    finally:
+        if args.output:
+            stream.close()
+
+
+def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]) -> int:
+    config, from_file = _config(args)
+    feeds = load_feeds(config, feed_files)
+    engine = build_engine(config, build_matcher(feeds, config))
+    result = analyze_capture(capture, open_source(args.source, config), engine)
+    _report(args, config, from_file, capture, describe_feeds(feeds), result)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sensor.demo.scenario import build_demo_capture, demo_feed_path
+
+    with tempfile.TemporaryDirectory(prefix="veilleuse-demo-") as workdir:
+        capture = build_demo_capture(args.keep or Path(workdir) / "demo.pcap")
+        return _analyze(args, capture, [demo_feed_path()])
+
+
+def _feeds(args: argparse.Namespace) -> int:
+    config, _ = _config(args)
+    if args.feeds_command == "update":
+        outcomes = update_feeds(config.feeds, datetime.now(UTC))
+        for outcome in outcomes:
+            print(f"{outcome.name}: {outcome.status.value}: {outcome.message}")
+        failed = [o for o in outcomes if o.status in (UpdateStatus.FAILED, UpdateStatus.REFUSED)]
+        return 1 if failed else 0
+    store = FeedStore(config.feeds.directory)
+    now = datetime.now(UTC)
+    status = 0
+    for source in config.feeds.sources:
+        info = store.info(source.name)
+        if info is None:
+            print(f"{source.name}: not installed (run `veilleuse feeds update`)")
+            status = 1
+            continue
+        age = (now - info.downloaded).days
+        stale = " STALE" if age > config.feeds.max_age_days else ""
+        print(f"{source.name}: version {info.version}, {info.indicators} indicators, "
+              f"downloaded {info.downloaded_at} ({age} days ago){stale}")
+        status = 1 if stale else status
+    return status
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    path = args.path or args.config or DEFAULT_CONFIG_PATH
+    load_config(path)
+    print(f"{path}: valid")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "analyze":
+        return _analyze(args, args.capture, args.feed)
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "feeds":
+        return _feeds(args)
+    if args.command == "check-config":
+        return _check_config(args)
+    if args.command == "config-docs":
+        sys.stdout.write(render_config_docs())
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except ConfigError as error:
+        if os.environ.get("DEBUG") == "1":
+            raise
+        print(f"veilleuse: error: {error}", file=sys.stderr)
+        return 2
+    except VeilleuseError as error:
+        if os.environ.get("DEBUG") == "1":
+            raise
+        print(f"veilleuse: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (``| head``): silence the final flush, as a shell tool does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

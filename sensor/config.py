@@ -1,0 +1,168 @@
+"""The one YAML configuration file: schema, defaults and loading with line-accurate errors.
+
+Validation is pydantic's (``extra="forbid"``: an unknown key is an error, so a
+typo never silently falls back to a default). Every key has a description;
+docs/configuration.md is generated from them (``veilleuse config-docs``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from sensor.errors import ConfigError
+from sensor.feeds.names import normalize_domain
+from sensor.suricata.config import DEFAULT_HOME_NET
+from sensor.yamlsource import dotted, parse_yaml, yaml_error_line
+
+DEFAULT_CONFIG_PATH = Path("/etc/veilleuse/veilleuse.yaml")
+ECHAP_BASE = "https://raw.githubusercontent.com/AssoEchap/stalkerware-indicators/master"
+_TOPIC_SAFE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _network(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"not an IP network: {value!r} (write e.g. 192.168.0.0/16)") from None
+
+
+def _topic_safe(value: str) -> str:
+    if not _TOPIC_SAFE.match(value):
+        raise ValueError(f"{value!r} must be 1-63 lower-case letters, digits, '-' or '_' "
+                         "(it becomes part of MQTT topics)")
+    return value
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("https://", "http://")):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+def _allow_entry(value: str) -> str:
+    try:
+        return _network(value)
+    except ValueError:
+        try:
+            return normalize_domain(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is neither a domain name nor an IP network") from None
+
+
+Network = Annotated[str, AfterValidator(_network)]
+TopicName = Annotated[str, AfterValidator(_topic_safe)]
+Url = Annotated[str, AfterValidator(_url)]
+AllowEntry = Annotated[str, AfterValidator(_allow_entry)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NetworkConfig(_Section):
+    interface: str = Field("eth0", description="The interface plugged into the mirrored "
+                           "(SPAN) port of the switch.")
+    home_net: tuple[Network, ...] = Field(
+        DEFAULT_HOME_NET, min_length=1, description="The shelter's own networks. Devices "
+        "are addresses in them; beaconing is only looked for towards outside servers.")
+
+
+class FeedSource(_Section):
+    name: TopicName = Field(description="Short name; the file is stored as <name>.yaml.")
+    url: Url = Field(description="Where to download the feed (Echap YAML format).")
+
+
+class FeedsConfig(_Section):
+    directory: Path = Field(Path("/var/lib/veilleuse/feeds"), description="Where downloaded "
+                            "feeds are kept, with the previous good copy of each.")
+    sources: tuple[FeedSource, ...] = Field(
+        (FeedSource(name="echap-stalkerware", url=f"{ECHAP_BASE}/ioc.yaml"),
+         FeedSource(name="echap-watchware", url=f"{ECHAP_BASE}/watchware.yaml")),
+        description="Feeds to download with `veilleuse feeds update`. Default: Echap's "
+        "stalkerware and watchware indicators (CC-BY 4.0).")
+    local: tuple[Path, ...] = Field((), description="Extra indicator files of your own, in "
+                                    "the same YAML format, read as they are.")
+    allowlist: tuple[AllowEntry, ...] = Field(
+        (), description="Names (with their subdomains) or IP networks you know are benign. "
+        "They silence vendor-site, watchware, encrypted-DNS and beaconing alerts; a "
+        "stalkerware C2 indicator is always reported.")
+    max_age_days: int = Field(14, ge=1, description="Feeds older than this make the sensor "
+                              "report itself as degraded (stale indicators).")
+    min_size_ratio: float = Field(0.5, gt=0, le=1, description="An update with fewer "
+                                  "indicators than this share of the current copy is refused.")
+
+
+class BeaconConfig(_Section):
+    min_connections: int = Field(8, ge=4, description="Connections needed before a rhythm "
+                                 "is judged.")
+    min_interval_seconds: float = Field(10.0, gt=0, description="Shorter rhythms are ignored "
+                                        "(page loads, streaming).")
+    score_threshold: float = Field(0.85, gt=0, le=1, description="Regularity score (0-1) "
+                                   "from which a rhythm is reported.")
+
+
+class DetectionConfig(_Section):
+    resolved_ip_window_seconds: float = Field(
+        3600.0, gt=0, description="How long an IP that a C2 name resolved to is watched for "
+        "the device that looked it up.")
+    encrypted_dns: bool = Field(True, description="Report devices that use DNS over "
+                                "HTTPS, TLS or QUIC.")
+    beacon: BeaconConfig = Field(default_factory=BeaconConfig,
+                                 description="Beaconing detection.")
+
+
+class SuricataSection(_Section):
+    binary: str = Field("suricata", description="The Suricata program to run.")
+
+
+class Config(_Section):
+    """The whole configuration; every section has defaults, so an empty file is valid."""
+
+    site: TopicName = Field("shelter", description="The site's short name (MQTT topics, "
+                            "reports).")
+    sensor: TopicName = Field("veilleuse", description="This box's short name.")
+    language: Literal["fr", "en"] = Field("fr", description="Language of the screen and "
+                                          "reports: fr or en.")
+    network: NetworkConfig = Field(default_factory=NetworkConfig, description="Network.")
+    feeds: FeedsConfig = Field(default_factory=FeedsConfig, description="Indicator feeds.")
+    detection: DetectionConfig = Field(default_factory=DetectionConfig,
+                                       description="Detection settings.")
+    suricata: SuricataSection = Field(default_factory=SuricataSection,
+                                      description="Suricata.")
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate ``path``; ConfigError names the line and key of the first problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, "no such file; copy config/veilleuse.yaml there or pass "
+                          "--config") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(path, f"cannot read it: {error}") from None
+    try:
+        document = parse_yaml(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(path, f"not valid YAML: {getattr(error, 'problem', error)}",
+                          line=yaml_error_line(error)) from None
+    data = {} if document.data is None else document.data
+    if not isinstance(data, dict):
+        raise ConfigError(path, "the file must be a mapping of keys (site:, feeds: ...)", line=1)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        location = tuple(part for part in problem["loc"] if not isinstance(part, str)
+                         or not part.startswith("function-"))
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key (a typo?); see docs/configuration.md for the valid keys"
+        raise ConfigError(path, message, line=document.line_of(location),
+                          key=dotted(location)) from None

@@ -1,0 +1,138 @@
+"""Indicator-of-compromise detection: names and IPs that a feed lists.
+
+Matches DNS queries and answers (including CNAME targets), TLS and QUIC
+server names, HTTP Host headers and flow destinations. An IP that a listed C2
+name resolved to is remembered for the device that asked, for a bounded
+window, so a later connection to it is reported even without a name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from sensor.detect.model import AlertKind, Finding, Severity
+from sensor.feeds.matcher import IndicatorMatcher, Match
+from sensor.feeds.model import Category
+from sensor.observations import (
+    DnsAnswer,
+    DnsQuery,
+    Flow,
+    HttpRequest,
+    Observation,
+    QuicHello,
+    TlsHello,
+)
+
+_KIND = {Category.C2: AlertKind.DOMAIN, Category.WATCHWARE: AlertKind.WATCHWARE,
+         Category.WEBSITE: AlertKind.WEBSITE}
+_SEVERITY = {Category.C2: Severity.HIGH, Category.WATCHWARE: Severity.MEDIUM,
+             Category.WEBSITE: Severity.LOW}
+_ADDRESS_TYPES = frozenset({"A", "AAAA"})
+_MAX_LEARNED = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Learned:
+    match: Match
+    learned_at: float
+
+
+def http_host_name(host: str) -> str:
+    """The name part of an HTTP Host header (drops the port, keeps IPv6 literals).
+
+    >>> http_host_name("copy9.com:8080"), http_host_name("[2001:db8::1]:80")
+    ('copy9.com', '2001:db8::1')
+    """
+    host = host.strip()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class IocDetector:
+    """Turns observations that hit a listed indicator into findings."""
+
+    name = "ioc"
+
+    def __init__(self, matcher: IndicatorMatcher, resolved_ip_window: float = 3600.0) -> None:
+        self._matcher = matcher
+        self._window = resolved_ip_window
+        self._learned: dict[tuple[str, str], _Learned] = {}
+
+    def observe(self, observation: Observation) -> Iterator[Finding]:
+        match observation:
+            case DnsQuery(name=name):
+                yield from self._names(observation.time, observation.endpoints.client,
+                                       [name], "dns")
+            case DnsAnswer():
+                yield from self._answer(observation)
+            case TlsHello(sni=name) | QuicHello(sni=name):
+                protocol = "tls" if isinstance(observation, TlsHello) else "quic"
+                yield from self._names(observation.time, observation.endpoints.client,
+                                       [name], protocol)
+            case HttpRequest(host=host):
+                yield from self._names(observation.time, observation.endpoints.client,
+                                       [http_host_name(host)], "http")
+            case Flow():
+                yield from self._flow(observation)
+
+    def flush(self) -> Iterator[Finding]:
+        return iter(())
+
+    def _best(self, names: Iterable[str]) -> Match | None:
+        matches = [m for m in (self._matcher.match_domain(n) for n in names if n) if m]
+        if not matches:
+            return None
+        return min(matches, key=lambda m: (m.indicator.category.precedence, m.observed))
+
+    def _names(self, time: float, device: str, names: Iterable[str],
+               protocol: str) -> Iterator[Finding]:
+        match = self._best(names)
+        if match is not None:
+            yield _finding(match, _KIND[match.indicator.category], device, protocol, time)
+
+    def _answer(self, answer: DnsAnswer) -> Iterator[Finding]:
+        device = answer.endpoints.client
+        names = [answer.query_name]
+        for record in answer.records:
+            names.append(record.name)
+            if record.rrtype == "CNAME":
+                names.append(record.data)
+        match = self._best(names)
+        if match is None:
+            return
+        yield _finding(match, _KIND[match.indicator.category], device, "dns", answer.time)
+        if match.indicator.category is Category.C2:
+            for record in answer.records:
+                if record.rrtype in _ADDRESS_TYPES:
+                    self._learn(device, record.data, match, answer.time)
+
+    def _learn(self, device: str, address: str, match: Match, time: float) -> None:
+        if len(self._learned) >= _MAX_LEARNED:
+            oldest = min(self._learned, key=lambda key: self._learned[key].learned_at)
+            del self._learned[oldest]
+        self._learned[(device, address)] = _Learned(match, time)
+
+    def _flow(self, flow: Flow) -> Iterator[Finding]:
+        device, server = flow.endpoints.client, flow.endpoints.server
+        protocol = flow.endpoints.transport
+        listed = self._matcher.match_ip(server)
+        if listed is not None:
+            kind = AlertKind.IP if listed.indicator.category is Category.C2 \
+                else _KIND[listed.indicator.category]
+            yield _finding(listed, kind, device, protocol, flow.time)
+            return
+        learned = self._learned.get((device, server))
+        if learned is not None and learned.learned_at <= flow.time <= \
+                learned.learned_at + self._window:
+            yield _finding(Match(learned.match.indicator, server), AlertKind.IP, device,
+                           protocol, flow.time,
+                           details=(("resolved_from", learned.match.observed),))
+
+
+def _finding(match: Match, kind: AlertKind, device: str, protocol: str, time: float,
+             details: tuple[tuple[str, str], ...] = ()) -> Finding:
+    return Finding(kind=kind, severity=_SEVERITY[match.indicator.category], device=device,
+                   indicator=match.indicator.value, observed=match.observed, protocol=protocol,
+                   time=time, app=match.indicator.app, details=details)

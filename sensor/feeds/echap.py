@@ -1,0 +1,125 @@
+"""Parse the Echap stalkerware-indicators YAML format (ioc.yaml, watchware.yaml).
+
+The file is a list of apps; each app lists C2 domains and IPs, vendor
+websites and download (distribution) sites. Structure errors reject the whole
+file (naming line and key); a single malformed value is skipped, counted and
+reported with its line, so one typo upstream does not blind the sensor.
+Unknown keys are kept out of matching but reported once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from sensor.errors import FeedError
+from sensor.feeds.model import Category, Feed, Indicator
+from sensor.feeds.names import normalize_domain, normalize_ip
+from sensor.yamlsource import YamlDocument, dotted, parse_yaml, yaml_error_line
+
+log = logging.getLogger(__name__)
+
+_KNOWN_APP_KEYS = frozenset({
+    "name", "names", "type", "packages", "certificates", "certificate_organizations",
+    "certificate_cname_re", "websites", "distribution", "c2", "ios_bundles",
+})
+
+
+class _C2(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    domains: list[str] = Field(default_factory=list)
+    ips: list[str] = Field(default_factory=list)
+    ip: list[str] = Field(default_factory=list)  # an upstream spelling of ips, read as ips
+
+
+class _App(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+    type: Literal["stalkerware", "watchware"]
+    websites: list[str] = Field(default_factory=list)
+    distribution: list[str] = Field(default_factory=list)
+    c2: _C2 = Field(default_factory=_C2)
+
+
+_APPS = TypeAdapter(list[_App])
+
+
+def feed_version(content: bytes) -> str:
+    """A short, stable version of a feed: the start of its SHA-256."""
+    return hashlib.sha256(content).hexdigest()[:16]
+
+
+def load_echap(content: bytes, name: str) -> Feed:
+    """Validate an Echap YAML feed and turn it into indicators; FeedError if unusable."""
+    try:
+        document = parse_yaml(content.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise FeedError(name, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except yaml.YAMLError as error:
+        raise FeedError(name, f"not valid YAML: {getattr(error, 'problem', error)}",
+                        line=yaml_error_line(error)) from None
+    if not isinstance(document.data, list):
+        raise FeedError(name, "expected a list of apps at the top level", line=1)
+    try:
+        apps = _APPS.validate_python(document.data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise FeedError(name, first["msg"], line=document.line_of(first["loc"]),
+                        key=dotted(first["loc"])) from None
+    return _build_feed(apps, document, name, feed_version(content))
+
+
+def _build_feed(apps: list[_App], document: YamlDocument, name: str, version: str) -> Feed:
+    indicators: list[Indicator] = []
+    warnings: list[str] = []
+    rejected = 0
+    unknown_keys: set[str] = set()
+    for position, app in enumerate(apps):
+        unknown_keys.update(set(app.model_extra or {}) - _KNOWN_APP_KEYS)
+        for key, values, category, want_ip in _indicator_lists(app):
+            for index, raw in enumerate(values):
+                try:
+                    indicators.append(_indicator(raw, category, app.name, want_ip))
+                except ValueError as error:
+                    rejected += 1
+                    path = (position, *key.split("."), index)
+                    warnings.append(f"{name}, line {document.line_of(path)}: "
+                                    f"skipped {dotted(path)}: {error}")
+        if app.c2.ip:
+            warnings.append(f"{name}: app {app.name!r} lists c2.ip; read as c2.ips")
+    if unknown_keys:
+        warnings.append(f"{name}: unknown app keys ignored: {', '.join(sorted(unknown_keys))}; "
+                        "if they carry indicators, please open a Veilleuse issue")
+    for warning in warnings:
+        log.warning("%s", warning)
+    return Feed(name=name, version=version, indicators=tuple(indicators),
+                app_count=len(apps), rejected=rejected, warnings=tuple(warnings))
+
+
+def _indicator_lists(app: _App) -> list[tuple[str, list[str], Category, bool | None]]:
+    """(YAML key, values, category, True=IP / False=domain / None=either) per list."""
+    if app.type == "watchware":
+        return [("c2.domains", app.c2.domains, Category.WATCHWARE, False),
+                ("c2.ips", app.c2.ips + app.c2.ip, Category.WATCHWARE, True)]
+    return [("c2.domains", app.c2.domains, Category.C2, False),
+            ("c2.ips", app.c2.ips + app.c2.ip, Category.C2, True),
+            ("websites", app.websites, Category.WEBSITE, False),
+            ("distribution", app.distribution, Category.WEBSITE, None)]
+
+
+def _indicator(raw: Any, category: Category, app: str, want_ip: bool | None) -> Indicator:
+    if not isinstance(raw, str):
+        raise ValueError(f"expected text, got {raw!r}")
+    if "://" in raw:
+        raise ValueError(f"{raw!r} is a URL; only domains and IPs can be matched on the wire")
+    if want_ip is not False:
+        try:
+            return Indicator(normalize_ip(raw), category, app, is_ip=True)
+        except ValueError:
+            if want_ip:
+                raise ValueError(f"not an IP address: {raw!r}") from None
+    return Indicator(normalize_domain(raw), category, app)

@@ -1,0 +1,50 @@
+"""The indicator records every feed format is turned into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Category(StrEnum):
+    """What a listed indicator means; the order is precedence (first wins)."""
+
+    C2 = "c2"                # command-and-control server of a stalkerware app
+    WATCHWARE = "watchware"  # server of a monitoring app that does not hide itself
+    WEBSITE = "website"      # vendor or download site of a stalkerware app
+
+    @property
+    def precedence(self) -> int:
+        return list(Category).index(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Indicator:
+    """One listed domain or IP, with the app it belongs to."""
+
+    value: str
+    category: Category
+    app: str
+    is_ip: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.value:
+            raise ValueError("an indicator needs a value")
+        if not self.app:
+            raise ValueError(f"indicator {self.value!r} names no app")
+
+
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """A validated feed file: its indicators and a version derived from its bytes."""
+
+    name: str
+    version: str
+    indicators: tuple[Indicator, ...]
+    app_count: int
+    rejected: int = 0
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def indicator_count(self) -> int:
+        return len(self.indicators)

@@ -1,0 +1,108 @@
+"""The on-disk home of downloaded feeds: current copy, previous good copy, metadata.
+
+Layout in the feeds directory, per feed name::
+
+    <name>.yaml       the copy in use
+    <name>.yaml.prev  the copy it replaced (kept for a manual rollback)
+    <name>.json       what we know of it: url, version, download time, counts
+
+Installing writes a temporary file in the same directory, fsyncs it and
+renames it over the current copy, so a power cut leaves either the old or
+the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sensor.errors import FeedError
+from sensor.feeds.echap import load_echap
+from sensor.feeds.model import Feed
+
+
+@dataclass(frozen=True, slots=True)
+class FeedInfo:
+    """Metadata of an installed feed."""
+
+    name: str
+    url: str
+    version: str
+    downloaded_at: str
+    indicators: int
+    apps: int
+
+    @property
+    def downloaded(self) -> datetime:
+        return datetime.fromisoformat(self.downloaded_at)
+
+
+def load_feed_file(path: Path | str, name: str | None = None) -> Feed:
+    """Read and validate one Echap-format file; FeedError if missing or invalid."""
+    path = Path(path)
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise FeedError(str(path), f"cannot read the feed: {error.strerror}") from None
+    return load_echap(content, name or str(path))
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class FeedStore:
+    """Installed feeds in one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def feed_path(self, name: str) -> Path:
+        return self.directory / f"{name}.yaml"
+
+    def info(self, name: str) -> FeedInfo | None:
+        try:
+            return FeedInfo(**json.loads((self.directory / f"{name}.json").read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as error:
+            raise FeedError(str(self.directory / f"{name}.json"),
+                            f"unreadable feed metadata ({error}); run `veilleuse feeds update`") \
+                from None
+
+    def load(self, names: list[str]) -> list[Feed]:
+        """The installed feeds among ``names`` (missing ones are skipped)."""
+        return [load_feed_file(self.feed_path(name), name) for name in names
+                if self.feed_path(name).exists()]
+
+    def install(self, name: str, content: bytes, feed: Feed, url: str, now: datetime) -> FeedInfo:
+        """Make ``content`` the current copy, keeping the previous one as ``.prev``."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        current = self.feed_path(name)
+        if current.exists():
+            _write_atomically(current.with_suffix(".yaml.prev"), current.read_bytes())
+        _write_atomically(current, content)
+        info = FeedInfo(name=name, url=url, version=feed.version,
+                        downloaded_at=now.isoformat(), indicators=feed.indicator_count,
+                        apps=feed.app_count)
+        _write_atomically(self.directory / f"{name}.json",
+                          json.dumps(asdict(info), indent=2).encode())
+        return info

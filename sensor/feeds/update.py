@@ -1,0 +1,107 @@
+"""Download feeds, validate them and install them without ever losing the last good copy.
+
+A download that fails, does not parse, is empty, or shrank below the
+configured share of the current copy is refused; the current copy stays.
+Retries with back-off are urllib3's (``Retry``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import urllib3
+from urllib3.util.retry import Retry
+
+from sensor.config import FeedsConfig, FeedSource
+from sensor.errors import FeedDownloadError, FeedError
+from sensor.feeds.echap import load_echap
+from sensor.feeds.store import FeedStore
+
+log = logging.getLogger(__name__)
+
+MAX_FEED_BYTES = 20 * 1024 * 1024
+USER_AGENT = "veilleuse-feed-update/1"
+
+
+class UpdateStatus(StrEnum):
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOutcome:
+    """What happened to one feed."""
+
+    name: str
+    status: UpdateStatus
+    message: str
+    version: str | None = None
+
+
+def make_http_pool(retries: int = 4, backoff: float = 1.0,
+                   timeout: float = 30.0) -> urllib3.PoolManager:
+    retry = Retry(total=retries, backoff_factor=backoff, status_forcelist=(429, 500, 502, 503, 504),
+                  allowed_methods=frozenset({"GET"}), raise_on_status=False)
+    return urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(total=timeout),
+                               headers={"User-Agent": USER_AGENT})
+
+
+def download(pool: urllib3.PoolManager, url: str) -> bytes:
+    """The body of ``url``; FeedDownloadError on a network error, an HTTP error or a huge body."""
+    try:
+        response = pool.request("GET", url, preload_content=False)
+    except urllib3.exceptions.HTTPError as error:
+        raise FeedDownloadError(url, f"download failed: {error}") from None
+    try:
+        if response.status != 200:
+            raise FeedDownloadError(url, f"the server answered HTTP {response.status}")
+        body = response.read(MAX_FEED_BYTES + 1)
+    finally:
+        response.release_conn()
+    if len(body) > MAX_FEED_BYTES:
+        raise FeedDownloadError(url, f"larger than {MAX_FEED_BYTES} bytes; refusing it")
+    return body
+
+
+def update_feed(source: FeedSource, store: FeedStore, pool: urllib3.PoolManager, now: datetime,
+                min_size_ratio: float) -> UpdateOutcome:
+    try:
+        content = download(pool, source.url)
+        feed = load_echap(content, source.url)
+    except FeedError as error:
+        return UpdateOutcome(source.name, UpdateStatus.FAILED, str(error))
+    current = store.info(source.name)
+    if current is not None and current.version == feed.version:
+        return UpdateOutcome(source.name, UpdateStatus.UNCHANGED,
+                             f"already at version {feed.version}", feed.version)
+    if feed.indicator_count == 0:
+        return UpdateOutcome(source.name, UpdateStatus.REFUSED,
+                             "the download holds no indicator; keeping the current copy")
+    if current is not None and feed.indicator_count < min_size_ratio * current.indicators:
+        return UpdateOutcome(
+            source.name, UpdateStatus.REFUSED,
+            f"the download has {feed.indicator_count} indicators, under {min_size_ratio:.0%} of "
+            f"the {current.indicators} in use; keeping the current copy (a truncated file?)")
+    store.install(source.name, content, feed, source.url, now)
+    return UpdateOutcome(source.name, UpdateStatus.UPDATED,
+                         f"{feed.indicator_count} indicators from {feed.app_count} apps",
+                         feed.version)
+
+
+def update_feeds(config: FeedsConfig, now: datetime,
+                 pool: urllib3.PoolManager | None = None) -> list[UpdateOutcome]:
+    """Update every configured feed; one failing does not stop the others."""
+    store = FeedStore(config.directory)
+    pool = pool or make_http_pool()
+    outcomes = [update_feed(source, store, pool, now, config.min_size_ratio)
+                for source in config.sources]
+    for outcome in outcomes:
+        level = logging.INFO if outcome.status in (UpdateStatus.UPDATED, UpdateStatus.UNCHANGED) \
+            else logging.WARNING
+        log.log(level, "feed %s: %s (%s)", outcome.name, outcome.status.value, outcome.message)
+    return outcomes

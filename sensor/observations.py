@@ -1,0 +1,127 @@
+"""Typed records of what crossed the wire, independent of the capture source.
+
+Every source (Suricata EVE, tshark, scapy) produces these and nothing else, so
+detection never knows where a record came from. Times are the packet's own
+(UNIX seconds, UTC) so a replayed capture gives the same result every time.
+This module only describes and validates; it neither parses nor detects.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+Transport = Literal["tcp", "udp"]
+
+
+def _check_ip(value: str, what: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"{what} is not an IP address: {value!r}") from None
+
+
+def _check_port(value: int, what: str) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{what} is not a port number: {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Who talked to whom: client (the device) and server, as the first packet saw them."""
+
+    client: str
+    server: str
+    client_port: int
+    server_port: int
+    transport: Transport
+
+    def __post_init__(self) -> None:
+        _check_ip(self.client, "client")
+        _check_ip(self.server, "server")
+        _check_port(self.client_port, "client_port")
+        _check_port(self.server_port, "server_port")
+        if self.transport not in ("tcp", "udp"):
+            raise ValueError(f"transport must be tcp or udp, not {self.transport!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DnsQuery:
+    """A DNS question sent by a device."""
+
+    time: float
+    endpoints: Endpoints
+    name: str
+    rrtype: str
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    """One resource record of a DNS answer section (A, AAAA, CNAME ...)."""
+
+    name: str
+    rrtype: str
+    data: str
+    ttl: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """A DNS response received by a device (``endpoints.client`` is the device)."""
+
+    time: float
+    endpoints: Endpoints
+    query_name: str
+    records: tuple[DnsRecord, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsHello:
+    """A TLS ClientHello: the server name the device asked for."""
+
+    time: float
+    endpoints: Endpoints
+    sni: str
+    ja4: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuicHello:
+    """A QUIC Initial carrying a TLS ClientHello with a server name."""
+
+    time: float
+    endpoints: Endpoints
+    sni: str
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A clear-text HTTP request; only the Host is kept (no path, no payload)."""
+
+    time: float
+    endpoints: Endpoints
+    host: str
+    method: str = "GET"
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A connection (TCP) or conversation (UDP), reported once when it ends.
+
+    ``time`` is when it started. Byte and packet counts are None when the
+    source does not count them.
+    """
+
+    time: float
+    endpoints: Endpoints
+    end: float
+    packets: int | None = None
+    bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.end < self.time:
+            raise ValueError(f"flow ends ({self.end}) before it starts ({self.time})")
+
+
+Observation = DnsQuery | DnsAnswer | TlsHello | QuicHello | HttpRequest | Flow
