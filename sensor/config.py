@@ -92,8 +92,8 @@ class FeedsConfig(_Section):
         (), description="Names (with their subdomains) or IP networks you know are benign. "
         "They silence vendor-site, watchware, encrypted-DNS and beaconing alerts; a "
         "stalkerware C2 indicator is always reported.")
-    max_age_days: int = Field(14, ge=1, description="Feeds older than this make the sensor "
-                              "report itself as degraded (stale indicators).")
+    max_age_days: int = Field(14, ge=1, description="Feeds older than this are reported as "
+                              "stale by `veilleuse feeds status` (exit 1).")
     min_size_ratio: float = Field(0.5, gt=0, le=1, description="An update with fewer "
                                   "indicators than this share of the current copy is refused.")
 

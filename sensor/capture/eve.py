@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -47,12 +48,32 @@ class UnknownEventType(EveRecordError):
         super().__init__(f"unknown EVE event_type {event_type!r}")
 
 
+_EVE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?([+-]\d{4}|Z)$")
+
+
 def parse_eve_time(text: str) -> float:
-    """EVE timestamps (``2026-01-01T10:00:00.123456+0000``) as UNIX seconds."""
+    """EVE timestamps (``2026-01-01T10:00:00.123456+0000``) as UNIX seconds.
+
+    Suricata prints the pcap's microseconds with ``%06u``; a capture whose
+    microsecond field overflows (1000000, seen in the wild) gives 7 digits,
+    which we read as microseconds, as scapy and tshark do.
+
+    >>> parse_eve_time("2026-01-01T10:00:00.1000000+0000") - parse_eve_time(
+    ...     "2026-01-01T10:00:00.000000+0000")
+    1.0
+    """
+    match = _EVE_TIME.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise EveRecordError(f"bad timestamp {text!r}")
+    base, digits, zone = match.groups()
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
-    except (TypeError, ValueError):
+        moment = datetime.strptime(base + zone.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
         raise EveRecordError(f"bad timestamp {text!r}") from None
+    fraction = 0.0
+    if digits:
+        fraction = int(digits) / (1_000_000 if len(digits) > 6 else 10 ** len(digits))
+    return moment.timestamp() + fraction
 
 
 def _endpoints(record: dict[str, Any]) -> Endpoints:

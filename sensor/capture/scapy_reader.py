@@ -8,13 +8,13 @@ skipped, never fatal.
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 from scapy.error import Scapy_Exception
 from scapy.utils import PcapReader
 
+from sensor.capture import check_capture_file
 from sensor.capture.packets import PacketDecodeError, PacketDecoder
 from sensor.capture.stats import SourceStats
 from sensor.errors import CaptureError
@@ -33,6 +33,7 @@ class ScapySource:
 
     def read(self, pcap: Path) -> Iterator[Observation]:
         decoder = PacketDecoder()
+        pcap = check_capture_file(pcap)
         try:
             reader = PcapReader(str(pcap))
         except (OSError, Scapy_Exception) as error:
@@ -45,8 +46,7 @@ class ScapySource:
                 except PacketDecodeError as error:
                     self.stats.skip("undecodable packet", str(error))
                     continue
-                except (ValueError, IndexError, TypeError, struct.error, Scapy_Exception) \
-                        as error:
+                except Exception as error:  # noqa: BLE001 - the record boundary: count, go on
                     self.stats.skip("malformed packet", f"{type(error).__name__}: {error}")
                     continue
                 self.stats.observations += len(observations)

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from sensor.capture import check_capture_file
 from sensor.capture.eve import EveRecordError, UnknownEventType, parse_eve_line
 from sensor.capture.stats import SourceStats
 from sensor.errors import CaptureError, CaptureToolMissing
@@ -58,14 +59,12 @@ class SuricataSource:
         if binary is None:
             raise CaptureToolMissing(self.settings.binary, "-t bookworm-backports suricata")
         with tempfile.TemporaryDirectory(prefix="veilleuse-suricata-") as workdir:
-            eve = self._run(binary, Path(pcap), Path(workdir))
+            eve = self._run(binary, check_capture_file(pcap), Path(workdir))
             with eve.open("rb") as lines:
                 yield from read_eve_lines(lines, self.stats)
         log.info("%s", self.stats.summary())
 
     def _run(self, binary: str, pcap: Path, workdir: Path) -> Path:
-        if not pcap.is_file():
-            raise CaptureError(f"{pcap}: no such capture file")
         config = workdir / "suricata.yaml"
         config.write_text(render_suricata_config(self.settings, workdir))
         command = [binary, "-c", str(config), "-r", str(pcap), "-l", str(workdir),

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sensor.capture import check_capture_file
 from sensor.capture.stats import SourceStats
 from sensor.errors import CaptureError, CaptureToolMissing
 from sensor.observations import Observation
@@ -42,8 +43,7 @@ class TsharkSource:
         tshark = shutil.which(self.binary)
         if tshark is None:
             raise CaptureToolMissing(self.binary, "tshark")
-        if not Path(pcap).is_file():
-            raise CaptureError(f"{pcap}: no such capture file")
+        pcap = check_capture_file(pcap)
         context = multiprocessing.get_context("spawn")
         channel: multiprocessing.Queue[tuple[str, Any]] = context.Queue(maxsize=64)
         worker = context.Process(target=_run_worker, args=(str(pcap), tshark, self.batch,
@@ -100,6 +100,8 @@ def _run_worker(pcap: str, tshark: str, batch_size: int, channel: Any) -> None:
                 batch.extend(decoder.decode(packet))
             except TsharkFieldError as error:
                 channel.put(("skipped", ("undecodable packet", str(error))))
+            except Exception as error:  # noqa: BLE001 - the record boundary: count, go on
+                channel.put(("skipped", ("malformed packet", f"{type(error).__name__}: {error}")))
             if len(batch) >= batch_size:
                 channel.put(("batch", batch))
                 batch = []

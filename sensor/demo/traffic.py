@@ -145,8 +145,8 @@ class Traffic:
         try:
             writer.write_header(None)
             for time, frame in sorted(self.frames, key=lambda item: item[0]):
-                seconds = int(time)
-                writer.write_packet(frame, sec=seconds, usec=round((time - seconds) * 1e6))
+                seconds, micro = divmod(round(time * 1_000_000), 1_000_000)
+                writer.write_packet(frame, sec=seconds, usec=micro)
         finally:
             writer.close()
         return path

@@ -1,0 +1,60 @@
+"""Shared fixtures: the real Echap feeds (read from ../shared), tools, and capture builders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sensor.feeds.matcher import IndicatorMatcher
+from sensor.feeds.model import Feed
+from sensor.feeds.store import load_feed_file
+
+REPO = Path(__file__).resolve().parent.parent
+ECHAP_DIR = Path(os.environ.get("VEILLEUSE_ECHAP_DIR",
+                                REPO.parent / "shared" / "data" / "stalkerware-indicators"))
+
+
+def require_tool(name: str) -> str:
+    """The tool's path; in CI a missing tool fails the test, elsewhere it skips it."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (scripts/setup.sh installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def echap_files() -> list[Path]:
+    files = [ECHAP_DIR / "ioc.yaml", ECHAP_DIR / "watchware.yaml"]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        message = f"Echap feeds not found: {missing}; set VEILLEUSE_ECHAP_DIR"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return files
+
+
+@pytest.fixture(scope="session")
+def echap_feeds(echap_files: list[Path]) -> list[Feed]:
+    return [load_feed_file(path) for path in echap_files]
+
+
+@pytest.fixture(scope="session")
+def echap_matcher(echap_feeds: list[Feed]) -> IndicatorMatcher:
+    return IndicatorMatcher(i for feed in echap_feeds for i in feed.indicators)
+
+
+@pytest.fixture
+def suricata() -> str:
+    return require_tool("suricata")
+
+
+@pytest.fixture
+def tshark() -> str:
+    return require_tool("tshark")

@@ -1,0 +1,114 @@
+"""`veilleuse feeds update` against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from sensor.config import FeedsConfig, FeedSource
+from sensor.feeds.store import FeedStore
+from sensor.feeds.update import UpdateStatus, make_http_pool, update_feeds
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+SMALL = b"- name: X\n  type: stalkerware\n  c2:\n    domains: [a.example]\n"
+
+
+class Routes:
+    """path -> list of (status, body) answered in turn (the last one repeats)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[tuple[int, bytes]]] = {}
+        self.hits: dict[str, int] = {}
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Routes]]:
+    routes = Routes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            routes.hits[self.path] = routes.hits.get(self.path, 0) + 1
+            answers = routes.answers.get(self.path, [(404, b"not found")])
+            status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", routes
+    httpd.shutdown()
+    thread.join(timeout=5)
+
+
+def _config(base: str, tmp_path) -> FeedsConfig:
+    return FeedsConfig(directory=tmp_path / "feeds",
+                       sources=(FeedSource(name="stalkerware", url=f"{base}/ioc.yaml"),))
+
+
+def _update(config: FeedsConfig):
+    return update_feeds(config, NOW, make_http_pool(retries=2, backoff=0.01, timeout=5))
+
+
+def test_update_installs_then_keeps_the_previous_copy(server, tmp_path, echap_files) -> None:
+    base, routes = server
+    real = echap_files[0].read_bytes()
+    routes.answers["/ioc.yaml"] = [(200, real)]
+    config = _config(base, tmp_path)
+    assert [o.status for o in _update(config)] == [UpdateStatus.UPDATED]
+    store = FeedStore(config.directory)
+    info = store.info("stalkerware")
+    assert info.indicators > 1500 and info.downloaded == NOW
+    assert store.feed_path("stalkerware").read_bytes() == real
+
+    assert [o.status for o in _update(config)] == [UpdateStatus.UNCHANGED]
+    bigger = real + b"\n- name: Extra\n  type: stalkerware\n  c2:\n    domains: [x.example]\n"
+    routes.answers["/ioc.yaml"] = [(200, bigger)]
+    assert [o.status for o in _update(config)] == [UpdateStatus.UPDATED]
+    assert store.feed_path("stalkerware").read_bytes() == bigger
+    assert (config.directory / "stalkerware.yaml.prev").read_bytes() == real
+
+
+@pytest.mark.parametrize(("answer", "status", "message"), [
+    ((200, SMALL), UpdateStatus.REFUSED, "under 50% of the"),
+    ((200, b"[]\n"), UpdateStatus.REFUSED, "holds no indicator"),
+    ((200, b"- name: [broken\n"), UpdateStatus.FAILED, "not valid YAML"),
+    ((404, b"gone"), UpdateStatus.FAILED, "HTTP 404"),
+])
+def test_a_bad_download_never_replaces_the_good_copy(server, tmp_path, echap_files, answer,
+                                                      status, message) -> None:
+    base, routes = server
+    real = echap_files[0].read_bytes()
+    routes.answers["/ioc.yaml"] = [(200, real)]
+    config = _config(base, tmp_path)
+    _update(config)
+    routes.answers["/ioc.yaml"] = [answer]
+    (outcome,) = _update(config)
+    assert outcome.status is status
+    assert message in outcome.message
+    assert FeedStore(config.directory).feed_path("stalkerware").read_bytes() == real
+
+
+def test_transient_server_errors_are_retried(server, tmp_path) -> None:
+    base, routes = server
+    routes.answers["/ioc.yaml"] = [(503, b"busy"), (503, b"busy"), (200, SMALL)]
+    (outcome,) = _update(_config(base, tmp_path))
+    assert outcome.status is UpdateStatus.UPDATED
+    assert routes.hits["/ioc.yaml"] == 3
+
+
+def test_unreachable_server_fails_with_the_reason(tmp_path) -> None:
+    config = FeedsConfig(directory=tmp_path,
+                         sources=(FeedSource(name="x", url="http://127.0.0.1:9/ioc.yaml"),))
+    (outcome,) = _update(config)
+    assert outcome.status is UpdateStatus.FAILED
+    assert "download failed" in outcome.message

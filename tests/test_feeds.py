@@ -1,0 +1,64 @@
+"""Loading Echap-format feeds: the real files, and broken ones that must say where."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from sensor.errors import FeedError
+from sensor.feeds.echap import load_echap
+
+
+def test_real_feeds_load_with_their_quirks_reported(echap_files, caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        ioc = load_echap(echap_files[0].read_bytes(), "ioc.yaml")
+        watchware = load_echap(echap_files[1].read_bytes(), "watchware.yaml")
+    assert ioc.app_count == 147 and watchware.app_count == 27
+    assert ioc.indicator_count > 1500 and watchware.indicator_count > 50
+    values = {i.value for i in ioc.indicators}
+    assert {"72.167.46.196", "85.10.199.40"} <= values  # listed under the c2.ip spelling
+    assert "app 'MobiStealth' lists c2.ip; read as c2.ips" in caplog.text
+    assert ioc.rejected == 2
+    assert "line 4093: skipped [142].distribution[0]" in caplog.text
+    assert "is a URL; only domains and IPs can be matched on the wire" in caplog.text
+
+
+def test_version_changes_with_content_and_only_then(echap_files) -> None:
+    content = echap_files[1].read_bytes()
+    assert load_echap(content, "a").version == load_echap(content, "b").version
+    assert load_echap(content + b"\n", "a").version != load_echap(content, "a").version
+
+
+@pytest.mark.parametrize(("text", "line", "key", "message"), [
+    ("- name: X\n  type: stalkerware\n  c2:\n    domains: copy9.com\n", 4, "[0].c2.domains",
+     "valid list"),
+    ("- name: X\n  type: spyware\n", 2, "[0].type", "'stalkerware' or 'watchware'"),
+    ("- name: X\n  type: stalkerware\n- type: watchware\n", 3, "[1].name", "Field required"),
+    ("- name: X\n  type: [stalkerware\n", 3, None, "not valid YAML"),
+    ("name: X\n", 1, None, "expected a list of apps"),
+])
+def test_broken_feed_names_line_and_key(text, line, key, message) -> None:
+    with pytest.raises(FeedError) as caught:
+        load_echap(text.encode(), "bad.yaml")
+    assert caught.value.line == line
+    assert caught.value.key == key
+    assert message in str(caught.value)
+
+
+def test_one_bad_value_is_skipped_not_the_feed(caplog) -> None:
+    text = ("- name: X\n  type: stalkerware\n  c2:\n    domains:\n    - good.example\n"
+            "    - 'bad name'\n    ips:\n    - 999.1.1.1\n")
+    feed = load_echap(text.encode(), "x.yaml")
+    assert [i.value for i in feed.indicators] == ["good.example"]
+    assert feed.rejected == 2
+    assert "x.yaml, line 6: skipped [0].c2.domains[1]" in caplog.text
+    assert "x.yaml, line 8: skipped [0].c2.ips[0]: not an IP address" in caplog.text
+
+
+def test_unknown_keys_are_reported_once(caplog) -> None:
+    text = ("- name: X\n  type: stalkerware\n  telegram: [a]\n- name: Y\n  type: watchware\n"
+            "  telegram: [b]\n")
+    feed = load_echap(text.encode(), "x.yaml")
+    assert feed.indicator_count == 0
+    assert caplog.text.count("unknown app keys ignored: telegram") == 1
