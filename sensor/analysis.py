@@ -12,10 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sensor.capture.scapy_reader import ScapySource
 from sensor.capture.stats import SourceStats
-from sensor.capture.suricata import SuricataSource
-from sensor.capture.tshark import TsharkSource
 from sensor.config import Config
 from sensor.detect.beacon import BeaconDetector, BeaconSettings
 from sensor.detect.encrypted_dns import EncryptedDnsDetector
@@ -27,7 +24,6 @@ from sensor.feeds.matcher import Allowlist, IndicatorMatcher
 from sensor.feeds.model import Feed
 from sensor.feeds.store import FeedStore, load_feed_file
 from sensor.observations import Observation
-from sensor.suricata.config import SuricataSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +38,20 @@ class CaptureSource(Protocol):
 
 
 def open_source(name: str, config: Config) -> CaptureSource:
+    """The named source; imported on demand (scapy alone costs tens of MB of memory)."""
     if name == "suricata":
+        from sensor.capture.suricata import SuricataSource
+        from sensor.suricata.config import SuricataSettings
+
         return SuricataSource(SuricataSettings(binary=config.suricata.binary,
                                                home_net=config.network.home_net))
     if name == "tshark":
+        from sensor.capture.tshark import TsharkSource
+
         return TsharkSource()
     if name == "scapy":
+        from sensor.capture.scapy_reader import ScapySource
+
         return ScapySource()
     raise ValueError(f"unknown source {name!r}; choose one of {', '.join(SOURCE_NAMES)}")
 

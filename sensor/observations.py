@@ -8,6 +8,7 @@ This module only describes and validates; it neither parses nor detects.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -15,11 +16,23 @@ from typing import Literal
 Transport = Literal["tcp", "udp"]
 
 
+@functools.lru_cache(maxsize=65536)
+def canonical_ip(text: str) -> str:
+    """The canonical text of an IP address (ValueError if it is not one).
+
+    Memoized: a network has few distinct addresses and parsing them is the
+    largest cost of reading EVE records.
+    """
+    return str(ipaddress.ip_address(text))
+
+
 def _check_ip(value: str, what: str) -> None:
     try:
-        ipaddress.ip_address(value)
+        canonical = canonical_ip(value)
     except ValueError:
         raise ValueError(f"{what} is not an IP address: {value!r}") from None
+    if canonical != value:
+        raise ValueError(f"{what} is not in canonical form: {value!r} (use {canonical!r})")
 
 
 def _check_port(value: int, what: str) -> None:

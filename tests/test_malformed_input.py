@@ -100,3 +100,13 @@ def test_missing_or_garbage_capture_files_give_clear_errors(tmp_path, echap_matc
             list(open_source(source, Config()).read(tmp_path / "missing.pcap"))
         with pytest.raises(CaptureError, match=r"garbage\.pcap: not a pcap or pcapng"):
             list(open_source(source, Config()).read(garbage))
+
+
+def test_a_failing_suricata_is_reported_not_waited_for(tmp_path) -> None:
+    from sensor.capture.suricata import SuricataSource
+    from sensor.suricata.config import SuricataSettings
+
+    capture, _ = build_malformed(tmp_path / "m.pcap"), None
+    source = SuricataSource(SuricataSettings(binary="false"))  # a real program that fails
+    with pytest.raises(CaptureError, match=r"suricata failed on .*m\.pcap \(exit 1\)"):
+        list(source.read(capture))

@@ -9,12 +9,13 @@ types we have never heard of are counted by the reader.
 
 from __future__ import annotations
 
-import ipaddress
-import json
+import functools
 import re
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from sensor.observations import (
     DnsAnswer,
@@ -26,6 +27,7 @@ from sensor.observations import (
     Observation,
     QuicHello,
     TlsHello,
+    canonical_ip,
 )
 
 # Event types Suricata may write that carry nothing for us (yet).
@@ -66,14 +68,20 @@ def parse_eve_time(text: str) -> float:
     if match is None:
         raise EveRecordError(f"bad timestamp {text!r}")
     base, digits, zone = match.groups()
-    try:
-        moment = datetime.strptime(base + zone.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S%z")
-    except ValueError:
-        raise EveRecordError(f"bad timestamp {text!r}") from None
     fraction = 0.0
     if digits:
         fraction = int(digits) / (1_000_000 if len(digits) > 6 else 10 ** len(digits))
-    return moment.timestamp() + fraction
+    return _whole_seconds(base, zone) + fraction
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_seconds(base: str, zone: str) -> float:
+    """Memoized: records of the same second share this (strptime is slow)."""
+    try:
+        moment = datetime.strptime(base + zone.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        raise EveRecordError(f"bad timestamp {base}{zone}") from None
+    return moment.timestamp()
 
 
 def _endpoints(record: dict[str, Any]) -> Endpoints:
@@ -88,7 +96,7 @@ def _endpoints(record: dict[str, Any]) -> Endpoints:
 
 
 def _ip(text: str) -> str:
-    return str(ipaddress.ip_address(text))
+    return canonical_ip(text)
 
 
 def _dns(record: dict[str, Any]) -> Iterator[Observation]:
@@ -161,8 +169,8 @@ _PARSERS = {"dns": _dns, "flow": _flow, "tls": _tls, "quic": _quic, "http": _htt
 def parse_eve_line(line: str | bytes) -> list[Observation]:
     """The observations in one EVE line; EveRecordError if the line is unusable."""
     try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
         raise EveRecordError(f"not JSON: {error}") from None
     if not isinstance(record, dict):
         raise EveRecordError("not a JSON object")

@@ -32,6 +32,7 @@ from sensor.observations import (
     Observation,
     QuicHello,
     TlsHello,
+    canonical_ip,
 )
 
 DNS_PORT = 53
@@ -75,7 +76,8 @@ class PacketDecoder:
         is_tcp = isinstance(transport, TCP)
         flags = int(transport.flags) if is_tcp else 0
         summary = PacketSummary(
-            time=float(packet.time), source=network.src, destination=network.dst,
+            time=float(packet.time), source=canonical_ip(network.src),
+            destination=canonical_ip(network.dst),
             source_port=int(transport.sport), destination_port=int(transport.dport),
             transport="tcp" if is_tcp else "udp", length=len(packet),
             syn=bool(flags & 0x02), ack=bool(flags & 0x10), fin=bool(flags & 0x01),

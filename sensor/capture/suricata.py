@@ -1,8 +1,7 @@
-"""Suricata as a capture source: ``suricata -r`` on a pcap, then its EVE records.
+"""Suricata as a capture source: ``suricata -r`` on a pcap, its EVE records as they come.
 
-Offline only here; the live supervisor reuses ``read_eve_lines``. The pcap is
-analysed to completion before records are read, so a Suricata failure is
-reported (exit code and the end of its log) before any alert is produced.
+Offline only here; the live supervisor reuses ``read_eve_lines``. A Suricata
+failure is reported with its exit code and the end of its log.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -46,7 +46,12 @@ def read_eve_lines(lines: Iterable[bytes | str], stats: SourceStats) -> Iterator
 
 
 class SuricataSource:
-    """Runs Suricata on a pcap with Veilleuse's generated configuration."""
+    """Runs Suricata on a pcap with Veilleuse's generated configuration.
+
+    EVE records stream through a FIFO while Suricata runs, so analysis
+    overlaps packet processing. A regular-file EVE output blocks when the
+    pipe is full: a slow reader slows Suricata down, nothing is dropped.
+    """
 
     name = "suricata"
 
@@ -58,25 +63,41 @@ class SuricataSource:
         binary = shutil.which(self.settings.binary)
         if binary is None:
             raise CaptureToolMissing(self.settings.binary, "-t bookworm-backports suricata")
-        with tempfile.TemporaryDirectory(prefix="veilleuse-suricata-") as workdir:
-            eve = self._run(binary, check_capture_file(pcap), Path(workdir))
-            with eve.open("rb") as lines:
-                yield from read_eve_lines(lines, self.stats)
+        pcap = check_capture_file(pcap)
+        with tempfile.TemporaryDirectory(prefix="veilleuse-suricata-") as name:
+            workdir = Path(name)
+            config = workdir / "suricata.yaml"
+            config.write_text(render_suricata_config(self.settings, workdir))
+            eve = workdir / "eve.json"
+            os.mkfifo(eve, 0o600)
+            # Hold a write end ourselves until Suricata exits: reads then block
+            # instead of seeing end-of-file before Suricata has opened the FIFO.
+            reader = os.open(eve, os.O_RDONLY | os.O_NONBLOCK)
+            keeper = os.open(eve, os.O_WRONLY | os.O_NONBLOCK)
+            os.set_blocking(reader, True)
+            log_path = workdir / "suricata.log"
+            with log_path.open("wb") as engine_log, os.fdopen(reader, "rb") as lines:
+                process = subprocess.Popen(
+                    [binary, "-c", str(config), "-r", str(pcap), "-l", str(workdir),
+                     "-k", "none", "--disable-detection"],
+                    stdout=engine_log, stderr=subprocess.STDOUT, env={**os.environ, "TZ": "UTC"})
+                closer = threading.Thread(target=_close_after_exit, args=(process, keeper),
+                                          daemon=True)
+                closer.start()
+                try:
+                    yield from read_eve_lines(lines, self.stats)
+                finally:
+                    if process.poll() is None:
+                        process.terminate()
+                    process.wait()
+                    closer.join()
+            if process.returncode != 0:
+                tail = "\n".join(log_path.read_text(errors="replace").strip().splitlines()[-8:])
+                raise CaptureError(f"suricata failed on {pcap} (exit {process.returncode}):\n"
+                                   f"{tail}")
         log.info("%s", self.stats.summary())
 
-    def _run(self, binary: str, pcap: Path, workdir: Path) -> Path:
-        config = workdir / "suricata.yaml"
-        config.write_text(render_suricata_config(self.settings, workdir))
-        command = [binary, "-c", str(config), "-r", str(pcap), "-l", str(workdir),
-                   "-k", "none", "--disable-detection"]
-        environment = {**os.environ, "TZ": "UTC"}
-        completed = subprocess.run(command, capture_output=True, text=True, env=environment,
-                                   check=False)
-        if completed.returncode != 0:
-            tail = "\n".join((completed.stderr or completed.stdout).strip().splitlines()[-8:])
-            raise CaptureError(f"suricata failed on {pcap} (exit {completed.returncode}):\n"
-                               f"{tail}")
-        eve = workdir / "eve.json"
-        if not eve.exists():
-            raise CaptureError(f"suricata wrote no EVE output for {pcap}; see {workdir}")
-        return eve
+
+def _close_after_exit(process: subprocess.Popen[bytes], keeper: int) -> None:
+    process.wait()
+    os.close(keeper)

@@ -13,6 +13,8 @@ import logging
 import multiprocessing
 import queue
 import shutil
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,14 +51,19 @@ class TsharkSource:
         worker = context.Process(target=_run_worker, args=(str(pcap), tshark, self.batch,
                                                           channel), daemon=True)
         worker.start()
+        finished = False
         try:
             yield from self._receive(channel, worker)
+            finished = True
         finally:
-            worker.join(timeout=5)
+            if not finished:
+                worker.terminate()  # the worker turns SIGTERM into a clean close of tshark
+            worker.join(timeout=10)
             if worker.is_alive():
-                worker.terminate()
-                worker.join(timeout=5)
+                worker.kill()
+                worker.join()
             channel.close()
+            channel.join_thread()
         log.info("%s", self.stats.summary())
 
     def _receive(self, channel: multiprocessing.Queue, worker: Any) -> Iterator[Observation]:
@@ -84,6 +91,8 @@ class TsharkSource:
 def _run_worker(pcap: str, tshark: str, batch_size: int, channel: Any) -> None:
     """The child: pyshark over tshark, observations sent in batches."""
     import pyshark  # imported here: the parent never loads pyshark's event loop
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so ``finally`` closes tshark
 
     from sensor.capture.tshark_packets import TsharkDecoder, TsharkFieldError
 

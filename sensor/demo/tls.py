@@ -1,10 +1,13 @@
 """TLS handshake records (ClientHello with a server name, ServerHello) built with scapy.
 
 Used by the traffic builder for TLS over TCP and, unwrapped from the record
-layer, as the CRYPTO payload of QUIC Initial packets.
+layer, as the CRYPTO payload of QUIC Initial packets. Records are cached:
+building them with scapy's TLS layer costs about a millisecond each.
 """
 
 from __future__ import annotations
+
+import functools
 
 from scapy.layers.tls.extensions import (
     ProtocolName,
@@ -23,6 +26,7 @@ _CIPHERS = [0x1301, 0x1302, 0x1303, 0xC02B, 0xC02F]
 _RANDOM = bytes(range(32))
 
 
+@functools.lru_cache(maxsize=1024)
 def client_hello(sni: str, *, quic: bool = False) -> bytes:
     """A TLS 1.3-capable ClientHello handshake message (no record header).
 
@@ -42,12 +46,14 @@ def client_hello(sni: str, *, quic: bool = False) -> bytes:
     return bytes(hello)
 
 
+@functools.lru_cache(maxsize=1024)
 def client_hello_record(sni: str) -> bytes:
     """The ClientHello in a TLS record, as sent first on a TLS connection."""
     message = client_hello(sni)
     return bytes(TLS(type=22, version=0x0301, len=len(message))) + message
 
 
+@functools.lru_cache(maxsize=1)
 def server_hello_record() -> bytes:
     """A TLS 1.3 ServerHello record, then ChangeCipherSpec and an encrypted record.
 

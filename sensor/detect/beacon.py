@@ -91,6 +91,7 @@ class BeaconDetector:
         self._allowlist = allowlist or Allowlist()
         self._settings = settings or BeaconSettings()
         self._starts: dict[tuple[str, str], deque[float]] = {}
+        self._server_counts: dict[str, bool] = {}
         self._reported: dict[tuple[str, str], int] = {}
 
     def observe(self, observation: Observation) -> Iterator[Finding]:
@@ -109,11 +110,20 @@ class BeaconDetector:
         endpoints = flow.endpoints
         if endpoints.server_port in PERIODIC_BY_DESIGN:
             return False
-        server = ipaddress.ip_address(endpoints.server)
+        verdict = self._server_counts.get(endpoints.server)
+        if verdict is None:
+            if len(self._server_counts) >= self._settings.max_pairs:
+                self._server_counts.clear()
+            verdict = self._server_counts[endpoints.server] = self._is_outside(endpoints.server)
+        return verdict
+
+    def _is_outside(self, address: str) -> bool:
+        """An outside, unicast, non-allowlisted server (cached per address by ``_counts``)."""
+        server = ipaddress.ip_address(address)
         if server.is_multicast or server.is_unspecified or server.is_loopback or \
                 any(server in network for network in self._home):
             return False
-        return not self._allowlist.covers(endpoints.server)
+        return not self._allowlist.covers(address)
 
     def flush(self) -> Iterator[Finding]:
         """Findings for every pair that beacons, counting only starts not yet reported."""

@@ -12,18 +12,22 @@
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 from collections.abc import Iterable
 
 import idna
 
+from sensor.observations import canonical_ip
 
+
+@functools.lru_cache(maxsize=65536)
 def normalize_domain(name: str) -> str:
     """Lower-case ASCII (A-label) form without the trailing dot; ValueError if not a name.
 
     ASCII names are only lower-cased: names on the wire legitimately carry
     underscores (SRV, DMARC) that strict IDNA rejects. Non-ASCII names go
     through UTS #46 so a Unicode feed entry matches its punycode on the wire.
+    Memoized: the same names come back all day.
     """
     text = name.strip().rstrip(".")
     if not text:
@@ -53,7 +57,7 @@ def domain_suffixes(name: str) -> list[str]:
 
 def normalize_ip(value: str) -> str:
     """Canonical text of an IPv4 or IPv6 address; ValueError if it is not one."""
-    return str(ipaddress.ip_address(value.strip()))
+    return canonical_ip(value.strip())
 
 
 class DomainSuffixSet:

@@ -1,0 +1,55 @@
+"""The tshark source never leaves tshark or its worker running."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sensor.capture.tshark import TsharkSource
+from tests.scenarios import build_everything
+
+
+def _commands() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, IndexError, ValueError):
+                continue
+            table[int(entry.name)] = (parent, command)
+    return table
+
+
+def _leftovers(capture: Path) -> list[str]:
+    """Our worker processes, and any process anywhere still reading ``capture``.
+
+    multiprocessing's resource tracker is a child by design and is not counted.
+    """
+    table = _commands()
+    mine, stack = set(), [os.getpid()]
+    while stack:
+        parent = stack.pop()
+        for pid, (ppid, _) in table.items():
+            if ppid == parent and pid not in mine:
+                mine.add(pid)
+                stack.append(pid)
+    return [command for pid, (_, command) in table.items()
+            if (pid in mine and "spawn_main" in command) or str(capture) in command]
+
+
+def test_stopping_early_closes_tshark_and_the_worker(tmp_path, tshark) -> None:
+    capture, _ = build_everything(tmp_path / "c.pcap")
+    records = TsharkSource(batch=1).read(capture)
+    assert next(records) is not None
+    assert _leftovers(capture), "the worker and tshark should be running while we read"
+    records.close()
+    assert _leftovers(capture) == []
+
+
+def test_reading_to_the_end_leaves_nothing_behind(tmp_path, tshark) -> None:
+    capture, _ = build_everything(tmp_path / "c.pcap")
+    assert len(list(TsharkSource().read(capture))) > 50
+    assert _leftovers(capture) == []
