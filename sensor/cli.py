@@ -11,9 +11,11 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sensor import __version__
 from sensor.analysis import (
@@ -34,6 +36,9 @@ from sensor.feeds.update import UpdateStatus, update_feeds
 from sensor.messages import LANGUAGES, language_from_environment, load_catalogue
 from sensor.report import write_jsonl, write_text
 
+if TYPE_CHECKING:
+    from sensor.alerts.book import AlertBook
+
 log = logging.getLogger("veilleuse")
 
 
@@ -53,6 +58,21 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
                          help="indicator file in Echap YAML format (repeatable); default: the "
                          "feeds installed by `veilleuse feeds update`")
+    analyze.add_argument("--mqtt", metavar="URL", help="also store the alerts in the alert "
+                         "book and publish them to this broker (mqtt://host:port)")
+    analyze.add_argument("--mqtt-timeout", type=float, default=30.0, metavar="SECONDS",
+                         help="how long to wait for the broker's acknowledgements (default 30)")
+
+    publish = commands.add_parser("publish", help="publish the alerts waiting in the alert "
+                                  "book, then exit")
+    publish.add_argument("--mqtt", metavar="URL", help="broker (default: the config's)")
+    publish.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS")
+
+    tail = commands.add_parser("tail", help="follow the alerts, state and status on a broker")
+    tail.add_argument("--mqtt", metavar="URL", help="broker (default: the config's)")
+    tail.add_argument("--json", action="store_true", help="print the raw JSON payloads")
+    tail.add_argument("--lang", choices=LANGUAGES, help="language of the lines")
+    tail.add_argument("--count", type=int, help="exit after this many messages")
 
     demo = commands.add_parser("demo", help="build a demo capture and analyse it with the "
                                "demo feed (no network, no mirror port needed)")
@@ -114,6 +134,58 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
     engine = build_engine(config, build_matcher(feeds, config))
     result = analyze_capture(capture, open_source(args.source, config), engine)
     _report(args, config, from_file, capture, describe_feeds(feeds), result)
+    if getattr(args, "mqtt", None):
+        from sensor.alerts.book import AlertBook
+        from sensor.outputs.delivery import AlertQueue, pseudonymizer
+
+        book = AlertBook(config.alerts.database)
+        try:
+            AlertQueue(book, config, pseudonymizer(config), time.time).add_all(result.alerts)
+            return _deliver(config, book, args.mqtt, args.mqtt_timeout)
+        finally:
+            book.close()
+    return 0
+
+
+def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float) -> int:
+    """Publish the book's pending alerts; 0 when all are acknowledged, else 1 (they stay)."""
+    from sensor.outputs.delivery import publisher
+
+    sender = publisher(config, book, url)
+    sender.start()
+    try:
+        delivered = sender.wait_until_delivered(timeout)
+    finally:
+        sender.stop()
+    health = sender.health()
+    if delivered:
+        log.info("all alerts delivered (%d this run)", health.delivered)
+        return 0
+    print(f"veilleuse: {health.pending} alert(s) not acknowledged by the broker within "
+          f"{timeout:.0f} s ({health.problem or 'no answer'}); they stay in "
+          f"{book.path} and `veilleuse publish` retries", file=sys.stderr)
+    return 1
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from sensor.alerts.book import AlertBook
+
+    config, _ = _config(args)
+    book = AlertBook(config.alerts.database)
+    try:
+        return _deliver(config, book, args.mqtt, args.timeout)
+    finally:
+        book.close()
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from sensor.outputs.delivery import mqtt_settings
+    from sensor.outputs.tail import follow
+
+    config, from_file = _config(args)
+    language = args.lang or (config.language if from_file else language_from_environment())
+    follow(mqtt_settings(config, args.mqtt), config.mqtt.topic_prefix, sys.stdout, language,
+           raw=args.json, limit=args.count)
     return 0
 
 
@@ -164,6 +236,10 @@ def _run(args: argparse.Namespace) -> int:
         return _demo(args)
     if args.command == "feeds":
         return _feeds(args)
+    if args.command == "publish":
+        return _publish(args)
+    if args.command == "tail":
+        return _tail(args)
     if args.command == "check-config":
         return _check_config(args)
     if args.command == "config-docs":

@@ -117,6 +117,37 @@ class DetectionConfig(_Section):
                                  description="Beaconing detection.")
 
 
+class MqttConfig(_Section):
+    enabled: bool = Field(True, description="Publish alerts and health to an MQTT broker.")
+    url: str = Field("mqtt://127.0.0.1:1883", description="The broker: mqtt://host:port or "
+                     "mqtts://host:port (TLS). On the appliance, the local Mosquitto.")
+    username: str | None = Field(None, description="User name, if the broker wants one.")
+    password_file: Path | None = Field(None, description="File holding the password (kept "
+                                       "out of this file; mode 0600).")
+    ca_file: Path | None = Field(None, description="CA certificate to verify the broker "
+                                 "(mqtts).")
+    cert_file: Path | None = Field(None, description="Client certificate (mqtts).")
+    key_file: Path | None = Field(None, description="Client private key (mqtts).")
+    topic_prefix: TopicName = Field("veilleuse", description="First level of every topic.")
+    session_expiry_seconds: int = Field(86_400, ge=0, description="How long the broker keeps "
+                                        "this sensor's session while it is away.")
+
+
+class PrivacyConfig(_Section):
+    device_ids: Literal["pseudonym", "address"] = Field(
+        "pseudonym", description="How devices appear in what leaves the box: a keyed "
+        "pseudonym (default) or, if the site opts in, their IP address.")
+    secret_file: Path = Field(Path("/var/lib/veilleuse/pseudonym.key"), description="The "
+                              "site's pseudonym key, created on first use (mode 0600).")
+
+
+class AlertsConfig(_Section):
+    database: Path = Field(Path("/var/lib/veilleuse/alerts.sqlite"), description="The alert "
+                           "book: every alert is stored here before it is published.")
+    retention_days: int = Field(90, ge=1, description="Delivered alerts not seen for this "
+                                "long are deleted; undelivered ones are always kept.")
+
+
 class SuricataSection(_Section):
     binary: str = Field("suricata", description="The Suricata program to run.")
 
@@ -135,6 +166,10 @@ class Config(_Section):
                                        description="Detection settings.")
     suricata: SuricataSection = Field(default_factory=SuricataSection,
                                       description="Suricata.")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="The alert book.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Publishing to the core.")
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig,
+                                   description="What leaves the box.")
 
 
 def load_config(path: Path | str) -> Config:

@@ -1,0 +1,1 @@
+"""The alert book: the durable store every published alert goes through first."""

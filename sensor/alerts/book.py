@@ -1,0 +1,172 @@
+"""The alert book: SQLite (WAL, synchronous=FULL), the source of truth for alerts.
+
+An alert is written here, and the write reaches the disk, before anything is
+published; the outbox row goes away only when the broker acknowledged that
+exact version. An alert that changes while a copy is in flight gets a new
+version, so the older acknowledgement does not retire the newer content.
+Undelivered alerts are never purged. Not the job of this module: talking to
+a broker (``sensor.outputs.mqtt``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sensor.errors import VeilleuseError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    device TEXT NOT NULL,
+    indicator TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    count INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    delivered_at REAL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    alert_id TEXT PRIMARY KEY REFERENCES alerts(id),
+    version INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_queued ON outbox (queued_at);
+"""
+
+
+class AlertBookError(VeilleuseError):
+    """The alert database cannot be opened or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One alert version waiting for the broker's acknowledgement."""
+
+    alert_id: str
+    version: int
+    payload: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    """The book's row for an alert, for status pages and the screen."""
+
+    id: str
+    kind: str
+    severity: str
+    device: str
+    indicator: str
+    first_seen: float
+    last_seen: float
+    count: int
+    record: str
+    delivered: bool
+
+
+class AlertBook:
+    """Thread-safe: one connection, used under a lock (writes are small and rare)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as error:
+            raise AlertBookError(f"{self.path}: cannot open the alert book ({error}); check "
+                                 "that the directory exists and belongs to the veilleuse user") \
+                from None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise AlertBookError(f"{self.path}: write failed ({error})") from None
+
+    def record(self, alert_id: str, *, kind: str, severity: str, device: str, indicator: str,
+               first_seen: float, last_seen: float, count: int, record: str, payload: str,
+               now: float) -> int:
+        """Store the alert and queue ``payload`` for delivery; returns the queued version."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO alerts (id, kind, severity, device, indicator, first_seen, "
+                "last_seen, count, record, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET severity=excluded.severity, "
+                "first_seen=min(first_seen, excluded.first_seen), "
+                "last_seen=max(last_seen, excluded.last_seen), count=excluded.count, "
+                "record=excluded.record, updated_at=excluded.updated_at",
+                (alert_id, kind, severity, device, indicator, first_seen, last_seen, count,
+                 record, now))
+            row = db.execute("SELECT version FROM outbox WHERE alert_id=?",
+                             (alert_id,)).fetchone()
+            version = 1 if row is None else row[0] + 1
+            db.execute(
+                "INSERT INTO outbox (alert_id, version, payload, queued_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(alert_id) DO UPDATE SET version=excluded.version, "
+                "payload=excluded.payload", (alert_id, version, payload, now))
+        return version
+
+    def pending(self, limit: int = 100, exclude: frozenset[str] = frozenset()) -> list[OutboxEntry]:
+        """Oldest undelivered alerts first, skipping ids in ``exclude`` (already in flight)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT alert_id, version, payload, attempts FROM outbox ORDER BY queued_at "
+                "LIMIT ?", (limit + len(exclude),)).fetchall()
+        return [OutboxEntry(*row) for row in rows if row[0] not in exclude][:limit]
+
+    def mark_delivered(self, alert_id: str, version: int, now: float) -> bool:
+        """Retire the outbox row if it still holds ``version``; False if it changed since."""
+        with self._transaction() as db:
+            removed = db.execute("DELETE FROM outbox WHERE alert_id=? AND version=?",
+                                 (alert_id, version)).rowcount
+            if removed:
+                db.execute("UPDATE alerts SET delivered_at=? WHERE id=?", (now, alert_id))
+        return bool(removed)
+
+    def mark_failed(self, alert_id: str, error: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE outbox SET attempts=attempts+1, last_error=? WHERE alert_id=?",
+                       (error, alert_id))
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+    def alerts(self) -> list[StoredAlert]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT a.id, kind, severity, device, indicator, first_seen, last_seen, count, "
+                "record, o.alert_id IS NULL FROM alerts a LEFT JOIN outbox o ON o.alert_id=a.id "
+                "ORDER BY last_seen DESC").fetchall()
+        return [StoredAlert(*row[:9], delivered=bool(row[9])) for row in rows]
+
+    def purge(self, older_than: float) -> int:
+        """Delete delivered alerts last seen before ``older_than``; undelivered ones stay."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM alerts WHERE last_seen < ? AND id NOT IN "
+                              "(SELECT alert_id FROM outbox)", (older_than,)).rowcount

@@ -1,0 +1,329 @@
+"""Deliver the alert book to an MQTT broker with nothing lost (paho-mqtt 2, MQTT v5, QoS 1).
+
+paho keeps unacknowledged messages in memory only; the alert book is our
+durable outbox. paho's callbacks only hand events to a queue; one owner
+thread publishes, maps each message id to its book row and retires the row
+on a successful PUBACK for that id, checking the v5 reason code (a refused
+publish is not a delivery). A refusal, a refused connection or a lost broker
+is visible in ``health()`` and in the retained state topic. Duplicates are
+possible (a PUBACK lost with the connection) and harmless: ids are stable.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from sensor.alerts.book import AlertBook
+from sensor.errors import VeilleuseError
+from sensor.outputs.payloads import status_payload
+from sensor.outputs.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class MqttSettingsError(VeilleuseError):
+    """The broker URL or TLS settings are unusable."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """How to reach the broker; secrets never appear in ``repr``."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    client_id: str = "veilleuse"
+    keepalive: int = 30
+    session_expiry: int = 86_400
+    max_in_flight: int = 100
+    ack_timeout: float = 60.0
+    retry_backoff_max: float = 300.0
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> MqttSettings:
+        """``mqtt://host[:port]`` or ``mqtts://host[:port]`` (user:password@ allowed)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise MqttSettingsError(f"{_mask(url)} is not a broker URL; write "
+                                    "mqtt://host:1883 or mqtts://host:8883")
+        tls = parts.scheme == "mqtts"
+        values: dict[str, Any] = {"host": parts.hostname, "port": parts.port or
+                                  (8883 if tls else 1883), "tls": tls}
+        if parts.username:
+            values["username"] = parts.username
+        if parts.password:
+            values["password"] = parts.password
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+
+def _mask(url: str) -> str:
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherHealth:
+    """What an operator needs to know about delivery."""
+
+    connected: bool
+    problem: str | None
+    pending: int
+    in_flight: int
+    delivered: int
+    refused: int
+    last_refusal: str | None
+
+
+@dataclass(slots=True)
+class _InFlight:
+    alert_id: str
+    version: int
+    sent_at: float
+
+
+def _guarded(handler: Callable[..., None]) -> Callable[..., None]:
+    """A paho callback that never raises into paho's network loop, and never fails silently."""
+    @functools.wraps(handler)
+    def wrapper(self: MqttPublisher, *args: Any) -> None:
+        try:
+            handler(self, *args)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("MQTT callback %s failed; the connection goes on", handler.__name__)
+    return wrapper
+
+
+class MqttPublisher:
+    """Publishes every pending alert of ``book`` and keeps the status topic honest."""
+
+    def __init__(self, settings: MqttSettings, topics: Topics, book: AlertBook,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.book = book
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._in_flight: dict[int, _InFlight] = {}
+        self._retry_after: dict[str, float] = {}
+        self._refusals: dict[str, int] = {}
+        self._connected = False
+        self._problem: str | None = "not connected yet"
+        self._delivered = 0
+        self._refused = 0
+        self._last_refusal: str | None = None
+        self._idle = threading.Event()
+        self._changed = threading.Condition()
+        self._owner: threading.Thread | None = None
+        self.callback_errors = 0
+        self._client = self._make_client()
+
+    # -- set-up -----------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        settings = self.settings
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
+                             protocol=MQTTProtocolVersion.MQTTv5)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_inflight_messages_set(settings.max_in_flight)
+        if settings.username:
+            client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            try:
+                client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file,
+                               keyfile=settings.key_file, cert_reqs=ssl.CERT_REQUIRED)
+            except (OSError, ssl.SSLError) as error:
+                raise MqttSettingsError(f"TLS set-up failed: {error}; check ca_file, cert_file "
+                                        "and key_file") from None
+        client.will_set(self.topics.status, status_payload("offline", self._wall_clock(),
+                                                           "connection lost"),
+                        qos=1, retain=True)
+        return client
+
+    def start(self) -> None:
+        """Connect in the background (never blocks start-up) and start the owner thread."""
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = self.settings.session_expiry
+        self._client.connect_async(self.settings.host, self.settings.port,
+                                   keepalive=self.settings.keepalive, clean_start=False,
+                                   properties=properties)
+        self._client.loop_start()
+        self._owner = threading.Thread(target=self._run, name="mqtt-owner", daemon=True)
+        self._owner.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Say ``offline`` (stopped) on the status topic, then disconnect."""
+        if self._owner is None:
+            return
+        self._events.put(("stop", None))
+        self._owner.join(timeout)
+        if self._connected:
+            info = self._client.publish(self.topics.status, status_payload(
+                "offline", self._wall_clock(), "stopped"), qos=1, retain=True)
+            info.wait_for_publish(timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._owner = None
+
+    def notify(self) -> None:
+        """New rows are in the book: publish them now rather than at the next tick."""
+        self._events.put(("wake", None))
+
+    def wait_until_delivered(self, timeout: float) -> bool:
+        """True once the book's outbox is empty (checked by the owner thread)."""
+        deadline = self._clock() + timeout
+        while self._clock() < deadline:
+            self.notify()
+            if self._idle.wait(min(0.5, max(0.0, deadline - self._clock()))):
+                if self.book.pending_count() == 0:
+                    return True
+                self._idle.clear()
+        return self.book.pending_count() == 0
+
+    def wait_for_health(self, predicate: Callable[[PublisherHealth], bool],
+                        timeout: float) -> bool:
+        """Block until ``predicate(health())`` holds (re-checked after every event) or timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self.health()), timeout)
+
+    def health(self) -> PublisherHealth:
+        return PublisherHealth(connected=self._connected, problem=self._problem,
+                               pending=self.book.pending_count(), in_flight=len(self._in_flight),
+                               delivered=self._delivered, refused=self._refused,
+                               last_refusal=self._last_refusal)
+
+    def publish_retained(self, topic: str, payload: str) -> None:
+        """For the state topic: retained, QoS 1, best effort (the next state replaces it)."""
+        self._client.publish(topic, payload, qos=1, retain=True)
+
+    # -- paho callbacks (network thread): hand over, nothing else ----------------
+
+    @_guarded
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                    properties: Any) -> None:
+        self._events.put(("connect", (reason, flags.session_present)))
+
+    @_guarded
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
+                       reason: ReasonCode, properties: Any) -> None:
+        self._events.put(("disconnect", reason))
+
+    @_guarded
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
+                    properties: Any) -> None:
+        self._events.put(("puback", (mid, reason)))
+
+    # -- the owner thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                kind, value = self._events.get(timeout=1.0)
+            except queue.Empty:
+                kind, value = "tick", None
+            if kind == "stop":
+                return
+            try:
+                self._handle(kind, value)
+                self._expire_in_flight()
+                if self._connected:
+                    self._fill()
+            except VeilleuseError as error:
+                self._problem = str(error)
+                log.error("alert delivery paused: %s", error)
+            with self._changed:
+                self._changed.notify_all()
+            if self._events.empty():
+                self._idle.set()
+
+    def _handle(self, kind: str, value: Any) -> None:
+        if kind == "connect":
+            reason, session_present = value
+            if reason.is_failure:
+                self._connected = False
+                self._problem = f"the broker refused the connection: {reason}"
+                log.error("MQTT %s:%d: %s", self.settings.host, self.settings.port, self._problem)
+                return
+            self._connected, self._problem = True, None
+            log.info("MQTT connected to %s:%d (session present: %s)", self.settings.host,
+                     self.settings.port, session_present)
+            self._client.publish(self.topics.status, status_payload(
+                "online", self._wall_clock()), qos=1, retain=True)
+        elif kind == "disconnect":
+            self._connected = False
+            self._problem = f"broker unreachable ({value})"
+            log.warning("MQTT disconnected from %s:%d (%s); alerts wait in the book",
+                        self.settings.host, self.settings.port, value)
+        elif kind == "puback":
+            self._acknowledged(*value)
+
+    def _acknowledged(self, mid: int, reason: ReasonCode) -> None:
+        entry = self._in_flight.pop(mid, None)
+        if entry is None:
+            return  # the status or state topic, or an alert already retried
+        if reason.is_failure:
+            self._refused += 1
+            self._last_refusal = f"{self.topics.alert}: {reason}"
+            self._problem = f"the broker refused an alert ({reason})"
+            tries = self._refusals[entry.alert_id] = self._refusals.get(entry.alert_id, 0) + 1
+            self.book.mark_failed(entry.alert_id, str(reason))
+            delay = min(self.settings.retry_backoff_max, 2.0 ** min(tries, 16))
+            self._retry_after[entry.alert_id] = self._clock() + delay
+            if tries == 1:
+                log.error("the broker refused alert %s on %s: %s; it stays in the book and is "
+                          "retried in %.0f s (check the broker's ACL for this sensor)",
+                          entry.alert_id, self.topics.alert, reason, delay)
+            return
+        self._retry_after.pop(entry.alert_id, None)
+        self._refusals.pop(entry.alert_id, None)
+        if self.book.mark_delivered(entry.alert_id, entry.version, self._wall_clock()):
+            self._delivered += 1
+        if self._problem and self._problem.startswith("the broker refused an alert"):
+            self._problem = None
+
+    def _expire_in_flight(self) -> None:
+        """Forget copies never acknowledged; they are published again (same id)."""
+        now = self._clock()
+        stale = [mid for mid, entry in self._in_flight.items()
+                 if now - entry.sent_at > self.settings.ack_timeout]
+        for mid in stale:
+            del self._in_flight[mid]
+
+    def _fill(self) -> None:
+        room = self.settings.max_in_flight - len(self._in_flight)
+        if room <= 0:
+            return
+        busy = frozenset(entry.alert_id for entry in self._in_flight.values())
+        now = self._clock()
+        waiting = frozenset(a for a, when in self._retry_after.items() if when > now)
+        for entry in self.book.pending(limit=room, exclude=busy | waiting):
+            info = self._client.publish(self.topics.alert, entry.payload, qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                log.debug("publish of %s deferred (%s)", entry.alert_id, info.rc)
+                break
+            self._in_flight[info.mid] = _InFlight(entry.alert_id, entry.version, now)

@@ -1,0 +1,207 @@
+"""Alerts reach the core over a real Mosquitto, with nothing lost.
+
+Each scenario ends with every alert delivered (by id), none lost, and
+duplicates only as redeliveries of the same id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sensor.alerts.book import AlertBook
+from sensor.analysis import analyze_capture, build_engine, open_source
+from sensor.config import Config
+from sensor.detect.model import Alert, AlertKind, Severity
+from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher
+from tests.broker import Core, Mosquitto
+from tests.conftest import require_tool
+from tests.scenarios import build_everything
+
+DEADLINE = 30.0
+
+
+@pytest.fixture
+def mosquitto_binary() -> str:
+    return require_tool("mosquitto")
+
+
+@pytest.fixture
+def broker(tmp_path, mosquitto_binary) -> Iterator[Mosquitto]:
+    directory = tmp_path / "broker"
+    directory.mkdir()
+    server = Mosquitto(directory, mosquitto_binary)
+    server.start()
+    yield server
+    server.stop()
+
+
+def make_config(tmp_path: Path, broker: Mosquitto, **privacy: str) -> Config:
+    return Config.model_validate({
+        "site": "shelter-a", "sensor": "box1",
+        "alerts": {"database": str(tmp_path / "alerts.sqlite")},
+        "mqtt": {"url": broker.url},
+        "privacy": {"secret_file": str(tmp_path / "pseudonym.key"), **privacy}})
+
+
+def synthetic_alerts(count: int) -> list[Alert]:
+    return [Alert(id=f"{i:020d}", kind=AlertKind.DOMAIN, severity=Severity.HIGH,
+                  device=f"192.168.{i // 250}.{i % 250 + 1}", indicator="copy9.com",
+                  observed="api.copy9.com", app="TheTruthSpy", protocols=("dns",),
+                  first_seen=1_767_261_600.0 + i, last_seen=1_767_261_600.0 + i, count=1)
+            for i in range(count)]
+
+
+def queue(config: Config, alerts: list[Alert]) -> list[str]:
+    """Store ``alerts`` in the book; returns the ids the core must receive."""
+    book = AlertBook(config.alerts.database)
+    pseudonyms = pseudonymizer(config)
+    AlertQueue(book, config, pseudonyms, time.time).add_all(alerts)
+    book.close()
+    return [pseudonyms.alert_id(a.id) if pseudonyms else a.id for a in alerts]
+
+
+def test_every_alert_reaches_the_core_pseudonymized(tmp_path, broker, echap_matcher) -> None:
+    capture, _ = build_everything(tmp_path / "c.pcap")
+    result = analyze_capture(capture, open_source("scapy", Config()),
+                             build_engine(Config(), echap_matcher))
+    config = make_config(tmp_path, broker)
+    core = Core(broker)
+    expected = queue(config, list(result.alerts))
+    book = AlertBook(config.alerts.database)
+    sender = publisher(config, book)
+    sender.start()
+    try:
+        assert core.wait_for(lambda c: c.ids() >= set(expected), DEADLINE)
+        assert sender.wait_until_delivered(DEADLINE)
+        assert core.wait_for(lambda c: c.retained.get("status", {}).get("status") == "online",
+                             DEADLINE)
+    finally:
+        sender.stop()
+    assert core.wait_for(lambda c: c.retained["status"].get("reason") == "stopped", DEADLINE)
+    core.close()
+    assert book.pending_count() == 0
+    raw = json.dumps(core.received)
+    for device in {a.device for a in result.alerts}:
+        assert f'"{device}"' not in raw and f"{device} " not in raw, device
+    first = core.received[0]
+    assert first["device"].startswith("dev-") and first["device_is_pseudonym"] is True
+    assert (first["site"], first["sensor"]) == ("shelter-a", "box1")
+
+
+def test_alerts_produced_while_the_broker_is_down_arrive_when_it_is_back(tmp_path, broker) -> None:
+    config = make_config(tmp_path, broker)
+    core = Core(broker)
+    book = AlertBook(config.alerts.database)
+    sender = publisher(config, book)
+    sender.start()
+    expected = queue(config, synthetic_alerts(20))
+    sender.notify()
+    assert core.wait_for(lambda c: c.ids() >= set(expected), DEADLINE)
+
+    broker.stop()
+    assert sender.wait_for_health(lambda h: not h.connected, DEADLINE)
+    more = queue(config, synthetic_alerts(60)[20:])
+    sender.notify()
+    health = sender.health()
+    assert not health.connected and health.pending == 40
+    assert "unreachable" in health.problem
+
+    broker.start()
+    try:
+        assert core.wait_for(lambda c: c.ids() >= set(expected + more), DEADLINE), \
+            len(core.ids())
+        assert sender.wait_until_delivered(DEADLINE)
+    finally:
+        sender.stop()
+        core.close()
+    assert sender.health().problem is None
+    _assert_only_redeliveries(core)
+
+
+def test_sigkill_in_the_middle_of_publishing_loses_nothing(tmp_path, broker) -> None:
+    config = make_config(tmp_path, broker)
+    config_path = tmp_path / "veilleuse.yaml"
+    config_path.write_text(json.dumps(config.model_dump(mode="json")))
+    expected = queue(config, synthetic_alerts(1500))
+    core = Core(broker)
+    command = [sys.executable, "-m", "sensor", "--config", str(config_path), "publish",
+               "--timeout", "60"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert core.wait_for(lambda c: len(c.ids()) >= 100, DEADLINE)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    book = AlertBook(config.alerts.database)
+    left = book.pending_count()
+    assert 0 < left < 1500, "the kill should land in the middle of publishing"
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert core.wait_for(lambda c: c.ids() >= set(expected), DEADLINE)
+    core.close()
+    assert book.pending_count() == 0
+    _assert_only_redeliveries(core)
+
+
+def test_a_topic_refused_by_acl_is_visible_then_delivered_once_allowed(
+        tmp_path, mosquitto_binary) -> None:
+    directory = tmp_path / "broker"
+    directory.mkdir()
+    deny = ("user veilleuse\ntopic write veilleuse/+/+/status\ntopic write veilleuse/+/+/state\n"
+            "user core\ntopic read veilleuse/#\n")
+    broker = Mosquitto(directory, mosquitto_binary, acl=deny)
+    broker.start()
+    config = make_config(tmp_path, broker)
+    config = config.model_copy(update={"mqtt": config.mqtt.model_copy(
+        update={"username": "veilleuse"})})
+    core = Core(broker, username="core")
+    expected = queue(config, synthetic_alerts(5))
+    book = AlertBook(config.alerts.database)
+    sender = publisher(config, book)
+    sender.start()
+    try:
+        assert sender.wait_for_health(lambda h: h.refused >= 1, DEADLINE)
+        health = sender.health()
+        assert "refused an alert" in health.problem and "Not authorized" in health.problem
+        assert "Not authorized" in health.last_refusal
+        assert health.pending == 5 and core.ids() == set()
+        broker.set_acl(deny.replace("topic write veilleuse/+/+/state",
+                                    "topic write veilleuse/+/+/state\n"
+                                    "topic write veilleuse/+/+/alert"))
+        assert core.wait_for(lambda c: c.ids() >= set(expected), DEADLINE)
+        assert sender.wait_until_delivered(DEADLINE)
+        assert sender.health().problem is None
+    finally:
+        sender.stop()
+        core.close()
+        broker.stop()
+
+
+def test_a_newer_version_is_not_retired_by_an_older_acknowledgement(tmp_path) -> None:
+    book = AlertBook(tmp_path / "a.sqlite")
+    fields = {"kind": "domain", "severity": "high", "device": "d", "indicator": "i",
+              "first_seen": 1.0, "record": "{}", "now": 1.0}
+    first = book.record("a", last_seen=1.0, count=1, payload="v1", **fields)
+    second = book.record("a", last_seen=2.0, count=2, payload="v2", **fields)
+    assert (first, second) == (1, 2)
+    assert not book.mark_delivered("a", first, now=3.0)
+    assert [e.payload for e in book.pending()] == ["v2"]
+    assert book.mark_delivered("a", second, now=3.0)
+    assert book.pending_count() == 0
+    assert book.purge(older_than=10.0) == 1
+
+
+def _assert_only_redeliveries(core: Core) -> None:
+    """Duplicates are allowed only as the same id with the same content."""
+    by_id: dict[str, dict] = {}
+    for payload in core.received:
+        known = by_id.setdefault(payload["id"], payload)
+        assert {k: v for k, v in known.items() if k != "queued_at"} == \
+               {k: v for k, v in payload.items() if k != "queued_at"}
