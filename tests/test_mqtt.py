@@ -205,3 +205,29 @@ def _assert_only_redeliveries(core: Core) -> None:
         known = by_id.setdefault(payload["id"], payload)
         assert {k: v for k, v in known.items() if k != "queued_at"} == \
                {k: v for k, v in payload.items() if k != "queued_at"}
+
+
+def test_analyze_with_mqtt_keeps_alerts_until_the_broker_takes_them(tmp_path, broker,
+                                                                    echap_files) -> None:
+    capture, expected = build_everything(tmp_path / "c.pcap")
+    config = make_config(tmp_path, broker)
+    config_path = tmp_path / "veilleuse.yaml"
+    config_path.write_text(json.dumps(config.model_dump(mode="json")))
+    feeds = [arg for path in echap_files for arg in ("--feed", str(path))]
+    broker.stop()
+    down = subprocess.run([sys.executable, "-m", "sensor", "--config", str(config_path),
+                           "analyze", str(capture), "--source", "scapy", "--format", "jsonl",
+                           "--mqtt", broker.url, "--mqtt-timeout", "2", *feeds],
+                          capture_output=True, text=True, timeout=120)
+    assert down.returncode == 1
+    assert len(down.stdout.splitlines()) == len(expected)
+    assert f"{len(expected)} alert(s) not acknowledged by the broker within 2 s" in down.stderr
+    assert "`veilleuse publish` retries" in down.stderr
+    broker.start()
+    core = Core(broker)
+    up = subprocess.run([sys.executable, "-m", "sensor", "--config", str(config_path),
+                         "publish", "--timeout", "30"], capture_output=True, text=True,
+                        timeout=120)
+    assert up.returncode == 0, up.stderr
+    assert core.wait_for(lambda c: len(c.ids()) == len(expected), DEADLINE)
+    core.close()

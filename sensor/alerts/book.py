@@ -141,17 +141,29 @@ class AlertBook:
 
     def mark_delivered(self, alert_id: str, version: int, now: float) -> bool:
         """Retire the outbox row if it still holds ``version``; False if it changed since."""
+        return self.mark_all_delivered([(alert_id, version)], now) == 1
+
+    def mark_all_delivered(self, acknowledged: list[tuple[str, int]], now: float) -> int:
+        """``mark_delivered`` for many rows in one transaction (one fsync); returns how many."""
+        removed = 0
         with self._transaction() as db:
-            removed = db.execute("DELETE FROM outbox WHERE alert_id=? AND version=?",
-                                 (alert_id, version)).rowcount
-            if removed:
-                db.execute("UPDATE alerts SET delivered_at=? WHERE id=?", (now, alert_id))
-        return bool(removed)
+            for alert_id, version in acknowledged:
+                if db.execute("DELETE FROM outbox WHERE alert_id=? AND version=?",
+                              (alert_id, version)).rowcount:
+                    db.execute("UPDATE alerts SET delivered_at=? WHERE id=?", (now, alert_id))
+                    removed += 1
+        return removed
 
     def mark_failed(self, alert_id: str, error: str) -> None:
         with self._transaction() as db:
             db.execute("UPDATE outbox SET attempts=attempts+1, last_error=? WHERE alert_id=?",
                        (error, alert_id))
+
+    def severity_counts(self) -> dict[str, int]:
+        """How many stored alerts there are of each severity."""
+        with self._lock:
+            return dict(self._db.execute(
+                "SELECT severity, count(*) FROM alerts GROUP BY severity").fetchall())
 
     def pending_count(self) -> int:
         with self._lock:

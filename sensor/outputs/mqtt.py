@@ -30,7 +30,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from sensor.alerts.book import AlertBook
 from sensor.errors import VeilleuseError
-from sensor.outputs.payloads import status_payload
+from sensor.outputs.payloads import state_payload, status_payload
 from sensor.outputs.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class MqttSettings:
     keepalive: int = 30
     session_expiry: int = 86_400
     max_in_flight: int = 100
+    state_interval: float = 60.0
     ack_timeout: float = 60.0
     retry_backoff_max: float = 300.0
 
@@ -129,6 +130,7 @@ class MqttPublisher:
         self._in_flight: dict[int, _InFlight] = {}
         self._retry_after: dict[str, float] = {}
         self._refusals: dict[str, int] = {}
+        self._acknowledged_batch: list[tuple[str, int]] = []
         self._connected = False
         self._problem: str | None = "not connected yet"
         self._delivered = 0
@@ -138,6 +140,8 @@ class MqttPublisher:
         self._changed = threading.Condition()
         self._owner: threading.Thread | None = None
         self.callback_errors = 0
+        self._state_sent: tuple[str, tuple[str, ...], tuple[tuple[str, int], ...]] | None = None
+        self._state_sent_at = float("-inf")
         self._client = self._make_client()
 
     # -- set-up -----------------------------------------------------------------
@@ -217,10 +221,6 @@ class MqttPublisher:
                                delivered=self._delivered, refused=self._refused,
                                last_refusal=self._last_refusal)
 
-    def publish_retained(self, topic: str, payload: str) -> None:
-        """For the state topic: retained, QoS 1, best effort (the next state replaces it)."""
-        self._client.publish(topic, payload, qos=1, retain=True)
-
     # -- paho callbacks (network thread): hand over, nothing else ----------------
 
     @_guarded
@@ -240,19 +240,32 @@ class MqttPublisher:
 
     # -- the owner thread ---------------------------------------------------------
 
+    def _next_events(self) -> list[tuple[str, Any]]:
+        """The next event (or a tick after a second), plus all those already waiting."""
+        try:
+            events = [self._events.get(timeout=1.0)]
+        except queue.Empty:
+            return [("tick", None)]
+        while len(events) < 1000:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        return events
+
     def _run(self) -> None:
         while True:
-            try:
-                kind, value = self._events.get(timeout=1.0)
-            except queue.Empty:
-                kind, value = "tick", None
-            if kind == "stop":
+            events = self._next_events()
+            if any(kind == "stop" for kind, _ in events):
                 return
             try:
-                self._handle(kind, value)
+                for kind, value in events:
+                    self._handle(kind, value)
+                self._retire_acknowledged()
                 self._expire_in_flight()
                 if self._connected:
                     self._fill()
+                    self._publish_state()
             except VeilleuseError as error:
                 self._problem = str(error)
                 log.error("alert delivery paused: %s", error)
@@ -301,10 +314,46 @@ class MqttPublisher:
             return
         self._retry_after.pop(entry.alert_id, None)
         self._refusals.pop(entry.alert_id, None)
-        if self.book.mark_delivered(entry.alert_id, entry.version, self._wall_clock()):
-            self._delivered += 1
+        self._acknowledged_batch.append((entry.alert_id, entry.version))
         if self._problem and self._problem.startswith("the broker refused an alert"):
             self._problem = None
+
+    def _retire_acknowledged(self) -> None:
+        """One transaction (one fsync) for every PUBACK of this batch of events."""
+        if self._acknowledged_batch:
+            batch, self._acknowledged_batch = self._acknowledged_batch, []
+            self._delivered += self.book.mark_all_delivered(batch, self._wall_clock())
+
+    def state(self) -> tuple[str, list[str], dict[str, int]]:
+        """Health (ok / alert / degraded), its reasons, and counters, from delivery's view.
+
+        The live daemon adds capture health to this; here: an alert of medium
+        or high severity in the book means ``alert``; a broker refusing alerts
+        means ``degraded``.
+        """
+        severities = self.book.severity_counts()
+        counters = {f"alerts_{severity}": severities.get(severity, 0)
+                    for severity in ("info", "low", "medium", "high")}
+        counters.update(pending=self.book.pending_count(), delivered=self._delivered,
+                        refused=self._refused)
+        reasons = [self._problem] if self._problem else []
+        if reasons:
+            return "degraded", reasons, counters
+        if counters["alerts_medium"] or counters["alerts_high"]:
+            return "alert", [], counters
+        return "ok", [], counters
+
+    def _publish_state(self) -> None:
+        health, reasons, counters = self.state()
+        fingerprint = (health, tuple(reasons), tuple(sorted(counters.items())))
+        now = self._clock()
+        if fingerprint == self._state_sent and now - self._state_sent_at < \
+                self.settings.state_interval:
+            return
+        self._client.publish(self.topics.state, state_payload(
+            site=self.topics.site, sensor=self.topics.sensor, time=self._wall_clock(),
+            health=health, reasons=reasons, counters=counters), qos=1, retain=True)
+        self._state_sent, self._state_sent_at = fingerprint, now
 
     def _expire_in_flight(self) -> None:
         """Forget copies never acknowledged; they are published again (same id)."""
