@@ -118,7 +118,6 @@ class DetectionConfig(_Section):
 
 
 class MqttConfig(_Section):
-    enabled: bool = Field(True, description="Publish alerts and health to an MQTT broker.")
     url: str = Field("mqtt://127.0.0.1:1883", description="The broker: mqtt://host:port or "
                      "mqtts://host:port (TLS). On the appliance, the local Mosquitto.")
     username: str | None = Field(None, description="User name, if the broker wants one.")

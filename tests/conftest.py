@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -17,14 +18,18 @@ ECHAP_DIR = Path(os.environ.get("VEILLEUSE_ECHAP_DIR",
                                 REPO.parent / "shared" / "data" / "stalkerware-indicators"))
 
 
+def unavailable(message: str) -> NoReturn:
+    """In CI a missing prerequisite fails the test; on a developer's machine it skips it."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_tool(name: str) -> str:
-    """The tool's path; in CI a missing tool fails the test, elsewhere it skips it."""
+    """The tool's path, or ``unavailable``."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (scripts/setup.sh installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{name} is not installed (scripts/setup.sh installs it)")
     return path
 
 
@@ -33,10 +38,7 @@ def echap_files() -> list[Path]:
     files = [ECHAP_DIR / "ioc.yaml", ECHAP_DIR / "watchware.yaml"]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
-        message = f"Echap feeds not found: {missing}; set VEILLEUSE_ECHAP_DIR"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"Echap feeds not found: {missing}; set VEILLEUSE_ECHAP_DIR")
     return files
 
 
