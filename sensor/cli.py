@@ -141,17 +141,20 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
         book = AlertBook(config.alerts.database)
         try:
             AlertQueue(book, config, pseudonymizer(config), time.time).add_all(result.alerts)
-            return _deliver(config, book, args.mqtt, args.mqtt_timeout)
+            versions = {feed.name.rsplit("/", 1)[-1]: feed.version for feed in feeds}
+            return _deliver(config, book, args.mqtt, args.mqtt_timeout, versions)
         finally:
             book.close()
     return 0
 
 
-def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float) -> int:
+def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
+             feed_versions: dict[str, str] | None = None) -> int:
     """Publish the book's pending alerts; 0 when all are acknowledged, else 1 (they stay)."""
     from sensor.outputs.delivery import publisher
 
     sender = publisher(config, book, url)
+    sender.feed_versions = feed_versions or {}
     sender.start()
     try:
         delivered = sender.wait_until_delivered(timeout)

@@ -147,6 +147,23 @@ class AlertsConfig(_Section):
                                 "long are deleted; undelivered ones are always kept.")
 
 
+class ScreenConfig(_Section):
+    driver: Literal["ssd1306", "sh1106", "dummy"] = Field(
+        "ssd1306", description="The OLED controller; dummy draws nowhere (tests, no screen).")
+    i2c_port: int = Field(1, ge=0, description="I2C bus number (1 on a Raspberry Pi).")
+    i2c_address: int = Field(0x3C, ge=0x03, le=0x77, description="I2C address of the display "
+                             "(0x3C, sometimes 0x3D).")
+    rotation: int = Field(0, ge=0, le=3, description="Rotation in quarter turns.")
+    contrast: int = Field(40, ge=0, le=255, description="Brightness; low by default to "
+                          "spare the OLED.")
+    button_pin: int | None = Field(17, description="GPIO (BCM) of the button, or null.")
+    led_pin: int | None = Field(27, description="GPIO (BCM) of the status LED, or null.")
+    reveal_seconds: float = Field(60.0, gt=0, description="After a button press, details "
+                                  "(app names, devices) stay visible this long.")
+    blank_after_seconds: float = Field(300.0, gt=0, description="When all is clear, the "
+                                       "screen goes dark after this long without a press.")
+
+
 class SuricataSection(_Section):
     binary: str = Field("suricata", description="The Suricata program to run.")
 
@@ -169,6 +186,8 @@ class Config(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Publishing to the core.")
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig,
                                    description="What leaves the box.")
+    screen: ScreenConfig = Field(default_factory=ScreenConfig, description="The status "
+                                 "screen, button and LED (the veilleuse-screen process).")
 
 
 def load_config(path: Path | str) -> Config:

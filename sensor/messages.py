@@ -33,10 +33,11 @@ class Catalogue:
         return self.messages[key].format(**values)
 
 
-def load_catalogue(language: str) -> Catalogue:
+def load_catalogue(language: str, package: str = "sensor.locales") -> Catalogue:
+    """The messages of ``language`` from ``package`` (the screen has its own)."""
     if language not in LANGUAGES:
         raise ValueError(f"no messages for language {language!r}; use one of {LANGUAGES}")
-    source = resources.files("sensor.locales").joinpath(f"{language}.yaml")
+    source = resources.files(package).joinpath(f"{language}.yaml")
     return Catalogue(language, yaml.safe_load(source.read_text(encoding="utf-8")))
 
 

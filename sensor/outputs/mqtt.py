@@ -131,6 +131,7 @@ class MqttPublisher:
         self._retry_after: dict[str, float] = {}
         self._refusals: dict[str, int] = {}
         self._acknowledged_batch: list[tuple[str, int]] = []
+        self.feed_versions: dict[str, str] = {}
         self._connected = False
         self._problem: str | None = "not connected yet"
         self._delivered = 0
@@ -325,20 +326,19 @@ class MqttPublisher:
             self._delivered += self.book.mark_all_delivered(batch, self._wall_clock())
 
     def state(self) -> tuple[str, list[str], dict[str, int]]:
-        """Health (ok / alert / degraded), its reasons, and counters, from delivery's view.
+        """Health (ok / alert / degraded), its reason codes, and counters, from delivery's view.
 
         The live daemon adds capture health to this; here: an alert of medium
         or high severity in the book means ``alert``; a broker refusing alerts
-        means ``degraded``.
+        means ``degraded`` with reason ``broker_refused_alert``.
         """
         severities = self.book.severity_counts()
         counters = {f"alerts_{severity}": severities.get(severity, 0)
                     for severity in ("info", "low", "medium", "high")}
         counters.update(pending=self.book.pending_count(), delivered=self._delivered,
                         refused=self._refused)
-        reasons = [self._problem] if self._problem else []
-        if reasons:
-            return "degraded", reasons, counters
+        if self._problem and self._problem.startswith("the broker refused an alert"):
+            return "degraded", ["broker_refused_alert"], counters
         if counters["alerts_medium"] or counters["alerts_high"]:
             return "alert", [], counters
         return "ok", [], counters
@@ -352,7 +352,8 @@ class MqttPublisher:
             return
         self._client.publish(self.topics.state, state_payload(
             site=self.topics.site, sensor=self.topics.sensor, time=self._wall_clock(),
-            health=health, reasons=reasons, counters=counters), qos=1, retain=True)
+            health=health, reasons=reasons, details=[self._problem] if reasons and self._problem
+            else [], counters=counters, feeds=self.feed_versions), qos=1, retain=True)
         self._state_sent, self._state_sent_at = fingerprint, now
 
     def _expire_in_flight(self) -> None:

@@ -45,7 +45,10 @@ def status_payload(status: str, time: float, reason: str | None = None) -> str:
 
 
 def state_payload(*, site: str, sensor: str, time: float, health: str, reasons: list[str],
-                  counters: Mapping[str, int]) -> str:
+                  details: list[str], counters: Mapping[str, int],
+                  feeds: Mapping[str, str]) -> str:
+    """``reasons`` are codes (documented in the schema) a screen can translate."""
     return json.dumps({"schema": STATE_SCHEMA, "site": site, "sensor": sensor,
                        "time": iso_time(time), "health": health, "reasons": reasons,
-                       "counters": dict(counters)}, sort_keys=True)
+                       "details": details, "counters": dict(counters), "feeds": dict(feeds)},
+                      sort_keys=True)

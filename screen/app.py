@@ -1,0 +1,215 @@
+"""The screen process: MQTT in, pages out, button and LED in between.
+
+One owner thread handles every event (MQTT messages, connection changes,
+gestures, a one-second tick) in order; paho's and gpiozero's threads only
+hand events over. Rendering is a pure function of (state, view).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from luma.core.render import canvas
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from screen.controls import Controls, Gesture, led_pattern
+from screen.model import ScreenState, apply_message
+from screen.pages import Fonts, NetworkInfo, Page, View, render
+from sensor.messages import Catalogue
+from sensor.outputs.mqtt import MqttSettings
+from sensor.outputs.topics import Topics
+
+log = logging.getLogger(__name__)
+
+SHIFTS = ((0, 0), (1, 0), (2, 0), (2, 1), (1, 1), (0, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class ScreenSettings:
+    reveal_seconds: float = 60.0
+    blank_after_seconds: float = 300.0
+    shift_every_seconds: float = 120.0
+
+
+def local_network() -> NetworkInfo:
+    """This box's hostname and the address it would use to reach others (nothing is sent)."""
+    addresses = []
+    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as udp:
+                udp.connect((probe, 9))
+                addresses.append(udp.getsockname()[0])
+        except OSError:
+            continue
+    return NetworkInfo(socket.gethostname(), tuple(addresses))
+
+
+class ScreenApp:
+    """Owns the state, the view, the display (or none) and the controls."""
+
+    def __init__(self, topics: Topics, texts: Catalogue, fonts: Fonts, display: Any,
+                 settings: ScreenSettings | None = None, *,
+                 network: Callable[[], NetworkInfo] = local_network,
+                 clock: Callable[[], float] = time.monotonic,
+                 timezone: tzinfo | None = None) -> None:
+        self.topics, self.texts, self.fonts, self.display = topics, texts, fonts, display
+        self.settings = settings or ScreenSettings()
+        self._network, self._clock = network, clock
+        self.state = ScreenState()
+        self.view = View(timezone=timezone or datetime.now().astimezone().tzinfo or UTC)
+        self.controls: Controls | None = None
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.blanked = False
+        self._acknowledged_ids: frozenset[str] = frozenset()
+        self._last_input = clock()
+        self._started = clock()
+        self._client: mqtt.Client | None = None
+        self.selftest_requests = 0
+        self._changed = threading.Condition()
+
+    def wait_for_state(self, predicate: Callable[[ScreenState], bool], timeout: float) -> bool:
+        """Block until ``predicate(state)`` holds (re-checked after every event) or timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self.state), timeout)
+
+    # -- events -------------------------------------------------------------------
+
+    def gesture(self, gesture: Gesture) -> None:
+        """From gpiozero's thread: hand over."""
+        self.events.put(("gesture", gesture))
+
+    def handle(self, kind: str, value: Any) -> None:
+        if kind == "message":
+            topic, payload = value
+            self.state = apply_message(self.state, topic, payload)
+        elif kind == "connected":
+            self.state = dataclasses.replace(self.state, broker_connected=value)
+        elif kind == "gesture":
+            self._on_gesture(value)
+        self._tick()
+
+    def _on_gesture(self, gesture: Gesture) -> None:
+        self._last_input = self._clock()
+        if self.blanked:
+            self.blanked = False  # the first touch only wakes the screen
+            self.view = dataclasses.replace(self.view, revealed=True)
+            return
+        if gesture is Gesture.PRESS:
+            self.view = dataclasses.replace(self.view, page=self.view.page.next(), revealed=True)
+        elif gesture is Gesture.HOLD:
+            self._acknowledged_ids = frozenset(line.id for line in self.state.recent)
+            log.info("alerts acknowledged on the screen (%d)", len(self._acknowledged_ids))
+        elif gesture is Gesture.LONG_HOLD:
+            self.selftest_requests += 1
+            self._publish(f"{self.topics.base}/command", {
+                "schema": "veilleuse.command/1", "command": "selftest",
+                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}, retain=False)
+            log.info("self-test requested from the screen")
+
+    def _tick(self) -> None:
+        now = self._clock()
+        idle = now - self._last_input
+        acknowledged = bool(self._acknowledged_ids) and \
+            {line.id for line in self.state.recent} <= self._acknowledged_ids
+        view = dataclasses.replace(
+            self.view, acknowledged=acknowledged,
+            shift=SHIFTS[int((now - self._started) // self.settings.shift_every_seconds)
+                         % len(SHIFTS)])
+        if idle > self.settings.reveal_seconds:
+            view = dataclasses.replace(view, revealed=False, page=Page.STATUS)
+        self.view = view
+        health = self.state.shown_health
+        self.blanked = health == "ok" and idle > self.settings.blank_after_seconds
+        if self.controls is not None:
+            self.controls.show(led_pattern(health, acknowledged))
+        self.draw()
+
+    # -- output ---------------------------------------------------------------------
+
+    def draw(self) -> None:
+        if self.display is None:
+            return
+        if self.blanked:
+            self.display.hide()
+            return
+        self.display.show()
+        with canvas(self.display) as draw:
+            render(draw, self.state, self.view, self.texts, self.fonts, self._network())
+
+    def _publish(self, topic: str, payload: dict, retain: bool) -> None:
+        if self._client is not None:
+            self._client.publish(topic, json.dumps(payload), qos=1, retain=retain)
+
+    # -- MQTT and the loop ----------------------------------------------------------------
+
+    def connect(self, settings: MqttSettings, display_problem: str | None) -> None:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
+                             protocol=MQTTProtocolVersion.MQTTv5)
+        health = {"schema": "veilleuse.screen/1",
+                  "display": "missing" if display_problem else "ok",
+                  "problem": display_problem}
+        client.will_set(f"{self.topics.base}/screen", json.dumps(
+            {**health, "display": "offline"}), qos=1, retain=True)
+
+        def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+            if reason.is_failure:
+                log.error("the broker refused the screen: %s", reason)
+                self.events.put(("connected", False))
+                return
+            client.subscribe([(self.topics.state, 1), (self.topics.status, 1),
+                              (self.topics.alert, 1)])
+            client.publish(f"{self.topics.base}/screen", json.dumps(health), qos=1, retain=True)
+            self.events.put(("connected", True))
+
+        client.on_connect = on_connect
+        client.on_disconnect = lambda *args: self.events.put(("connected", False))
+        client.on_message = lambda c, u, message: self.events.put(
+            ("message", (message.topic, message.payload)))
+        if settings.username:
+            client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file,
+                           keyfile=settings.key_file)
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = settings.session_expiry
+        client.reconnect_delay_set(1, 30)
+        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive,
+                             clean_start=False, properties=properties)
+        client.loop_start()
+        self._client = client
+
+    def run(self, stop: threading.Event) -> None:
+        """Handle events until ``stop`` is set; a tick every second keeps timers honest."""
+        self.draw()
+        while not stop.is_set():
+            try:
+                kind, value = self.events.get(timeout=1.0)
+            except queue.Empty:
+                kind, value = "tick", None
+            try:
+                self.handle(kind, value)
+            except Exception:
+                log.exception("the screen failed on a %s event; it goes on", kind)
+            with self._changed:
+                self._changed.notify_all()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+        if self.controls is not None:
+            self.controls.close()

@@ -1,0 +1,250 @@
+"""The status screen: golden pages, discretion, button and LED, and the MQTT wiring."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+from PIL import Image, ImageChops, ImageDraw
+
+from screen.app import ScreenApp, ScreenSettings
+from screen.cli import render_picture
+from screen.controls import Controls, Gesture, LedPattern
+from screen.display import DisplayUnavailable, create_display
+from screen.model import ScreenState, apply_message
+from screen.pages import Page, load_fonts, render
+from screen.samples import NETWORK, NOON, RECENT, samples
+from sensor.messages import LANGUAGES, load_catalogue, placeholders
+from sensor.outputs.topics import Topics
+from tests.conftest import REPO
+
+DOCS = REPO / "docs" / "screen"
+TOPICS = Topics(site="shelter-a", sensor="box1")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("name", list(samples()))
+def test_every_page_matches_its_golden_picture(name: str, language: str) -> None:
+    state, view = samples()[name]
+    golden = Image.open(DOCS / f"{name}.{language}.png").convert("1")
+    rendered = render_picture(state, view, language)
+    assert ImageChops.difference(rendered, golden).getbbox() is None, \
+        "regenerate with: .venv/bin/veilleuse-screen render-docs docs/screen"
+
+
+def test_screen_texts_exist_in_both_languages_with_the_same_placeholders() -> None:
+    english = load_catalogue("en", "screen.locales").messages
+    french = load_catalogue("fr", "screen.locales").messages
+    assert english.keys() == french.keys()
+    assert all(placeholders(english[k]) == placeholders(french[k]) for k in english)
+
+
+class _RecordingDraw:
+    """The real ImageDraw, remembering every string it was asked to draw."""
+
+    def __init__(self) -> None:
+        self.draw = ImageDraw.Draw(Image.new("1", (128, 64)))
+        self.texts: list[str] = []
+
+    def text(self, xy, text, **kwargs) -> None:
+        self.texts.append(text)
+        self.draw.text(xy, text, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.draw, name)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_no_app_or_device_is_shown_until_someone_asks(language: str) -> None:
+    texts, fonts = load_catalogue(language, "screen.locales"), load_fonts()
+    secrets = [line.app for line in RECENT] + [line.device for line in RECENT]
+    for name, (state, view) in samples().items():
+        if view.revealed:
+            continue
+        for page in Page:
+            drawn = _RecordingDraw()
+            render(drawn, state, dataclasses.replace(view, page=page), texts, fonts, NETWORK)
+            shown = " ".join(drawn.texts)
+            assert not any(secret in shown for secret in secrets), (name, page, shown)
+    drawn = _RecordingDraw()
+    state, view = samples()["recent-revealed"]
+    render(drawn, state, view, texts, fonts, NETWORK)
+    assert "DemoSpy" in " ".join(drawn.texts) and "dev-3f1c0a9b2e41" in " ".join(drawn.texts)
+
+
+def _message(schema: str, **fields: object) -> bytes:
+    return json.dumps({"schema": schema, **fields}).encode()
+
+
+def test_messages_fold_into_the_state_and_bad_ones_change_nothing() -> None:
+    state = ScreenState(broker_connected=True)
+    assert state.shown_health == "starting", "connected, but the sensor has said nothing yet"
+    state = apply_message(state, f"{TOPICS.base}/state", _message(
+        "veilleuse.state/1", health="alert", time="2026-01-01T12:00:00Z", reasons=[],
+        counters={"alerts_high": 1}, feeds={"echap": "abc"}))
+    state = apply_message(state, TOPICS.alert, _message(
+        "veilleuse.alert/1", id="x", severity="high", kind="domain", app="DemoSpy",
+        device="dev-1", last_seen="2026-01-01T11:50:00Z"))
+    assert (state.shown_health, state.alert_count, state.highest_severity) == ("alert", 1, "high")
+    assert state.alert_since == NOON - 600
+    for topic, payload in ((TOPICS.state, b"not json"), (TOPICS.alert, b"[]"),
+                           (TOPICS.state, _message("veilleuse.state/1", health="exploded")),
+                           (TOPICS.alert, _message("veilleuse.alert/1", id="y"))):
+        after = apply_message(state, topic, payload)
+        assert dataclasses.replace(after, ignored_messages=0) == state
+        assert after.ignored_messages == 1
+    offline = apply_message(state, TOPICS.status, _message(
+        "veilleuse.status/1", status="offline", time="2026-01-01T12:01:00Z"))
+    assert (offline.shown_health, offline.shown_reasons[0]) == ("degraded", "sensor_offline")
+    lost = dataclasses.replace(state, broker_connected=False)
+    assert lost.shown_reasons == ("screen_broker_unreachable",)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def pins() -> MockFactory:
+    return MockFactory()
+
+
+def test_button_gestures_are_told_apart_by_how_long_it_is_held(pins: MockFactory) -> None:
+    clock, seen = _Clock(), []
+    controls = Controls(17, None, seen.append, pin_factory=pins, clock=clock)
+    pin = pins.pin(17)
+    for held in (0.3, 3.0, 7.0):
+        pin.drive_low()
+        clock.now += held
+        pin.drive_high()
+    assert seen == [Gesture.PRESS, Gesture.HOLD, Gesture.LONG_HOLD]
+    controls.close()
+
+
+def test_led_is_off_steady_or_blinking_by_state(pins: MockFactory) -> None:
+    controls = Controls(None, 27, lambda g: None, pin_factory=pins)
+    pin = pins.pin(27)
+    controls.show(LedPattern.STEADY)
+    assert pin.state is True or pin.state == 1
+    controls.show(LedPattern.OFF)
+    assert not pin.state
+    toggled = threading.Event()
+    controls.show(LedPattern.BLINK_FAST)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and not toggled.is_set():
+        if len({bool(s.state) for s in pin.states[-4:]}) == 2:
+            toggled.set()
+        toggled.wait(0.05)
+    assert toggled.is_set(), "the LED should blink"
+    controls.close()
+
+
+def _app(clock: _Clock, display=None) -> ScreenApp:
+    return ScreenApp(TOPICS, load_catalogue("en", "screen.locales"), load_fonts(), display,
+                     ScreenSettings(reveal_seconds=60, blank_after_seconds=300),
+                     network=lambda: NETWORK, clock=clock)
+
+
+def test_press_walks_pages_and_reveals_details_for_a_while_then_hides_them() -> None:
+    clock = _Clock()
+    app = _app(clock, create_display("dummy"))
+    app.handle("connected", True)
+    app.handle("gesture", Gesture.PRESS)
+    assert (app.view.page, app.view.revealed) == (Page.RECENT, True)
+    clock.now += 61
+    app.handle("tick", None)
+    assert (app.view.page, app.view.revealed) == (Page.STATUS, False)
+
+
+def test_all_clear_blanks_after_idle_and_a_touch_only_wakes_it() -> None:
+    clock = _Clock()
+    display = create_display("dummy")
+    app = _app(clock, display)
+    app.handle("connected", True)
+    app.handle("message", (TOPICS.state, _message(
+        "veilleuse.state/1", health="ok", time="2026-01-01T12:00:00Z", reasons=[],
+        counters={})))
+    clock.now += 299
+    app.handle("tick", None)
+    assert not app.blanked
+    clock.now += 2
+    app.handle("tick", None)
+    assert app.blanked
+    app.handle("gesture", Gesture.PRESS)
+    assert not app.blanked and app.view.page is Page.STATUS
+    app.handle("message", (TOPICS.state, _message(
+        "veilleuse.state/1", health="alert", time="2026-01-01T12:00:00Z", reasons=[],
+        counters={"alerts_high": 1})))
+    clock.now += 1000
+    app.handle("tick", None)
+    assert not app.blanked, "an alert is never hidden by the idle blanking"
+
+
+def test_hold_acknowledges_until_a_new_alert_arrives(pins: MockFactory) -> None:
+    clock = _Clock()
+    app = _app(clock)
+    app.controls = Controls(None, 27, app.gesture, pin_factory=pins)
+    app.handle("connected", True)
+    alert = {"schema": "veilleuse.alert/1", "severity": "high", "kind": "domain", "app": "A",
+             "device": "dev-1", "last_seen": "2026-01-01T11:50:00Z"}
+    app.handle("message", (TOPICS.alert, json.dumps({**alert, "id": "one"}).encode()))
+    app.handle("message", (TOPICS.state, _message(
+        "veilleuse.state/1", health="alert", time="2026-01-01T12:00:00Z", reasons=[],
+        counters={"alerts_high": 1})))
+    assert app.controls.pattern is LedPattern.BLINK_FAST
+    app.handle("gesture", Gesture.HOLD)
+    assert app.view.acknowledged and app.controls.pattern is LedPattern.BLINK_SLOW
+    app.handle("message", (TOPICS.alert, json.dumps({**alert, "id": "two"}).encode()))
+    assert not app.view.acknowledged and app.controls.pattern is LedPattern.BLINK_FAST
+    app.controls.close()
+
+
+def test_a_missing_display_is_reported_with_what_to_check() -> None:
+    with pytest.raises(DisplayUnavailable, match=r"I2C|i2c"):
+        create_display("ssd1306", i2c_port=99)
+
+
+def test_the_screen_follows_a_real_sensor_over_mqtt(tmp_path: Path) -> None:
+    from sensor.alerts.book import AlertBook
+    from sensor.outputs.delivery import mqtt_settings, publisher
+    from tests.broker import Core, Mosquitto
+    from tests.conftest import require_tool
+    from tests.test_mqtt import make_config, queue, synthetic_alerts
+
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker", require_tool("mosquitto"))
+    broker.start()
+    config = make_config(tmp_path, broker)
+    queue(config, synthetic_alerts(2))
+    sender = publisher(config, AlertBook(config.alerts.database))
+    sender.start()
+    core = Core(broker, topic="veilleuse/+/+/command")
+    app = _app(_Clock(), create_display("dummy"))
+    settings = mqtt_settings(config)
+    app.connect(dataclasses.replace(settings, client_id="screen-test"), display_problem=None)
+    stop = threading.Event()
+    loop = threading.Thread(target=app.run, args=(stop,))
+    loop.start()
+    try:
+        assert sender.wait_until_delivered(30)
+        assert app.wait_for_state(lambda s: s.shown_health == "alert" and
+                                  s.counter("alerts_high") == 2, 30)
+        app.gesture(Gesture.LONG_HOLD)
+        assert core.wait_for(lambda c: c.retained.get("command", {}).get("command") ==
+                             "selftest", 30)
+    finally:
+        stop.set()
+        loop.join(10)
+        app.close()
+        sender.stop()
+        core.close()
+        broker.stop()
