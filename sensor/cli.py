@@ -161,6 +161,10 @@ def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
     finally:
         sender.stop()
     health = sender.health()
+    purged = book.purge(older_than=time.time() - config.alerts.retention_days * 86_400)
+    if purged:
+        log.info("retention: deleted %d delivered alert(s) not seen for %d days", purged,
+                 config.alerts.retention_days)
     if delivered:
         log.info("all alerts delivered (%d this run)", health.delivered)
         return 0

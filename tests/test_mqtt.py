@@ -231,3 +231,20 @@ def test_analyze_with_mqtt_keeps_alerts_until_the_broker_takes_them(tmp_path, br
     assert up.returncode == 0, up.stderr
     assert core.wait_for(lambda c: len(c.ids()) == len(expected), DEADLINE)
     core.close()
+
+
+def test_publish_applies_retention_to_delivered_alerts_only(tmp_path, broker) -> None:  # noqa: ANN001
+    config = make_config(tmp_path, broker)
+    config_path = tmp_path / "veilleuse.yaml"
+    config_path.write_text(json.dumps(config.model_dump(mode="json")))
+    old = synthetic_alerts(3)  # last seen on 2026-01-01
+    queue(config, old)
+    command = [sys.executable, "-m", "sensor", "--config", str(config_path), "publish",
+               "--timeout", "30"]
+    broker.stop()
+    assert subprocess.run(command[:-2] + ["--timeout", "1"], capture_output=True).returncode == 1
+    book = AlertBook(config.alerts.database)
+    assert len(book.alerts()) == 3, "undelivered alerts are kept whatever their age"
+    broker.start()
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    assert book.alerts() == [], "delivered and older than retention_days (90): deleted"
