@@ -64,10 +64,14 @@ def parse_eve_time(text: str) -> float:
     ...     "2026-01-01T10:00:00.000000+0000")
     1.0
     """
-    match = _EVE_TIME.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise EveRecordError(f"bad timestamp {text!r}")
-    base, digits, zone = match.groups()
+    if isinstance(text, str) and len(text) == 31 and text[19] == "." and text[26] in "+-" \
+            and text[20:26].isdigit():
+        base, digits, zone = text[:19], text[20:26], text[26:]  # Suricata's usual form
+    else:
+        match = _EVE_TIME.match(text) if isinstance(text, str) else None
+        if match is None:
+            raise EveRecordError(f"bad timestamp {text!r}")
+        base, digits, zone = match.groups()
     fraction = 0.0
     if digits:
         fraction = int(digits) / (1_000_000 if len(digits) > 6 else 10 ** len(digits))

@@ -31,6 +31,7 @@ from sensor.feeds.names import DomainSuffixSet, domain_suffixes, normalize_domai
 log = logging.getLogger(__name__)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_MAX_REMEMBERED = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class IndicatorMatcher:
         self.allowlist = allowlist or Allowlist()
         self._domains: dict[str, Indicator] = {}
         self._ips: dict[str, Indicator] = {}
+        self._domain_verdicts: dict[str, Match | None] = {}
         for indicator in indicators:
             table = self._ips if indicator.is_ip else self._domains
             known = table.get(indicator.value)
@@ -94,7 +96,20 @@ class IndicatorMatcher:
                         len(hidden), hidden[0])
 
     def match_domain(self, name: str) -> Match | None:
-        """The most severe, then most specific, indicator covering ``name``, or None."""
+        """The most severe, then most specific, indicator covering ``name``, or None.
+
+        Memoized per matcher (the verdict of a name is fixed for a feed version).
+        """
+        try:
+            return self._domain_verdicts[name]
+        except KeyError:
+            pass
+        if len(self._domain_verdicts) >= _MAX_REMEMBERED:
+            self._domain_verdicts.clear()
+        verdict = self._domain_verdicts[name] = self._match_domain(name)
+        return verdict
+
+    def _match_domain(self, name: str) -> Match | None:
         try:
             observed = normalize_domain(name)
         except ValueError:
