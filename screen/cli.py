@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import os
 import signal
 import sys
 import threading
@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw
 from screen.display import HEIGHT, WIDTH, DisplayUnavailable, create_display
 from screen.pages import load_fonts, render
 from screen.samples import NETWORK, samples
+from sensor.command import run_command
 from sensor.config import DEFAULT_CONFIG_PATH, Config, load_config
-from sensor.errors import ConfigError, VeilleuseError
 from sensor.messages import LANGUAGES, load_catalogue
 
 log = logging.getLogger("veilleuse.screen")
@@ -74,8 +74,7 @@ def run(config: Config) -> int:
     except Exception as error:  # noqa: BLE001 - gpiozero raises many kinds when there is no GPIO
         log.warning("running without button and LED: %s", error)
     mqtt = mqtt_settings(config)
-    app.connect(mqtt.__class__(**{**{f: getattr(mqtt, f) for f in mqtt.__slots__},
-                                  "client_id": f"{mqtt.client_id}-screen"}), problem)
+    app.connect(dataclasses.replace(mqtt, client_id=f"{mqtt.client_id}-screen"), problem)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -95,20 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     docs.add_argument("directory", type=Path, nargs="?", default=Path("docs/screen"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
+    def act() -> int:
         if args.command == "render-docs":
             for path in render_docs(args.directory):
                 print(path)
             return 0
         return run(_config(args.config))
-    except ConfigError as error:
-        print(f"veilleuse-screen: error: {error}", file=sys.stderr)
-        return 2
-    except VeilleuseError as error:
-        if os.environ.get("DEBUG") == "1":
-            raise
-        print(f"veilleuse-screen: error: {error}", file=sys.stderr)
-        return 1
+
+    return run_command("veilleuse-screen", act)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -28,9 +27,9 @@ from sensor.analysis import (
     load_feeds,
     open_source,
 )
+from sensor.command import run_command
 from sensor.config import DEFAULT_CONFIG_PATH, Config, load_config
 from sensor.config_docs import render_config_docs
-from sensor.errors import ConfigError, VeilleuseError
 from sensor.feeds.store import FeedStore
 from sensor.feeds.update import UpdateStatus, update_feeds
 from sensor.messages import LANGUAGES, language_from_environment, load_catalogue
@@ -259,24 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _run(args)
-    except ConfigError as error:
-        if os.environ.get("DEBUG") == "1":
-            raise
-        print(f"veilleuse: error: {error}", file=sys.stderr)
-        return 2
-    except VeilleuseError as error:
-        if os.environ.get("DEBUG") == "1":
-            raise
-        print(f"veilleuse: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # The reader went away (``| head``): silence the final flush, as a shell tool does.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+    return run_command("veilleuse", lambda: _run(args))
 
 
 if __name__ == "__main__":

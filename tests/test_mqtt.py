@@ -233,7 +233,7 @@ def test_analyze_with_mqtt_keeps_alerts_until_the_broker_takes_them(tmp_path, br
     core.close()
 
 
-def test_publish_applies_retention_to_delivered_alerts_only(tmp_path, broker) -> None:  # noqa: ANN001
+def test_publish_applies_retention_to_delivered_alerts_only(tmp_path, broker) -> None:
     config = make_config(tmp_path, broker)
     config_path = tmp_path / "veilleuse.yaml"
     config_path.write_text(json.dumps(config.model_dump(mode="json")))
@@ -242,7 +242,7 @@ def test_publish_applies_retention_to_delivered_alerts_only(tmp_path, broker) ->
     command = [sys.executable, "-m", "sensor", "--config", str(config_path), "publish",
                "--timeout", "30"]
     broker.stop()
-    assert subprocess.run(command[:-2] + ["--timeout", "1"], capture_output=True).returncode == 1
+    assert subprocess.run([*command[:-2], "--timeout", "1"], capture_output=True).returncode == 1
     book = AlertBook(config.alerts.database)
     assert len(book.alerts()) == 3, "undelivered alerts are kept whatever their age"
     broker.start()
