@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--mqtt-timeout", type=float, default=30.0, metavar="SECONDS",
                          help="how long to wait for the broker's acknowledgements (default 30)")
 
+    rules = commands.add_parser("rules", help="compile the feeds into Suricata rules")
+    rules.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
+                       help="indicator file (repeatable); default: the installed feeds")
+    rules.add_argument("--output", type=Path, help="write here instead of stdout")
+
     publish = commands.add_parser("publish", help="publish the alerts waiting in the alert "
                                   "book, then exit")
     publish.add_argument("--mqtt", metavar="URL", help="broker (default: the config's)")
@@ -173,6 +178,20 @@ def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
     return 1
 
 
+def _rules(args: argparse.Namespace) -> int:
+    from sensor.suricata.rules import compile_rules, render_rules
+
+    config, _ = _config(args)
+    feeds = load_feeds(config, args.feed)
+    text = render_rules(compile_rules(i for feed in feeds for i in feed.indicators),
+                        header=f"feeds: {describe_feeds(feeds)}")
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _publish(args: argparse.Namespace) -> int:
     from sensor.alerts.book import AlertBook
 
@@ -244,6 +263,8 @@ def _run(args: argparse.Namespace) -> int:
         return _feeds(args)
     if args.command == "publish":
         return _publish(args)
+    if args.command == "rules":
+        return _rules(args)
     if args.command == "tail":
         return _tail(args)
     if args.command == "check-config":

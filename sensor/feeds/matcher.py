@@ -4,7 +4,7 @@ Built once per feed version; matching is a few set look-ups per name, one per
 label-aligned suffix, so a listed ``copy9.com`` matches ``x.copy9.com`` but
 not ``notcopy9.com`` nor ``copy9.com.example.net``.
 
->>> from sensor.feeds.model import Category, Indicator
+>>> from sensor.feeds.model import Category, Indicator, preference
 >>> m = IndicatorMatcher([Indicator("copy9.com", Category.C2, "TheTruthSpy"),
 ...                       Indicator("abc.firebaseio.com", Category.C2, "X")])
 >>> m.match_domain("X.Copy9.com.").indicator.value
@@ -25,7 +25,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sensor.feeds.model import Category, Indicator
+from sensor.feeds.model import Category, Indicator, preference
 from sensor.feeds.names import DomainSuffixSet, domain_suffixes, normalize_domain, normalize_ip
 
 log = logging.getLogger(__name__)
@@ -114,13 +114,9 @@ class IndicatorMatcher:
             observed = normalize_domain(name)
         except ValueError:
             return None
-        best: Indicator | None = None
-        for suffix in domain_suffixes(observed):
-            indicator = self._domains.get(suffix)
-            if indicator is not None and (
-                    best is None or indicator.category.precedence < best.category.precedence):
-                best = indicator
-        return self._allowed(best, observed)
+        hits = [self._domains[suffix] for suffix in domain_suffixes(observed)
+                if suffix in self._domains]
+        return self._allowed(min(hits, key=preference) if hits else None, observed)
 
     def match_ip(self, address: str) -> Match | None:
         """The indicator listing exactly this IP, or None."""

@@ -34,6 +34,15 @@ class Indicator:
             raise ValueError(f"indicator {self.value!r} names no app")
 
 
+def preference(indicator: Indicator) -> tuple[int, int]:
+    """Sort key among indicators covering one name: most severe, then most specific, first.
+
+    The matcher reports only this one; whoever reads Suricata's rule alerts
+    (several rules can fire on one name) must apply the same choice.
+    """
+    return (indicator.category.precedence, -len(indicator.value))
+
+
 @dataclass(frozen=True, slots=True)
 class Feed:
     """A validated feed file: its indicators and a version derived from its bytes."""
