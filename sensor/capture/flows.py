@@ -110,6 +110,10 @@ class FlowTracker:
             return True
         return state.closed and packet.syn and not packet.ack
 
+    def expire(self, now: float) -> list[Flow]:
+        """Flows idle past their timeout at ``now`` (a live source calls this when quiet)."""
+        return self._sweep(now)
+
     def _sweep(self, now: float) -> list[Flow]:
         self._last_sweep = now
         idle = [key for key, state in self._flows.items() if now - state.last > state.timeout()]

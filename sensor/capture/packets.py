@@ -92,6 +92,9 @@ class PacketDecoder:
     def finish(self) -> list[Observation]:
         return list(self.flows.finish())
 
+    def expire(self, now: float) -> list[Observation]:
+        return list(self.flows.expire(now))
+
     def _application(self, summary: PacketSummary, state: FlowState,
                      payload: bytes) -> Iterator[Observation]:
         ports = (summary.source_port, summary.destination_port)

@@ -112,7 +112,7 @@ class Traffic:
         records = [DNSRR(rrname=rrname, type=kind, ttl=ttl, rdata=data)
                    for rrname, kind, data in answers]
         response = DNS(id=transaction_id, qr=1, rd=1, ra=1, qd=DNSQR(qname=name, qtype=rrtype),
-                       an=records or None)
+                       an=records)
         if over_tcp:
             self.tcp_connection(time, client, resolver, 53, [_length_prefixed(bytes(query))],
                                 [_length_prefixed(bytes(response))])
