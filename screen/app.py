@@ -61,11 +61,13 @@ class ScreenApp:
     """Owns the state, the view, the display (or none) and the controls."""
 
     def __init__(self, topics: Topics, texts: Catalogue, fonts: Fonts, display: Any,
-                 settings: ScreenSettings | None = None, *,
+                 settings: ScreenSettings | None = None, *, follow_site: bool = False,
                  network: Callable[[], NetworkInfo] = local_network,
                  clock: Callable[[], float] = time.monotonic,
                  timezone: tzinfo | None = None) -> None:
         self.topics, self.texts, self.fonts, self.display = topics, texts, fonts, display
+        source = f"{topics.prefix}/{topics.site}/+" if follow_site else topics.base
+        self.subscriptions = [(f"{source}/{leaf}", 1) for leaf in ("state", "status", "alert")]
         self.settings = settings or ScreenSettings()
         self._network, self._clock = network, clock
         self.state = ScreenState()
@@ -170,8 +172,7 @@ class ScreenApp:
                 log.error("the broker refused the screen: %s", reason)
                 self.events.put(("connected", False))
                 return
-            client.subscribe([(self.topics.state, 1), (self.topics.status, 1),
-                              (self.topics.alert, 1)])
+            client.subscribe(self.subscriptions)
             client.publish(f"{self.topics.base}/screen", json.dumps(health), qos=1, retain=True)
             self.events.put(("connected", True))
 

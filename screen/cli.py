@@ -68,7 +68,8 @@ def run(config: Config) -> int:
     app = ScreenApp(topics(config), load_catalogue(config.language, "screen.locales"),
                     load_fonts(), display, ScreenSettings(
                         reveal_seconds=settings.reveal_seconds,
-                        blank_after_seconds=settings.blank_after_seconds))
+                        blank_after_seconds=settings.blank_after_seconds),
+                    follow_site=settings.follow == "site")
     try:
         app.controls = Controls(settings.button_pin, settings.led_pin, app.gesture)
     except Exception as error:  # noqa: BLE001 - gpiozero raises many kinds when there is no GPIO

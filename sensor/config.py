@@ -148,6 +148,9 @@ class AlertsConfig(_Section):
 
 
 class ScreenConfig(_Section):
+    follow: Literal["sensor", "site"] = Field(
+        "sensor", description="Show this box's sensor, or every sensor of the site (a "
+        "front-desk display: the worst health, all recent alerts).")
     driver: Literal["ssd1306", "sh1106", "dummy"] = Field(
         "ssd1306", description="The OLED controller; dummy draws nowhere (tests, no screen).")
     i2c_port: int = Field(1, ge=0, description="I2C bus number (1 on a Raspberry Pi).")

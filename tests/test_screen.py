@@ -248,3 +248,26 @@ def test_the_screen_follows_a_real_sensor_over_mqtt(tmp_path: Path) -> None:
         sender.stop()
         core.close()
         broker.stop()
+
+
+def test_a_front_desk_screen_shows_the_worst_of_several_sensors() -> None:
+    def state_of(sensor: str, health: str, reasons: list[str], alerts: int) -> tuple[str, bytes]:
+        return (f"veilleuse/shelter-a/{sensor}/state", _message(
+            "veilleuse.state/1", health=health, time="2026-01-01T12:00:00Z", reasons=reasons,
+            counters={"alerts_high": alerts, "delivered": alerts}, feeds={"echap": "v1"}))
+
+    state = ScreenState(broker_connected=True)
+    for topic, payload in (state_of("box1", "ok", [], 0),
+                           state_of("box2", "degraded", ["no_traffic"], 0)):
+        state = apply_message(state, topic, payload)
+    assert (state.shown_health, state.shown_reasons) == ("degraded", ("no_traffic",))
+    state = apply_message(state, *state_of("box3", "alert", [], 2))
+    assert state.shown_health == "alert"
+    assert (state.counter("alerts_high"), state.counter("delivered")) == (2, 2)
+    assert [name for name, _ in state.sensors] == ["shelter-a/box1", "shelter-a/box2",
+                                                   "shelter-a/box3"]
+    site_app = ScreenApp(TOPICS, load_catalogue("en", "screen.locales"), load_fonts(), None,
+                         follow_site=True)
+    assert [topic for topic, _ in site_app.subscriptions] == [
+        "veilleuse/shelter-a/+/state", "veilleuse/shelter-a/+/status",
+        "veilleuse/shelter-a/+/alert"]
