@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -60,3 +62,23 @@ def suricata() -> str:
 @pytest.fixture
 def tshark() -> str:
     return require_tool("tshark")
+
+
+@pytest.fixture
+def veth() -> Iterator[tuple[str, str]]:
+    """(host-side interface, namespace) of a veth pair whose other end is in the namespace."""
+    if os.geteuid() != 0:
+        unavailable("needs root to create a network namespace")
+    require_tool("ip")
+    suffix = str(os.getpid())[-6:]
+    namespace, host, inner = f"vl{suffix}", f"vlh{suffix}", f"vli{suffix}"
+    commands = [["ip", "netns", "add", namespace],
+                ["ip", "link", "add", host, "type", "veth", "peer", "name", inner, "netns",
+                 namespace],
+                ["ip", "link", "set", host, "up"],
+                ["ip", "-n", namespace, "link", "set", inner, "up"]]
+    for command in commands:
+        subprocess.run(command, check=True, capture_output=True)
+    yield host, namespace
+    subprocess.run(["ip", "link", "del", host], capture_output=True)
+    subprocess.run(["ip", "netns", "del", namespace], capture_output=True)

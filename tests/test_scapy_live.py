@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from sensor.analysis import analyze_capture, build_engine, open_source
 from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
 from sensor.demo.traffic import DEFAULT_START, Traffic
 from sensor.observations import DnsQuery
-from tests.conftest import require_tool, unavailable
+from tests.conftest import require_tool
 from tests.scenarios import (
     C2_DOMAIN,
     C2_FIREBASE,
@@ -30,26 +26,6 @@ from tests.scenarios import (
 )
 
 SENTINEL = "end-of-replay.veilleuse.test"
-
-
-@pytest.fixture
-def veth() -> Iterator[tuple[str, str]]:
-    """(host-side interface, namespace) of a veth pair whose other end is in the namespace."""
-    if os.geteuid() != 0:
-        unavailable("needs root to create a network namespace")
-    require_tool("ip")
-    suffix = str(os.getpid())[-6:]
-    namespace, host, inner = f"vl{suffix}", f"vlh{suffix}", f"vli{suffix}"
-    commands = [["ip", "netns", "add", namespace],
-                ["ip", "link", "add", host, "type", "veth", "peer", "name", inner, "netns",
-                 namespace],
-                ["ip", "link", "set", host, "up"],
-                ["ip", "-n", namespace, "link", "set", inner, "up"]]
-    for command in commands:
-        subprocess.run(command, check=True, capture_output=True)
-    yield host, namespace
-    subprocess.run(["ip", "link", "del", host], capture_output=True)
-    subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
 
 
 def _capture(path: Path) -> Path:

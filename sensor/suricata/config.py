@@ -74,10 +74,21 @@ def suricata_config(settings: SuricataSettings, log_dir: Path, *,
 
 
 def render_suricata_config(settings: SuricataSettings, log_dir: Path,
-                           rule_paths: Sequence[str] = ()) -> str:
-    """suricata.yaml text, with the ``%YAML 1.1`` header Suricata insists on."""
+                           rule_paths: Sequence[str] = (), *, interface: str | None = None,
+                           command_socket: Path | None = None) -> str:
+    """suricata.yaml text, with the ``%YAML 1.1`` header Suricata insists on.
+
+    With ``interface``: af-packet capture on it (live); with ``command_socket``:
+    the unix command socket the supervisor watches Suricata through.
+    """
     config = suricata_config(settings, log_dir)
     if rule_paths:
         config["rule-files"] = list(rule_paths)
+    if interface is not None:
+        config["af-packet"] = [{"interface": interface, "cluster-id": 99,
+                                "cluster-type": "cluster_flow", "defrag": True,
+                                "use-mmap": True, "tpacket-v3": True}]
+    if command_socket is not None:
+        config["unix-command"] = {"enabled": True, "filename": str(command_socket)}
     body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
     return "%YAML 1.1\n---\n" + body

@@ -1,0 +1,112 @@
+"""The Suricata supervisor with a real Suricata capturing on a veth pair."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sensor.demo.traffic import DEFAULT_START, Traffic
+from sensor.feeds.model import Category, Indicator
+from sensor.suricata.rules import compile_rules, render_rules
+from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, SuricataSupervisor
+from tests.conftest import require_tool
+
+READY = 90.0
+
+
+def _supervisor(tmp_path: Path, interface: str, **overrides: object) -> SuricataSupervisor:
+    rules = tmp_path / "veilleuse.rules"
+    rules.write_text(render_rules(compile_rules(
+        [Indicator("demospy.example", Category.C2, "DemoSpy")])))
+    settings = SupervisorSettings(interface=interface, workdir=tmp_path / "run",
+                                  rule_files=(str(rules),), startsecs=1.0,
+                                  backoff_initial=0.2, **overrides)
+    return SuricataSupervisor(settings)
+
+
+@pytest.fixture
+def running(tmp_path, veth, suricata):
+    host, namespace = veth
+    supervisor = _supervisor(tmp_path, host)
+    supervisor.start()
+    deadline_ok = _drive_until(supervisor, SupervisorState.RUNNING)
+    assert deadline_ok, (supervisor.transitions, _log(supervisor))
+    yield supervisor, host, namespace
+    supervisor.stop()
+
+
+def _drive_until(supervisor: SuricataSupervisor, wanted: SupervisorState,
+                 timeout: float = READY) -> bool:
+    """Poll as the daemon loop does, waiting on the state condition between polls."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if supervisor.poll() is wanted:
+            return True
+        supervisor.wait_for_state(wanted, 0.2)
+    return supervisor.state is wanted
+
+
+def _eventually_counted(supervisor: SuricataSupervisor, timeout: float = 15.0) -> bool:
+    """Suricata refreshes interface counters periodically: wait for them with a deadline."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = supervisor.interface_stats()
+        if stats is not None and stats.packets > 0:
+            return True
+        threading.Event().wait(0.5)
+    return False
+
+
+def _log(supervisor: SuricataSupervisor) -> str:
+    path = supervisor.settings.workdir / "suricata.out"
+    return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+def test_a_crash_is_restarted_and_rules_reload_without_a_restart(running, tmp_path) -> None:
+    supervisor, host, namespace = running
+    first_pid = supervisor.process.pid
+    supervisor.reload_rules()
+    assert supervisor.process.pid == first_pid and supervisor.state is SupervisorState.RUNNING
+
+    traffic = Traffic()
+    traffic.dns(DEFAULT_START, "192.168.1.10", "192.168.1.1", "api.demospy.example")
+    replayed = traffic.write(tmp_path / "dns.pcap")
+    subprocess.run(["ip", "netns", "exec", namespace, require_tool("tcpreplay"), "-q", "-i",
+                    host.replace("vlh", "vli"), str(replayed)], check=True, capture_output=True)
+    assert _eventually_counted(supervisor), "the replayed packet should be counted"
+
+    os.kill(first_pid, signal.SIGKILL)
+    assert _drive_until(supervisor, SupervisorState.BACKOFF, 30)
+    assert "killed by SIGKILL" in supervisor.transitions[-1].reason
+    assert _drive_until(supervisor, SupervisorState.RUNNING), _log(supervisor)
+    assert supervisor.process.pid != first_pid
+    states = [t.new for t in supervisor.transitions]
+    assert states == [SupervisorState.STARTING, SupervisorState.RUNNING,
+                      SupervisorState.BACKOFF, SupervisorState.STARTING, SupervisorState.RUNNING]
+
+
+def test_an_interface_that_does_not_exist_ends_in_fatal(tmp_path, suricata) -> None:
+    supervisor = _supervisor(tmp_path, "nosuchif0", max_quick_failures=3, start_timeout=20)
+    supervisor.start()
+    assert _drive_until(supervisor, SupervisorState.FATAL, 120), supervisor.transitions
+    assert "3 failed starts in a row" in supervisor.transitions[-1].reason
+    assert [t.new for t in supervisor.transitions].count(SupervisorState.BACKOFF) == 2
+
+
+def test_rules_suricata_rejects_never_start(tmp_path, suricata) -> None:
+    supervisor = _supervisor(tmp_path, "lo")
+    Path(supervisor.settings.rule_files[0]).write_text(
+        'alert dns any any -> any any (msg:"x"; nosuchkeyword; sid:1;)\n')
+    supervisor.start()
+    assert supervisor.state is SupervisorState.FATAL
+    assert "suricata rejects its configuration or rules" in supervisor.transitions[-1].reason
+    assert supervisor.process is None
