@@ -1,0 +1,61 @@
+"""Tailing eve.json: nothing skipped, nothing read twice once committed, across restarts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sensor.capture.eve_tail import EveTailer
+
+
+def _line(name: str) -> bytes:
+    return (b'{"timestamp":"2026-01-01T10:00:00.000000+0000","event_type":"dns",'
+            b'"src_ip":"192.168.1.10","src_port":5353,"dest_ip":"192.168.1.1",'
+            b'"dest_port":53,"proto":"UDP","dns":{"type":"query","rrname":"'
+            + name.encode() + b'","rrtype":"A"}}\n')
+
+
+def _names(tailer: EveTailer) -> list[str]:
+    names = [o.name for o in tailer.read_available()]
+    tailer.commit()
+    return names
+
+
+def test_new_lines_only_and_a_half_line_waits_for_its_end(tmp_path: Path) -> None:
+    eve, offsets = tmp_path / "eve.json", tmp_path / "eve.offset"
+    eve.write_bytes(_line("a.example") + _line("b.example"))
+    tailer = EveTailer(eve, offsets)
+    assert _names(tailer) == ["a.example", "b.example"]
+    assert _names(tailer) == []
+    half = _line("c.example")
+    with eve.open("ab") as handle:
+        handle.write(half[:40])
+    assert _names(tailer) == []
+    with eve.open("ab") as handle:
+        handle.write(half[40:])
+    assert _names(tailer) == ["c.example"]
+
+
+def test_a_restart_resumes_and_an_uncommitted_batch_is_read_again(tmp_path: Path) -> None:
+    eve, offsets = tmp_path / "eve.json", tmp_path / "eve.offset"
+    eve.write_bytes(_line("a.example"))
+    assert _names(EveTailer(eve, offsets)) == ["a.example"]
+    with eve.open("ab") as handle:
+        handle.write(_line("b.example"))
+    crashed = EveTailer(eve, offsets)
+    assert [o.name for o in crashed.read_available()] == ["b.example"]  # no commit: a crash
+    assert _names(EveTailer(eve, offsets)) == ["b.example"]
+    assert _names(EveTailer(eve, offsets)) == []
+
+
+def test_a_truncated_or_replaced_file_is_read_from_its_start(tmp_path: Path) -> None:
+    eve, offsets = tmp_path / "eve.json", tmp_path / "eve.offset"
+    eve.write_bytes(_line("a.example") + _line("b.example"))
+    tailer = EveTailer(eve, offsets)
+    assert len(_names(tailer)) == 2
+    eve.write_bytes(_line("c.example"))  # truncated and rewritten: smaller than the offset
+    assert _names(tailer) == ["c.example"]
+    replacement = tmp_path / "eve.new"
+    replacement.write_bytes(_line("d.example") + _line("e.example"))
+    os.replace(replacement, eve)  # rotated: another inode
+    assert _names(tailer) == ["d.example", "e.example"]
