@@ -25,7 +25,7 @@ echo "wireshark-common wireshark-common/install-setuid boolean false" | as_root 
 as_root apt-get update -q
 as_root apt-get install -y -q --no-install-recommends -t bookworm-backports suricata
 as_root apt-get install -y -q --no-install-recommends \
-    tshark mosquitto tcpdump tcpreplay iproute2 \
+    tshark mosquitto tcpdump tcpreplay iproute2 systemd procps \
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
     fonts-dejavu-core libjpeg-dev zlib1g-dev libfreetype-dev
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -61,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
                          "book and publish them to this broker (mqtt://host:port)")
     analyze.add_argument("--mqtt-timeout", type=float, default=30.0, metavar="SECONDS",
                          help="how long to wait for the broker's acknowledgements (default 30)")
+
+    run = commands.add_parser("run", help="the live sensor on the mirror interface "
+                              "(under systemd: veilleuse.service)")
+    run.add_argument("--source", choices=("suricata", "scapy"), default="suricata",
+                     help="suricata (default) or the scapy lite sniffer")
+    run.add_argument("--interface", help="override network.interface")
+    run.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
+                     help="indicator file (repeatable); default: the installed feeds")
+    commands.add_parser("status", help="the live sensor's health, for SSH maintenance "
+                        "(exit 0 ok/alert, 1 degraded, 3 not running)")
 
     rules = commands.add_parser("rules", help="compile the feeds into Suricata rules")
     rules.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
@@ -178,6 +189,57 @@ def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
     return 1
 
 
+def _run_daemon(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from sensor.daemon.service import SensorDaemon
+
+    config, _ = _config(args)
+    if args.interface:
+        config = config.model_copy(update={"network": config.network.model_copy(
+            update={"interface": args.interface})})
+    _log_to_journal_under_systemd()
+    daemon = SensorDaemon(config, source=args.source, feed_files=args.feed)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    daemon.run(stop)
+    return 0
+
+
+def _log_to_journal_under_systemd() -> None:
+    if not os.environ.get("INVOCATION_ID"):
+        return
+    try:
+        from systemd.journal import JournalHandler
+    except ImportError:
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(JournalHandler(SYSLOG_IDENTIFIER="veilleuse"))
+
+
+def _status(args: argparse.Namespace) -> int:
+    from sensor.daemon.service import read_health
+
+    config, _ = _config(args)
+    health = read_health(config.daemon.runtime_directory / "health.json")
+    if health is None or time.time() - health["time"] > 30:
+        print("veilleuse is not running (no fresh health file in "
+              f"{config.daemon.runtime_directory}); see `systemctl status veilleuse`")
+        return 3
+    print(f"health: {health['state'].upper()}")
+    for reason, detail in zip(health["reasons"], health["details"], strict=False):
+        print(f"  - {reason}: {detail}")
+    print(f"capture: {health['capture']}; records: {health['observations']}; "
+          f"drops: {health['drop_ratio']:.2%}; alerts waiting for the broker: "
+          f"{health['pending_alerts']}")
+    print("feeds: " + ", ".join(f"{n} {v[:8]}" for n, v in health["feeds"].items()))
+    return 1 if health["state"] == "degraded" else 0
+
+
 def _rules(args: argparse.Namespace) -> int:
     from sensor.suricata.rules import compile_rules, render_rules
 
@@ -265,6 +327,10 @@ def _run(args: argparse.Namespace) -> int:
         return _publish(args)
     if args.command == "rules":
         return _rules(args)
+    if args.command == "run":
+        return _run_daemon(args)
+    if args.command == "status":
+        return _status(args)
     if args.command == "tail":
         return _tail(args)
     if args.command == "check-config":

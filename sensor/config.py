@@ -167,6 +167,17 @@ class ScreenConfig(_Section):
                                        "screen goes dark after this long without a press.")
 
 
+class DaemonConfig(_Section):
+    state_directory: Path = Field(Path("/var/lib/veilleuse"), description="Where the live "
+                                  "sensor keeps Suricata's files and the EVE offset.")
+    runtime_directory: Path = Field(Path("/run/veilleuse"), description="Where the health "
+                                    "file `veilleuse status` reads is written.")
+    max_drop_ratio: float = Field(0.05, ge=0, le=1, description="Capture drops above this "
+                                  "share of packets make the sensor degraded.")
+    silent_after_minutes: float = Field(10.0, gt=0, description="No mirrored traffic for "
+                                        "this long makes the sensor degraded.")
+
+
 class SuricataSection(_Section):
     binary: str = Field("suricata", description="The Suricata program to run.")
 
@@ -189,6 +200,8 @@ class Config(_Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Publishing to the core.")
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig,
                                    description="What leaves the box.")
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig, description="The live "
+                                 "sensor (`veilleuse run`).")
     screen: ScreenConfig = Field(default_factory=ScreenConfig, description="The status "
                                  "screen, button and LED (the veilleuse-screen process).")
 

@@ -132,6 +132,8 @@ class MqttPublisher:
         self._refusals: dict[str, int] = {}
         self._acknowledged_batch: list[tuple[str, int]] = []
         self.feed_versions: dict[str, str] = {}
+        self.health_source: Callable[[], tuple[str, tuple[str, ...], tuple[str, ...]]] | None = \
+            None
         self._connected = False
         self._problem: str | None = "not connected yet"
         self._delivered = 0
@@ -325,26 +327,34 @@ class MqttPublisher:
             batch, self._acknowledged_batch = self._acknowledged_batch, []
             self._delivered += self.book.mark_all_delivered(batch, self._wall_clock())
 
-    def state(self) -> tuple[str, list[str], dict[str, int]]:
-        """Health (ok / alert / degraded), its reason codes, and counters, from delivery's view.
+    def state(self) -> tuple[str, list[str], list[str], dict[str, int]]:
+        """Health (ok / alert / degraded), reason codes, their details, and counters.
 
-        The live daemon adds capture health to this; here: an alert of medium
-        or high severity in the book means ``alert``; a broker refusing alerts
-        means ``degraded`` with reason ``broker_refused_alert``.
+        With ``health_source`` (the live daemon) the health is the daemon's;
+        without, delivery's own view: a medium or high alert in the book means
+        ``alert``, a broker refusing alerts means ``degraded``.
         """
         severities = self.book.severity_counts()
         counters = {f"alerts_{severity}": severities.get(severity, 0)
                     for severity in ("info", "low", "medium", "high")}
         counters.update(pending=self.book.pending_count(), delivered=self._delivered,
                         refused=self._refused)
-        if self._problem and self._problem.startswith("the broker refused an alert"):
-            return "degraded", ["broker_refused_alert"], counters
+        if self.health_source is not None:
+            health, reasons, details = self.health_source()
+            return health, list(reasons), list(details), counters
+        if self.refusing:
+            return "degraded", ["broker_refused_alert"], [self._problem or ""], counters
         if counters["alerts_medium"] or counters["alerts_high"]:
-            return "alert", [], counters
-        return "ok", [], counters
+            return "alert", [], [], counters
+        return "ok", [], [], counters
+
+    @property
+    def refusing(self) -> bool:
+        """The broker refused the last alert it was offered."""
+        return bool(self._problem and self._problem.startswith("the broker refused an alert"))
 
     def _publish_state(self) -> None:
-        health, reasons, counters = self.state()
+        health, reasons, details, counters = self.state()
         fingerprint = (health, tuple(reasons), tuple(sorted(counters.items())))
         now = self._clock()
         if fingerprint == self._state_sent and now - self._state_sent_at < \
@@ -352,8 +362,8 @@ class MqttPublisher:
             return
         self._client.publish(self.topics.state, state_payload(
             site=self.topics.site, sensor=self.topics.sensor, time=self._wall_clock(),
-            health=health, reasons=reasons, details=[self._problem] if reasons and self._problem
-            else [], counters=counters, feeds=self.feed_versions), qos=1, retain=True)
+            health=health, reasons=reasons, details=details, counters=counters,
+            feeds=self.feed_versions), qos=1, retain=True)
         self._state_sent, self._state_sent_at = fingerprint, now
 
     def _expire_in_flight(self) -> None:

@@ -1,0 +1,1 @@
+"""The live sensor daemon: capture, detection, the alert book and publishing, supervised."""

@@ -1,0 +1,72 @@
+"""The sensor's health: ok / alert / degraded with reasons, from what the daemon measured.
+
+A pure function of its inputs, so every rule is tested without a network.
+"Degrade loudly": each reason is a code the screen translates and a detail
+an operator can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class HealthInputs:
+    """What the daemon knows at one moment (times in seconds)."""
+
+    capture_running: bool
+    capture_problem: str | None
+    drop_ratio: float
+    seconds_since_traffic: float | None
+    feeds_age_days: float | None
+    delivery_problem: str | None
+    serious_alerts: int
+    broker_unreachable: str | None = None
+    starting: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HealthThresholds:
+    max_drop_ratio: float = 0.05
+    silent_after_seconds: float = 600.0
+    stale_after_days: float = 14.0
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    state: str
+    reasons: tuple[str, ...]
+    details: tuple[str, ...]
+
+
+def assess(inputs: HealthInputs, thresholds: HealthThresholds | None = None) -> Health:
+    """``degraded`` with its reasons, else ``alert`` if a medium/high alert is stored, else ok.
+
+    >>> assess(HealthInputs(True, None, 0.0, 1.0, 1.0, None, 0)).state
+    'ok'
+    """
+    limits = thresholds or HealthThresholds()
+    problems: list[tuple[str, str]] = []
+    if not inputs.capture_running and not inputs.starting:
+        problems.append(("suricata_down", inputs.capture_problem or "capture is not running"))
+    if inputs.drop_ratio > limits.max_drop_ratio:
+        problems.append(("packet_drops", f"{inputs.drop_ratio:.1%} of packets dropped"))
+    if inputs.capture_running and inputs.seconds_since_traffic is not None and \
+            inputs.seconds_since_traffic > limits.silent_after_seconds:
+        problems.append(("no_traffic", f"no mirrored traffic for "
+                                       f"{inputs.seconds_since_traffic / 60:.0f} min"))
+    if inputs.feeds_age_days is None or inputs.feeds_age_days > limits.stale_after_days:
+        age = "no feed installed" if inputs.feeds_age_days is None else \
+            f"feeds are {inputs.feeds_age_days:.0f} days old"
+        problems.append(("feeds_stale", age))
+    if inputs.delivery_problem:
+        problems.append(("broker_refused_alert", inputs.delivery_problem))
+    if inputs.broker_unreachable:
+        problems.append(("broker_unreachable", inputs.broker_unreachable))
+    if inputs.starting and not problems:
+        return Health("starting", (), ())
+    if problems:
+        return Health("degraded", tuple(c for c, _ in problems), tuple(d for _, d in problems))
+    if inputs.serious_alerts:
+        return Health("alert", (), ())
+    return Health("ok", (), ())

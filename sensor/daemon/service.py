@@ -1,0 +1,256 @@
+"""`veilleuse run`: the live sensor. Capture -> detection -> alert book -> MQTT, with health.
+
+Suricata (supervised, EVE tailed) or the scapy lite source captures on the
+mirror interface; detection, the book and the publisher are the same as
+offline. Every loop turn the daemon handles new records, then at intervals
+rescoring beacons, measuring drops and writing its health (a JSON file that
+`veilleuse status` reads, the retained state topic, systemd's STATUS and the
+watchdog ping). The loop is the only thread that touches the engine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from sensor.alerts.book import AlertBook
+from sensor.analysis import build_engine, build_matcher, load_feeds
+from sensor.capture.eve_tail import EveTailer
+from sensor.capture.scapy_live import ScapyLiveSource
+from sensor.config import Config
+from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
+from sensor.daemon.notify import SystemdNotifier
+from sensor.detect.model import Severity
+from sensor.feeds.model import Feed
+from sensor.feeds.store import FeedStore
+from sensor.observations import Observation
+from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher
+from sensor.outputs.mqtt import MqttPublisher
+from sensor.suricata.config import SuricataSettings
+from sensor.suricata.rules import compile_rules, render_rules
+from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, SuricataSupervisor
+
+log = logging.getLogger(__name__)
+
+HEALTH_EVERY = 2.0
+BEACON_EVERY = 60.0
+DROPS_EVERY = 30.0
+
+
+class SuricataCapture:
+    """Suricata supervised on the interface, its EVE file tailed."""
+
+    def __init__(self, config: Config, feeds: Sequence[Feed], workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        rules = workdir / "veilleuse.rules"
+        rules.write_text(render_rules(compile_rules(i for feed in feeds for i in feed.indicators),
+                                      header=", ".join(f"{f.name} {f.version}" for f in feeds)))
+        self.supervisor = SuricataSupervisor(SupervisorSettings(
+            interface=config.network.interface, workdir=workdir,
+            suricata=SuricataSettings(binary=config.suricata.binary,
+                                      home_net=config.network.home_net),
+            rule_files=(str(rules),)))
+        self.tailer = EveTailer(self.supervisor.eve_path, workdir / "eve.offset")
+
+    def start(self, stop: threading.Event) -> None:
+        threading.Thread(target=self.supervisor.run, args=(stop,), name="suricata-supervisor",
+                         daemon=True).start()
+
+    def records(self) -> list[Observation]:
+        return list(self.tailer.read_available())
+
+    def commit(self) -> None:
+        self.tailer.commit()
+
+    def running(self) -> bool:
+        return self.supervisor.state is SupervisorState.RUNNING
+
+    def problem(self) -> str | None:
+        transitions = self.supervisor.transitions
+        return transitions[-1].reason if transitions else None
+
+    def drop_ratio(self) -> float | None:
+        stats = self.supervisor.interface_stats()
+        return None if stats is None else stats.drop_ratio
+
+    def state_name(self) -> str:
+        return self.supervisor.state.value
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+
+
+class LiteCapture:
+    """The scapy lite source in a thread; its observations queued for the loop."""
+
+    def __init__(self, config: Config) -> None:
+        self.source = ScapyLiveSource(config.network.interface)
+        self._queue: queue.Queue[Observation] = queue.Queue(maxsize=100_000)
+
+    def start(self, stop: threading.Event) -> None:
+        def pump() -> None:
+            for observation in self.source.read(stop):
+                self._queue.put(observation)
+
+        threading.Thread(target=pump, name="scapy-live", daemon=True).start()
+
+    def records(self) -> list[Observation]:
+        batch = []
+        while len(batch) < 10_000:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def commit(self) -> None:
+        pass
+
+    def running(self) -> bool:
+        return self.source.started.is_set()
+
+    def problem(self) -> str | None:
+        return None if self.running() else "the sniffer has not started"
+
+    def drop_ratio(self) -> float | None:
+        seen = self.source.stats.records + self.source.stats.skipped_total
+        return self.source.stats.skipped_total / seen if seen else 0.0
+
+    def state_name(self) -> str:
+        return "running" if self.running() else "starting"
+
+    def stop(self) -> None:
+        pass
+
+
+class SensorDaemon:
+    def __init__(self, config: Config, *, source: str = "suricata",
+                 feed_files: Sequence[Path] = (), notifier: SystemdNotifier | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.notifier = notifier or SystemdNotifier()
+        self._clock, self._wall_clock = clock, wall_clock
+        self.feeds = load_feeds(config, feed_files)
+        self._feed_files = feed_files
+        self.engine = build_engine(config, build_matcher(self.feeds, config))
+        self.health_file = config.daemon.runtime_directory / "health.json"
+        self.health = Health("starting", (), ())
+        self.capture = SuricataCapture(config, self.feeds,
+                                       config.daemon.state_directory / "suricata") \
+            if source == "suricata" else LiteCapture(config)
+        self._last_traffic = clock()
+        self._drop_ratio = 0.0
+        self._observations = 0
+        self._ready = False
+
+    # -- health -----------------------------------------------------------------------
+
+    def _feeds_age_days(self) -> float | None:
+        if self._feed_files:
+            newest = max(Path(f).stat().st_mtime for f in self._feed_files)
+            return (self._wall_clock() - newest) / 86_400
+        store = FeedStore(self.config.feeds.directory)
+        ages = [self._wall_clock() - info.downloaded.timestamp()
+                for info in (store.info(s.name) for s in self.config.feeds.sources) if info]
+        return max(ages) / 86_400 if ages else None
+
+    def _check_health(self, book: AlertBook, sender: MqttPublisher) -> None:
+        running = self.capture.running()
+        starting = not self._ready and not running
+        delivery = sender.health()
+        severities = book.severity_counts()
+        self.health = assess(HealthInputs(
+            capture_running=running, capture_problem=self.capture.problem(),
+            drop_ratio=self._drop_ratio,
+            seconds_since_traffic=self._clock() - self._last_traffic,
+            feeds_age_days=self._feeds_age_days(),
+            delivery_problem=delivery.problem if sender.refusing else None,
+            broker_unreachable=None if delivery.connected or starting else delivery.problem,
+            serious_alerts=severities.get(Severity.MEDIUM.value, 0) +
+            severities.get(Severity.HIGH.value, 0),
+            starting=starting),
+            HealthThresholds(max_drop_ratio=self.config.daemon.max_drop_ratio,
+                             silent_after_seconds=self.config.daemon.silent_after_minutes * 60,
+                             stale_after_days=self.config.feeds.max_age_days))
+        self._write_health(book.pending_count())
+        summary = f"{self.health.state}: " + (", ".join(self.health.details) or
+                                              f"{self._observations} records")
+        if not self._ready and running:
+            self.notifier.ready(summary)
+            self._ready = True
+        self.notifier.status(summary)
+        self.notifier.watchdog()
+
+    def _write_health(self, pending: int) -> None:
+        self.health_file.parent.mkdir(parents=True, exist_ok=True)
+        record = {**asdict(self.health), "time": self._wall_clock(), "pid": os.getpid(),
+                  "capture": self.capture.state_name(), "observations": self._observations,
+                  "drop_ratio": self._drop_ratio, "pending_alerts": pending,
+                  "feeds": {Path(f.name).name: f.version for f in self.feeds}}
+        temporary = self.health_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record, indent=2))
+        os.replace(temporary, self.health_file)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _turn(self, alerts: AlertQueue, sender: MqttPublisher, rescore: bool) -> None:
+        """One pass: new records through detection into the book, then the offset."""
+        batch = self.capture.records()
+        changed = [a for observation in batch for a in self.engine.observe(observation)]
+        if rescore:
+            changed.extend(self.engine.flush())
+        alerts.add_all(changed)
+        self.capture.commit()  # after the alerts are in the book: at-least-once
+        if changed:
+            sender.notify()
+        if batch:
+            self._last_traffic = self._clock()
+            self._observations += len(batch)
+
+    def run(self, stop: threading.Event) -> None:
+        book = AlertBook(self.config.alerts.database)
+        alerts = AlertQueue(book, self.config, pseudonymizer(self.config), self._wall_clock)
+        sender = publisher(self.config, book)
+        sender.feed_versions = {Path(f.name).name: f.version for f in self.feeds}
+        sender.health_source = lambda: (self.health.state, self.health.reasons,
+                                        self.health.details)
+        sender.start()
+        capture_stop = threading.Event()
+        self.capture.start(capture_stop)
+        started = self._clock()
+        due = {"health": started, "beacons": started + BEACON_EVERY, "drops": started}
+        try:
+            while not stop.wait(0.5):
+                now = self._clock()
+                self._turn(alerts, sender, rescore=now >= due["beacons"])
+                if now >= due["beacons"]:
+                    due["beacons"] = now + BEACON_EVERY
+                if now >= due["drops"]:
+                    self._drop_ratio = self.capture.drop_ratio() or self._drop_ratio
+                    due["drops"] = now + DROPS_EVERY
+                if now >= due["health"]:
+                    self._check_health(book, sender)
+                    due["health"] = now + HEALTH_EVERY
+        finally:
+            self.notifier.stopping()
+            capture_stop.set()
+            self.capture.stop()
+            sender.stop()
+            book.close()
+
+
+def read_health(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
