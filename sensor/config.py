@@ -176,6 +176,8 @@ class DaemonConfig(_Section):
                                   "share of packets make the sensor degraded.")
     silent_after_minutes: float = Field(10.0, gt=0, description="No mirrored traffic for "
                                         "this long makes the sensor degraded.")
+    feeds_check_seconds: float = Field(60.0, gt=0, description="How often the sensor looks "
+                                       "for updated feeds and reloads its rules.")
 
 
 class SuricataSection(_Section):

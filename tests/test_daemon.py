@@ -67,7 +67,12 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         "alerts": {"database": str(tmp_path / "alerts.sqlite")}, "mqtt": {"url": broker.url},
         "privacy": {"secret_file": str(tmp_path / "key")},
         "daemon": {"state_directory": str(tmp_path / "state"),
-                   "runtime_directory": str(tmp_path / "run")}}))
+                   "runtime_directory": str(tmp_path / "run"), "feeds_check_seconds": 1}}))
+    feeds = []
+    for path in echap_files:
+        copy = tmp_path / path.name
+        copy.write_bytes(path.read_bytes())
+        feeds.append(copy)
     health_file = tmp_path / "run" / "health.json"
     notify_path = tmp_path / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -76,9 +81,24 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
     core = Core(broker)
     daemon = subprocess.Popen(
         [sys.executable, "-m", "sensor", "--config", str(config), "run",
-         *(arg for path in echap_files for arg in ("--feed", str(path)))],
+         *(arg for path in feeds for arg in ("--feed", str(path)))],
         env={**os.environ, "NOTIFY_SOCKET": str(notify_path)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
+        stderr=(tmp_path / "daemon.log").open("w"))
+
+    def log_tail() -> str:
+        return (tmp_path / "daemon.log").read_text()[-3000:]
+
+    def replay(name: str) -> None:
+        traffic = Traffic()
+        traffic.dns(time.time(), "192.168.1.10", "192.168.1.1", name,
+                    [(name, "A", "203.0.113.50")])
+        subprocess.run(["ip", "netns", "exec", namespace, require_tool("tcpreplay"), "-q",
+                        "-i", host.replace("vlh", "vli"), str(traffic.write(tmp_path / "x.pcap"))],
+                       check=True, capture_output=True)
+
+    def suricata_pid() -> int:
+        return int(subprocess.run(["pgrep", "-f", f"suricata -c {tmp_path}/state/suricata"],
+                                  capture_output=True, text=True).stdout.split()[0])
 
     def health() -> dict:
         try:
@@ -87,34 +107,40 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
             return {}
 
     try:
-        assert _until(lambda: health().get("capture") == "running", 90), daemon.stderr
+        assert _until(lambda: health().get("capture") == "running", 90), log_tail()
         before = _datagrams(notify, until=lambda m: m.startswith("READY=1"), timeout=20)
         assert before and before[-1].startswith("READY=1"), before
         after = _datagrams(notify, until=lambda m: "WATCHDOG=1" in m, timeout=20)
         assert after and after[-1] == "WATCHDOG=1", "the health-checked loop pings the watchdog"
+        # From here on, drain the socket as systemd does: a full datagram queue would
+        # block the daemon's sd_notify calls.
+        draining = threading.Thread(target=_datagrams, args=(notify, lambda m: False, 600),
+                                    daemon=True)
+        draining.start()
 
-        traffic = Traffic()
-        now = time.time()
-        traffic.dns(now, "192.168.1.10", "192.168.1.1", "api.copy9.com",
-                    [("api.copy9.com", "A", "203.0.113.50")])
-        replayed = traffic.write(tmp_path / "c2.pcap")
-        subprocess.run(["ip", "netns", "exec", namespace, require_tool("tcpreplay"), "-q",
-                        "-i", host.replace("vlh", "vli"), str(replayed)], check=True,
-                       capture_output=True)
+        replay("api.copy9.com")
         assert core.wait_for(lambda c: any(p["indicator"] == "copy9.com" for p in c.received),
                              60)
         assert _until(lambda: health().get("state") == "alert", 30)
 
-        suricata_pid = int(subprocess.run(
-            ["pgrep", "-f", f"suricata -c {tmp_path}/state/suricata"], capture_output=True,
-            text=True).stdout.split()[0])
-        os.kill(suricata_pid, signal.SIGKILL)
+        os.kill(suricata_pid(), signal.SIGKILL)
         assert _until(lambda: "suricata_down" in health().get("reasons", ()), 30)
         assert _until(lambda: health().get("state") == "alert" and
                       health().get("capture") == "running", 90)
         status = subprocess.run([sys.executable, "-m", "sensor", "--config", str(config),
                                  "status"], capture_output=True, text=True)
         assert status.returncode == 0 and status.stdout.startswith("health: ALERT")
+
+        # A feed update: new detection and rules, loaded without restarting the capture.
+        before = (suricata_pid(), dict(health()["feeds"]))
+        with feeds[0].open("a") as feed:
+            feed.write("\n- name: FreshSpy\n  type: stalkerware\n  c2:\n    domains:\n"
+                       "    - fresh-c2.example\n")
+        assert _until(lambda: health().get("feeds") != before[1], 30)
+        assert suricata_pid() == before[0], "the capture must not restart for new feeds"
+        replay("beacon.fresh-c2.example")
+        assert core.wait_for(lambda c: any(p["indicator"] == "fresh-c2.example"
+                                           for p in c.received), 60), log_tail()
     finally:
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(60)
@@ -135,6 +161,8 @@ def _datagrams(sock: socket.socket, until: Callable[[str], bool], timeout: float
             message = sock.recv(4096).decode()
         except TimeoutError:
             continue
+        except OSError:
+            break  # the test closed the socket
         received.append(message)
         if until(message):
             break

@@ -131,17 +131,20 @@ def test_sigkill_in_the_middle_of_publishing_loses_nothing(tmp_path, broker) -> 
     config = make_config(tmp_path, broker)
     config_path = tmp_path / "veilleuse.yaml"
     config_path.write_text(json.dumps(config.model_dump(mode="json")))
-    expected = queue(config, synthetic_alerts(1500))
+    total = 5000
+    expected = queue(config, synthetic_alerts(total))
     core = Core(broker)
+    book = AlertBook(config.alerts.database)
     command = [sys.executable, "-m", "sensor", "--config", str(config_path), "publish",
                "--timeout", "60"]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert core.wait_for(lambda c: len(c.ids()) >= 100, DEADLINE)
+    # Kill as soon as the book shows acknowledged alerts retired: mid-way, by construction.
+    assert core.wait_for(lambda c: len(c.ids()) >= 1 and book.pending_count() < total,
+                         DEADLINE)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
-    book = AlertBook(config.alerts.database)
     left = book.pending_count()
-    assert 0 < left < 1500, "the kill should land in the middle of publishing"
+    assert 0 < left < total, "the kill should land in the middle of publishing"
     second = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert second.returncode == 0, second.stderr
     assert core.wait_for(lambda c: c.ids() >= set(expected), DEADLINE)
@@ -188,11 +191,12 @@ def test_a_newer_version_is_not_retired_by_an_older_acknowledgement(tmp_path) ->
     book = AlertBook(tmp_path / "a.sqlite")
     fields = {"kind": "domain", "severity": "high", "device": "d", "indicator": "i",
               "first_seen": 1.0, "record": "{}", "now": 1.0}
-    first = book.record("a", last_seen=1.0, count=1, payload="v1", **fields)
-    second = book.record("a", last_seen=2.0, count=2, payload="v2", **fields)
+    payload = lambda first, last, count: f"seen {count} times until {last}"  # noqa: E731
+    first = book.record("a", last_seen=1.0, count_added=1, payload=payload, **fields)
+    second = book.record("a", last_seen=2.0, count_added=2, payload=payload, **fields)
     assert (first, second) == (1, 2)
     assert not book.mark_delivered("a", first, now=3.0)
-    assert [e.payload for e in book.pending()] == ["v2"]
+    assert [e.payload for e in book.pending()] == ["seen 3 times until 2.0"]
     assert book.mark_delivered("a", second, now=3.0)
     assert book.pending_count() == 0
     assert book.purge(older_than=10.0) == 1
@@ -248,3 +252,20 @@ def test_publish_applies_retention_to_delivered_alerts_only(tmp_path, broker) ->
     broker.start()
     assert subprocess.run(command, capture_output=True).returncode == 0
     assert book.alerts() == [], "delivered and older than retention_days (90): deleted"
+
+
+def test_counts_add_up_across_engines_instead_of_overwriting(tmp_path) -> None:
+    import dataclasses
+
+    config = Config.model_validate({"alerts": {"database": str(tmp_path / "a.sqlite")},
+                                    "privacy": {"device_ids": "address"}})
+    book = AlertBook(config.alerts.database)
+    alert = synthetic_alerts(1)[0]
+    first_engine = AlertQueue(book, config, None, time.time)
+    first_engine.add(dataclasses.replace(alert, count=3))
+    first_engine.add(dataclasses.replace(alert, count=5))   # the same engine saw 2 more
+    after_restart = AlertQueue(book, config, None, time.time)
+    after_restart.add(dataclasses.replace(alert, count=1))  # a new engine starts again at 1
+    (stored,) = book.alerts()
+    assert stored.count == 6
+    assert json.loads(book.pending()[0].payload)["count"] == 6

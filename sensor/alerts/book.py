@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,26 +109,35 @@ class AlertBook:
                 raise AlertBookError(f"{self.path}: write failed ({error})") from None
 
     def record(self, alert_id: str, *, kind: str, severity: str, device: str, indicator: str,
-               first_seen: float, last_seen: float, count: int, record: str, payload: str,
-               now: float) -> int:
-        """Store the alert and queue ``payload`` for delivery; returns the queued version."""
+               first_seen: float, last_seen: float, count_added: int, record: str,
+               payload: Callable[[float, float, int], str], now: float) -> int:
+        """Merge the alert in and queue its payload for delivery; returns the queued version.
+
+        ``count_added`` sightings are added to the stored count, so several
+        detection engines over time (restarts, feed reloads) add up instead of
+        overwriting each other. ``payload(first_seen, last_seen, count)`` is
+        built from the merged row, in the same transaction.
+        """
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO alerts (id, kind, severity, device, indicator, first_seen, "
                 "last_seen, count, record, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET severity=excluded.severity, "
                 "first_seen=min(first_seen, excluded.first_seen), "
-                "last_seen=max(last_seen, excluded.last_seen), count=excluded.count, "
+                "last_seen=max(last_seen, excluded.last_seen), count=count + excluded.count, "
                 "record=excluded.record, updated_at=excluded.updated_at",
-                (alert_id, kind, severity, device, indicator, first_seen, last_seen, count,
-                 record, now))
+                (alert_id, kind, severity, device, indicator, first_seen, last_seen,
+                 count_added, record, now))
+            merged = db.execute("SELECT first_seen, last_seen, count FROM alerts WHERE id=?",
+                                (alert_id,)).fetchone()
+            payload_text = payload(*merged)
             row = db.execute("SELECT version FROM outbox WHERE alert_id=?",
                              (alert_id,)).fetchone()
             version = 1 if row is None else row[0] + 1
             db.execute(
                 "INSERT INTO outbox (alert_id, version, payload, queued_at) VALUES (?,?,?,?) "
                 "ON CONFLICT(alert_id) DO UPDATE SET version=excluded.version, "
-                "payload=excluded.payload", (alert_id, version, payload, now))
+                "payload=excluded.payload", (alert_id, version, payload_text, now))
         return version
 
     def pending(self, limit: int = 100, exclude: frozenset[str] = frozenset()) -> list[OutboxEntry]:

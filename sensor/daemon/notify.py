@@ -33,8 +33,12 @@ class SystemdNotifier:
         return self._send is not None
 
     def _notify(self, message: str) -> None:
-        if self._send is not None:
+        if self._send is None:
+            return
+        try:
             self._send(message)
+        except OSError as error:  # systemd went away (or a test closed its socket)
+            log.warning("systemd notification failed (%s); the sensor goes on", error)
 
     def ready(self, status: str) -> None:
         self._notify(f"READY=1\nSTATUS={status}")

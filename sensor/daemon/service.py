@@ -28,6 +28,7 @@ from sensor.config import Config
 from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
 from sensor.daemon.notify import SystemdNotifier
 from sensor.detect.model import Severity
+from sensor.errors import VeilleuseError
 from sensor.feeds.model import Feed
 from sensor.feeds.store import FeedStore
 from sensor.observations import Observation
@@ -49,15 +50,36 @@ class SuricataCapture:
 
     def __init__(self, config: Config, feeds: Sequence[Feed], workdir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        rules = workdir / "veilleuse.rules"
-        rules.write_text(render_rules(compile_rules(i for feed in feeds for i in feed.indicators),
-                                      header=", ".join(f"{f.name} {f.version}" for f in feeds)))
+        self.rules = workdir / "veilleuse.rules"
+        self._write_rules(feeds)
         self.supervisor = SuricataSupervisor(SupervisorSettings(
             interface=config.network.interface, workdir=workdir,
             suricata=SuricataSettings(binary=config.suricata.binary,
                                       home_net=config.network.home_net),
-            rule_files=(str(rules),)))
+            rule_files=(str(self.rules),)))
         self.tailer = EveTailer(self.supervisor.eve_path, workdir / "eve.offset")
+
+    def _write_rules(self, feeds: Sequence[Feed]) -> None:
+        text = render_rules(compile_rules(i for feed in feeds for i in feed.indicators),
+                            header=", ".join(f"{f.name} {f.version}" for f in feeds))
+        temporary = self.rules.with_suffix(".rules.new")
+        temporary.write_text(text)
+        os.replace(temporary, self.rules)
+
+    def reload(self, feeds: Sequence[Feed]) -> None:
+        """New rules for new feeds, loaded by the running Suricata (no restart, no gap)."""
+        previous = self.rules.read_bytes()
+        self._write_rules(feeds)
+
+        def reloaded(ok: bool, message: str) -> None:
+            if ok:
+                log.info("suricata: %s", message)
+            else:
+                self.rules.write_bytes(previous)
+                log.error("new rules not loaded, the previous ones stay: %s", message)
+
+        # If Suricata is not running, its next start reads the new file.
+        self.supervisor.request_reload(reloaded)
 
     def start(self, stop: threading.Event) -> None:
         threading.Thread(target=self.supervisor.run, args=(stop,), name="suricata-supervisor",
@@ -74,10 +96,14 @@ class SuricataCapture:
 
     def problem(self) -> str | None:
         transitions = self.supervisor.transitions
-        return transitions[-1].reason if transitions else None
+        if not transitions:
+            return None
+        if self.supervisor.state is SupervisorState.STARTING:
+            return f"suricata is starting again ({transitions[-1].reason})"
+        return transitions[-1].reason
 
     def drop_ratio(self) -> float | None:
-        stats = self.supervisor.interface_stats()
+        stats = self.supervisor.last_stats  # refreshed by the supervising thread, no I/O here
         return None if stats is None else stats.drop_ratio
 
     def state_name(self) -> str:
@@ -112,6 +138,9 @@ class LiteCapture:
 
     def commit(self) -> None:
         pass
+
+    def reload(self, feeds: Sequence[Feed]) -> None:
+        pass  # the lite source has no rules: the new matcher is all it needs
 
     def running(self) -> bool:
         return self.source.started.is_set()
@@ -150,6 +179,35 @@ class SensorDaemon:
         self._drop_ratio = 0.0
         self._observations = 0
         self._ready = False
+        self._feeds_signature = self._signature()
+
+    # -- feeds --------------------------------------------------------------------------
+
+    def _signature(self) -> tuple:
+        if self._feed_files:
+            return tuple((str(p), Path(p).stat().st_mtime_ns, Path(p).stat().st_size)
+                         for p in self._feed_files)
+        store = FeedStore(self.config.feeds.directory)
+        return tuple(getattr(store.info(s.name), "version", None)
+                     for s in self.config.feeds.sources)
+
+    def _reload_feeds_if_changed(self, sender: MqttPublisher) -> None:
+        signature = self._signature()
+        if signature == self._feeds_signature:
+            return
+        self._feeds_signature = signature
+        try:
+            feeds = load_feeds(self.config, self._feed_files)
+        except VeilleuseError as error:
+            log.error("the updated feeds cannot be used, the current ones stay: %s", error)
+            return
+        self.feeds = feeds
+        # Beacon timings start again; alert counts live on in the book.
+        self.engine = build_engine(self.config, build_matcher(feeds, self.config))
+        self.capture.reload(feeds)
+        sender.feed_versions = {Path(f.name).name: f.version for f in feeds}
+        log.info("feeds updated (%s); detection and rules reloaded without a capture restart",
+                 ", ".join(f"{Path(f.name).name} {f.version[:8]}" for f in feeds))
 
     # -- health -----------------------------------------------------------------------
 
@@ -226,7 +284,8 @@ class SensorDaemon:
         capture_stop = threading.Event()
         self.capture.start(capture_stop)
         started = self._clock()
-        due = {"health": started, "beacons": started + BEACON_EVERY, "drops": started}
+        due = {"health": started, "beacons": started + BEACON_EVERY, "drops": started,
+               "feeds": started + self.config.daemon.feeds_check_seconds}
         try:
             while not stop.wait(0.5):
                 now = self._clock()
@@ -236,6 +295,9 @@ class SensorDaemon:
                 if now >= due["drops"]:
                     self._drop_ratio = self.capture.drop_ratio() or self._drop_ratio
                     due["drops"] = now + DROPS_EVERY
+                if now >= due["feeds"]:
+                    self._reload_feeds_if_changed(sender)
+                    due["feeds"] = now + self.config.daemon.feeds_check_seconds
                 if now >= due["health"]:
                     self._check_health(book, sender)
                     due["health"] = now + HEALTH_EVERY

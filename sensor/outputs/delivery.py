@@ -5,6 +5,7 @@ The glue between detection and the MQTT publisher, built from the config.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -30,17 +31,26 @@ class AlertQueue:
         self._pseudonyms = pseudonyms
         self._catalogues = all_catalogues()
         self._clock = wall_clock
+        self._counted: dict[str, int] = {}
 
     def add(self, alert: Alert) -> None:
+        """Store the sightings this alert gained since it was last added, and queue it."""
         now = self._clock()
-        payload = alert_payload(alert, self._catalogues, site=self._config.site,
-                                sensor=self._config.sensor, pseudonyms=self._pseudonyms,
-                                queued_at=now)
+        added = alert.count - self._counted.get(alert.id, 0)
+        self._counted[alert.id] = alert.count
+
+        def payload(first_seen: float, last_seen: float, count: int) -> str:
+            merged = dataclasses.replace(alert, first_seen=first_seen, last_seen=last_seen,
+                                         count=count)
+            return alert_payload(merged, self._catalogues, site=self._config.site,
+                                 sensor=self._config.sensor, pseudonyms=self._pseudonyms,
+                                 queued_at=now)
+
         record = {**asdict(alert), "kind": alert.kind.value, "severity": alert.severity.value}
         self.book.record(alert.id, kind=alert.kind.value, severity=alert.severity.value,
                          device=alert.device, indicator=alert.indicator,
                          first_seen=alert.first_seen, last_seen=alert.last_seen,
-                         count=alert.count, record=json.dumps(record), payload=payload, now=now)
+                         count_added=added, record=json.dumps(record), payload=payload, now=now)
 
     def add_all(self, alerts: Iterable[Alert]) -> int:
         count = 0

@@ -1,24 +1,27 @@
 """Talk to a running Suricata over its unix command socket (uptime, drops, rule reload).
 
-Uses Suricata's own client library (``suricatasc``, shipped by Debian's
-suricata package); its errors become ``SuricataControlError`` with a plain
-message.
+Suricata's own client (suricatasc) waits up to 600 s for an answer whatever
+its socket timeout says, which would freeze a supervisor behind a Suricata
+that stopped answering; this client speaks the same small protocol (a
+version handshake, then one newline-terminated JSON command and one JSON
+answer) with a real timeout on every call.
 """
 
 from __future__ import annotations
 
-import sys
+import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sensor.errors import VeilleuseError
 
-SURICATASC_PATH = "/usr/lib/suricata/python"
+PROTOCOL_VERSION = "0.2"
 
 
 class SuricataControlError(VeilleuseError):
-    """The command socket did not answer, or refused the command."""
+    """The command socket did not answer in time, or refused the command."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +36,17 @@ class InterfaceStats:
         return self.drops / self.packets if self.packets else 0.0
 
 
-def _client_class() -> Any:
-    if SURICATASC_PATH not in sys.path:
-        sys.path.append(SURICATASC_PATH)
-    try:
-        from suricata.sc.suricatasc import SuricataSC
-    except ImportError:
-        raise SuricataControlError("Suricata's client library (suricatasc) was not found in "
-                                   f"{SURICATASC_PATH}; install the suricata package") from None
-    return SuricataSC
+def _receive(connection: socket.socket) -> Any:
+    buffer = b""
+    while True:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise SuricataControlError("Suricata closed the command socket mid-answer")
+        buffer += chunk
+        try:
+            return json.loads(buffer)
+        except ValueError:
+            continue  # an answer larger than one read
 
 
 class SuricataControl:
@@ -51,17 +56,28 @@ class SuricataControl:
         self.socket_path = socket_path
         self.timeout = timeout
 
-    def command(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+    def command(self, name: str, arguments: dict[str, Any] | None = None,
+                timeout: float | None = None) -> Any:
         """The ``message`` of a successful answer; SuricataControlError otherwise."""
-        client = _client_class()(str(self.socket_path), verbose=False)
+        request: dict[str, Any] = {"command": name}
+        if arguments:
+            request["arguments"] = arguments
         try:
-            client.connect()
-            answer = client.send_command(name, arguments)
-        except Exception as error:  # noqa: BLE001 - suricatasc raises its own and socket errors
-            raise SuricataControlError(f"Suricata's command socket {self.socket_path} did not "
-                                       f"answer {name!r}: {_plain(error)}") from None
-        finally:
-            client.close()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+                connection.settimeout(timeout or self.timeout)
+                connection.connect(str(self.socket_path))
+                connection.sendall(json.dumps({"version": PROTOCOL_VERSION}).encode())
+                hello = _receive(connection)
+                if not isinstance(hello, dict) or hello.get("return") != "OK":
+                    raise SuricataControlError(f"Suricata refused the handshake: {hello!r}")
+                connection.sendall(json.dumps(request).encode() + b"\n")  # commands end a line
+                answer = _receive(connection)
+        except TimeoutError:
+            raise SuricataControlError(f"Suricata did not answer {name!r} within "
+                                       f"{timeout or self.timeout:.0f} s") from None
+        except OSError as error:
+            raise SuricataControlError(f"Suricata's command socket {self.socket_path}: "
+                                       f"{error.strerror or error}") from None
         if not isinstance(answer, dict) or answer.get("return") != "OK":
             raise SuricataControlError(f"Suricata refused {name!r}: {answer!r}")
         return answer.get("message")
@@ -73,14 +89,6 @@ class SuricataControl:
         message = self.command("iface-stat", {"iface": interface})
         return InterfaceStats(packets=int(message["pkts"]), drops=int(message["drop"]))
 
-    def reload_rules(self) -> None:
+    def reload_rules(self, timeout: float = 300.0) -> None:
         """Reload the rule files without a restart; raises if Suricata did not say OK."""
-        self.command("reload-rules")
-
-
-def _plain(error: Exception) -> str:
-    """suricatasc prefixes messages with its own source line ("L123: "); drop it."""
-    text = str(error)
-    if text.startswith("L") and ": " in text and text[1:text.index(": ")].isdigit():
-        return text[text.index(": ") + 2:]
-    return text or type(error).__name__
+        self.command("reload-rules", timeout=timeout)

@@ -59,6 +59,7 @@ class SupervisorSettings:
     max_quick_failures: int = 5
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    stats_every: float = 10.0
 
 
 class SuricataSupervisor:
@@ -76,6 +77,9 @@ class SuricataSupervisor:
         self._retry_at = 0.0
         self._quick_failures = 0
         self._changed = threading.Condition()
+        self.last_stats: InterfaceStats | None = None
+        self._stats_at = float("-inf")
+        self._reload_requested: Callable[[bool, str], None] | None = None
         self.eve_path = settings.workdir / "eve.json"
         self.config_path = settings.workdir / "suricata.yaml"
 
@@ -156,6 +160,14 @@ class SuricataSupervisor:
         self.control.reload_rules()
         log.info("suricata: rules reloaded without a restart")
 
+    def request_reload(self, on_result: Callable[[bool, str], None]) -> None:
+        """Ask the supervising thread to reload the rules; ``on_result(ok, message)`` follows.
+
+        Only the supervising thread talks to Suricata, so the daemon's loop
+        never waits on its socket.
+        """
+        self._reload_requested = on_result
+
     def interface_stats(self) -> InterfaceStats | None:
         if self.state is not SupervisorState.RUNNING:
             return None
@@ -179,7 +191,22 @@ class SuricataSupervisor:
                 self._failed(f"suricata exited ({_describe(code)})")
             elif state is SupervisorState.STARTING:
                 self._check_started(now)
+            else:
+                self._running_chores(now)
         return self.state
+
+    def _running_chores(self, now: float) -> None:
+        """Pending rule reload, then fresh interface counters (both over the socket)."""
+        callback, self._reload_requested = self._reload_requested, None
+        if callback is not None:
+            try:
+                self.reload_rules()
+                callback(True, "rules reloaded without a restart")
+            except (CaptureError, SuricataControlError) as error:
+                callback(False, str(error))
+        if now - self._stats_at >= self.settings.stats_every:
+            self._stats_at = now
+            self.last_stats = self.interface_stats()
 
     def _check_started(self, now: float) -> None:
         if now - self._started_at > self.settings.start_timeout:
