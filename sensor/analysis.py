@@ -21,7 +21,7 @@ from sensor.detect.ioc import IocDetector
 from sensor.detect.model import Alert
 from sensor.errors import FeedError
 from sensor.feeds.matcher import Allowlist, IndicatorMatcher
-from sensor.feeds.model import Feed
+from sensor.feeds.model import Feed, Indicator
 from sensor.feeds.store import FeedStore, load_feed_file
 from sensor.observations import Observation
 
@@ -82,9 +82,10 @@ def load_feeds(config: Config, files: Sequence[Path] = ()) -> list[Feed]:
     return feeds
 
 
-def build_matcher(feeds: Sequence[Feed], config: Config) -> IndicatorMatcher:
-    return IndicatorMatcher((indicator for feed in feeds for indicator in feed.indicators),
-                            make_allowlist(config.feeds.allowlist))
+def build_matcher(feeds: Sequence[Feed], config: Config,
+                  extra: Sequence[Indicator] = ()) -> IndicatorMatcher:
+    indicators = [indicator for feed in feeds for indicator in feed.indicators]
+    return IndicatorMatcher([*indicators, *extra], make_allowlist(config.feeds.allowlist))
 
 
 def build_engine(config: Config, matcher: IndicatorMatcher) -> DetectionEngine:

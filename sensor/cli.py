@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="indicator file (repeatable); default: the installed feeds")
     commands.add_parser("status", help="the live sensor's health, for SSH maintenance "
                         "(exit 0 ok/alert, 1 degraded, 3 not running)")
+    selftest = commands.add_parser("selftest", help="send a harmless probe through the running "
+                                   "sensor and check it comes out as an alert, delivered")
+    selftest.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
 
     rules = commands.add_parser("rules", help="compile the feeds into Suricata rules")
     rules.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
@@ -240,6 +243,15 @@ def _status(args: argparse.Namespace) -> int:
     return 1 if health["state"] == "degraded" else 0
 
 
+def _selftest(args: argparse.Namespace) -> int:
+    from sensor.daemon.selftest import run_selftest
+
+    config, _ = _config(args)
+    result = run_selftest(config, args.timeout)
+    print(result.message)
+    return 0 if result.passed else 1
+
+
 def _rules(args: argparse.Namespace) -> int:
     from sensor.suricata.rules import compile_rules, render_rules
 
@@ -331,6 +343,8 @@ def _run(args: argparse.Namespace) -> int:
         return _run_daemon(args)
     if args.command == "status":
         return _status(args)
+    if args.command == "selftest":
+        return _selftest(args)
     if args.command == "tail":
         return _tail(args)
     if args.command == "check-config":

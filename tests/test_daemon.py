@@ -131,6 +131,13 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
                                  "status"], capture_output=True, text=True)
         assert status.returncode == 0 and status.stdout.startswith("health: ALERT")
 
+        selftest = subprocess.run([sys.executable, "-m", "sensor", "--config", str(config),
+                                   "selftest", "--timeout", "30"], capture_output=True, text=True)
+        assert selftest.returncode == 0, selftest.stdout + selftest.stderr + log_tail()
+        assert selftest.stdout.startswith("self-test passed")
+        assert core.wait_for(lambda c: any(p["kind"] == "selftest" for p in c.received), 30)
+        assert health().get("state") == "alert", "a self-test is info, it changes nothing"
+
         # A feed update: new detection and rules, loaded without restarting the capture.
         before = (suricata_pid(), dict(health()["feeds"]))
         with feeds[0].open("a") as feed:

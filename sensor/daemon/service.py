@@ -27,6 +27,7 @@ from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
 from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
 from sensor.daemon.notify import SystemdNotifier
+from sensor.daemon.selftest import SELFTEST_INDICATOR
 from sensor.detect.model import Severity
 from sensor.errors import VeilleuseError
 from sensor.feeds.model import Feed
@@ -169,7 +170,7 @@ class SensorDaemon:
         self._clock, self._wall_clock = clock, wall_clock
         self.feeds = load_feeds(config, feed_files)
         self._feed_files = feed_files
-        self.engine = build_engine(config, build_matcher(self.feeds, config))
+        self.engine = build_engine(config, build_matcher(self.feeds, config, [SELFTEST_INDICATOR]))
         self.health_file = config.daemon.runtime_directory / "health.json"
         self.health = Health("starting", (), ())
         self.capture = SuricataCapture(config, self.feeds,
@@ -203,7 +204,8 @@ class SensorDaemon:
             return
         self.feeds = feeds
         # Beacon timings start again; alert counts live on in the book.
-        self.engine = build_engine(self.config, build_matcher(feeds, self.config))
+        self.engine = build_engine(self.config, build_matcher(feeds, self.config,
+                                                              [SELFTEST_INDICATOR]))
         self.capture.reload(feeds)
         sender.feed_versions = {Path(f.name).name: f.version for f in feeds}
         log.info("feeds updated (%s); detection and rules reloaded without a capture restart",

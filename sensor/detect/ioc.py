@@ -25,9 +25,9 @@ from sensor.observations import (
 )
 
 _KIND = {Category.C2: AlertKind.DOMAIN, Category.WATCHWARE: AlertKind.WATCHWARE,
-         Category.WEBSITE: AlertKind.WEBSITE}
+         Category.WEBSITE: AlertKind.WEBSITE, Category.SELFTEST: AlertKind.SELFTEST}
 _SEVERITY = {Category.C2: Severity.HIGH, Category.WATCHWARE: Severity.MEDIUM,
-             Category.WEBSITE: Severity.LOW}
+             Category.WEBSITE: Severity.LOW, Category.SELFTEST: Severity.INFO}
 _ADDRESS_TYPES = frozenset({"A", "AAAA"})
 _MAX_LEARNED = 100_000
 

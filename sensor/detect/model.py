@@ -29,6 +29,7 @@ class AlertKind(StrEnum):
     WATCHWARE = "watchware"          # a monitoring app's server was contacted
     ENCRYPTED_DNS = "encrypted_dns"  # the device hides its DNS lookups from the sensor
     BEACON = "beacon"                # the device calls one server at a regular rhythm
+    SELFTEST = "selftest"            # the sensor's own test probe came through
 
 
 @dataclass(frozen=True, slots=True)

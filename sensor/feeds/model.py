@@ -12,6 +12,7 @@ class Category(StrEnum):
     C2 = "c2"                # command-and-control server of a stalkerware app
     WATCHWARE = "watchware"  # server of a monitoring app that does not hide itself
     WEBSITE = "website"      # vendor or download site of a stalkerware app
+    SELFTEST = "selftest"    # the sensor's own test indicator (veilleuse selftest)
 
     @property
     def precedence(self) -> int:

@@ -62,7 +62,8 @@ def _sid_seed(indicator: Indicator, protocol: str) -> int:
 
 def _rule(indicator: Indicator, protocol: str, sid: int) -> str:
     label = {Category.C2: "stalkerware C2", Category.WATCHWARE: "watchware",
-             Category.WEBSITE: "stalkerware website"}[indicator.category]
+             Category.WEBSITE: "stalkerware website",
+             Category.SELFTEST: "self-test"}[indicator.category]
     message = escape_message(f"VEILLEUSE {label} {indicator.app} {indicator.value} ({protocol})")
     metadata = (f"metadata: veilleuse_category {indicator.category.value}, veilleuse_indicator "
                 f"{_metadata_value(indicator.value)}, veilleuse_app "

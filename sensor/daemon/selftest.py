@@ -1,0 +1,86 @@
+"""`veilleuse selftest`: send a harmless probe through the real sensor and watch it come out.
+
+The probe is a DNS query for a random name under ``selftest.veilleuse.invalid``
+(a reserved name that never resolves), from and to documentation addresses,
+sent out of the monitored interface, where capture sees it. The running
+sensor knows that name as its own test indicator: the probe must become a
+``selftest`` alert (severity info) in the alert book, then be acknowledged by
+the broker. Nothing reaches the network beyond the mirror port's wire.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from sensor.alerts.book import AlertBook
+from sensor.config import Config
+from sensor.feeds.model import Category, Indicator
+
+SELFTEST_DOMAIN = "selftest.veilleuse.invalid"
+SELFTEST_INDICATOR = Indicator(SELFTEST_DOMAIN, Category.SELFTEST, "Veilleuse self-test")
+PROBE_SOURCE, PROBE_DESTINATION = "192.0.2.2", "192.0.2.1"  # RFC 5737, never routed
+
+
+@dataclass(frozen=True, slots=True)
+class SelftestResult:
+    passed: bool
+    stored_after: float | None
+    delivered_after: float | None
+    message: str
+
+
+def send_probe(interface: str, name: str) -> None:
+    from scapy.layers.dns import DNS, DNSQR
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.sendrecv import sendp
+
+    sendp(Ether(dst="02:00:00:00:00:fe") / IP(src=PROBE_SOURCE, dst=PROBE_DESTINATION) /
+          UDP(sport=40000 + secrets.randbelow(20000), dport=53) /
+          DNS(rd=1, qd=DNSQR(qname=name)), iface=interface, verbose=False)
+
+
+def _probe_row(book: AlertBook, since: float) -> tuple[bool, bool]:
+    """(stored, delivered) for a self-test alert seen at or after ``since``."""
+    for alert in book.alerts():
+        if alert.kind == "selftest" and alert.last_seen >= since:
+            return True, alert.delivered
+    return False, False
+
+
+def run_selftest(config: Config, timeout: float = 60.0) -> SelftestResult:
+    name = f"{secrets.token_hex(4)}.{SELFTEST_DOMAIN}"
+    book = AlertBook(config.alerts.database)
+    started = time.time()
+    send_probe(config.network.interface, name)
+    stored_after = delivered_after = None
+    ticker = threading.Event()
+    try:
+        while time.time() - started < timeout:
+            stored, delivered = _probe_row(book, started - 1.0)
+            now = time.time() - started
+            if stored and stored_after is None:
+                stored_after = now
+            if delivered:
+                delivered_after = now
+                break
+            ticker.wait(0.25)
+    finally:
+        book.close()
+    if delivered_after is not None:
+        return SelftestResult(True, stored_after, delivered_after,
+                              f"self-test passed: probe {name} stored as an alert after "
+                              f"{stored_after:.1f} s, acknowledged by the broker after "
+                              f"{delivered_after:.1f} s")
+    if stored_after is not None:
+        return SelftestResult(False, stored_after, None,
+                              f"self-test incomplete: the probe became an alert after "
+                              f"{stored_after:.1f} s but the broker did not acknowledge it "
+                              f"within {timeout:.0f} s (see `veilleuse status`)")
+    return SelftestResult(False, None, None,
+                          f"self-test failed: the probe sent on {config.network.interface} "
+                          f"did not become an alert within {timeout:.0f} s; is capture "
+                          "running on that interface? (see `veilleuse status`)")
