@@ -174,3 +174,40 @@ def _datagrams(sock: socket.socket, until: Callable[[str], bool], timeout: float
         if until(message):
             break
     return received
+
+
+def test_the_lite_sensor_without_suricata(tmp_path, veth, echap_files) -> None:
+    host, namespace = veth
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker", require_tool("mosquitto"))
+    broker.start()
+    config = tmp_path / "veilleuse.yaml"
+    config.write_text(json.dumps({
+        "network": {"interface": host}, "alerts": {"database": str(tmp_path / "a.sqlite")},
+        "mqtt": {"url": broker.url}, "privacy": {"secret_file": str(tmp_path / "key")},
+        "daemon": {"state_directory": str(tmp_path / "state"),
+                   "runtime_directory": str(tmp_path / "run")}}))
+    health_file = tmp_path / "run" / "health.json"
+    core = Core(broker)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "sensor", "--config", str(config), "run", "--source", "scapy",
+         *(arg for path in echap_files for arg in ("--feed", str(path)))],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "daemon.log").open("w"))
+    try:
+        assert _until(lambda: health_file.exists() and
+                      json.loads(health_file.read_text()).get("capture") == "running", 60), \
+            (tmp_path / "daemon.log").read_text()[-2000:]
+        traffic = Traffic()
+        traffic.dns(time.time(), "192.168.1.10", "192.168.1.1", "api.copy9.com",
+                    [("api.copy9.com", "A", "203.0.113.50")])
+        subprocess.run(["ip", "netns", "exec", namespace, require_tool("tcpreplay"), "-q",
+                        "-i", host.replace("vlh", "vli"), str(traffic.write(tmp_path / "c.pcap"))],
+                       check=True, capture_output=True)
+        assert core.wait_for(lambda c: any(p["indicator"] == "copy9.com" for p in c.received),
+                             60), (tmp_path / "daemon.log").read_text()[-2000:]
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(60)
+        core.close()
+        broker.stop()
+    assert code == 0
