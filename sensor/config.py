@@ -178,6 +178,8 @@ class DaemonConfig(_Section):
                                         "this long makes the sensor degraded.")
     feeds_check_seconds: float = Field(60.0, gt=0, description="How often the sensor looks "
                                        "for updated feeds and reloads its rules.")
+    max_eve_megabytes: int = Field(64, ge=1, description="Suricata's eve.json is rotated past "
+                                   "this size (one previous file is kept until read).")
 
 
 class SuricataSection(_Section):

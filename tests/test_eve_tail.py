@@ -59,3 +59,58 @@ def test_a_truncated_or_replaced_file_is_read_from_its_start(tmp_path: Path) -> 
     replacement.write_bytes(_line("d.example") + _line("e.example"))
     os.replace(replacement, eve)  # rotated: another inode
     assert _names(tailer) == ["d.example", "e.example"]
+
+
+def test_rotation_reads_the_old_file_to_its_end_then_the_new_one(tmp_path: Path) -> None:
+    eve, offsets = tmp_path / "eve.json", tmp_path / "eve.offset"
+    eve.write_bytes(_line("a.example"))
+    tailer = EveTailer(eve, offsets)
+    assert _names(tailer) == ["a.example"]
+    with eve.open("ab") as handle:  # written just before the rename
+        handle.write(_line("b.example"))
+    os.replace(eve, tmp_path / "eve.json.1")
+    with (tmp_path / "eve.json.1").open("ab") as handle:  # Suricata not reopened yet
+        handle.write(_line("c.example"))
+    assert _names(tailer) == ["b.example", "c.example"]
+    eve.write_bytes(_line("d.example"))  # reopened: a new file
+    assert _names(tailer) == ["d.example"]
+    assert _names(tailer) == []
+
+
+def test_a_restart_in_the_middle_of_a_rotation_finishes_the_old_file(tmp_path: Path) -> None:
+    eve, offsets = tmp_path / "eve.json", tmp_path / "eve.offset"
+    eve.write_bytes(_line("a.example"))
+    assert _names(EveTailer(eve, offsets)) == ["a.example"]
+    with eve.open("ab") as handle:
+        handle.write(_line("b.example"))
+    os.replace(eve, tmp_path / "eve.json.1")
+    eve.write_bytes(_line("c.example"))
+    restarted = EveTailer(eve, offsets)
+    assert _names(restarted) == ["b.example"]
+    assert _names(restarted) == ["c.example"]
+
+
+def test_the_daemon_rotates_only_when_nothing_can_be_lost(tmp_path: Path,
+                                                          echap_feeds) -> None:
+    from sensor.config import Config
+    from sensor.daemon.service import SuricataCapture
+
+    capture = SuricataCapture(Config(), echap_feeds, tmp_path / "suricata")
+    eve = capture.supervisor.eve_path
+    eve.write_bytes(_line("a.example") * 5000)          # ~1.1 MB
+    capture.rotate_if_needed(limit_bytes=2**20)
+    assert eve.exists(), "the tailer has not opened the file yet: rotating could lose it"
+    names = [o.name for o in capture.records()]
+    capture.commit()
+    capture.rotate_if_needed(limit_bytes=2**20)
+    assert not eve.exists() and (tmp_path / "suricata" / "eve.json.1").exists()
+    assert [name for name, _, _ in capture.supervisor._requests] == ["log files reopened"]
+    eve.write_bytes(_line("b.example") * 5000)          # Suricata's new file, big already
+    capture.rotate_if_needed(limit_bytes=2**20)
+    assert len(capture.supervisor._requests) == 1, "the old file is not finished: no rotation"
+    while batch := capture.records():
+        names += [o.name for o in batch]
+        capture.commit()
+    assert names == ["a.example"] * 5000 + ["b.example"] * 5000
+    capture.rotate_if_needed(limit_bytes=2**20)
+    assert len(capture.supervisor._requests) == 2, "on the new file again: rotation allowed"

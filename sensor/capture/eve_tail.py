@@ -1,12 +1,15 @@
-"""Follow Suricata's eve.json as it grows, resuming from a saved offset after a restart.
+"""Follow Suricata's eve.json as it grows and rotates, resuming from a saved offset.
 
 At-least-once: the caller handles the observations of ``read_available``
-then calls ``commit``, which saves the offset atomically; a crash in
+then calls ``commit``, which saves (inode, offset) atomically; a crash in
 between replays that batch (ids are stable, so replays are harmless), it
-never skips one. A half-written last line waits for its end. A file that
-shrank or was replaced (another inode) is read again from its start; one
-truncated and regrown past the saved offset between two reads cannot be told
-from growth (Suricata only appends; rotation replaces the file).
+never skips one. A half-written last line waits for its end.
+
+Rotation (``eve.json`` renamed to ``eve.json.1``, then Suricata told to
+reopen its logs): the file being read stays open, so it is read to its end
+before the tailer moves to the new ``eve.json``; after a restart in the
+middle, the saved inode is found again under ``eve.json.1``. A file that
+shrank is read again from its start.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from sensor.capture.stats import SourceStats
 from sensor.capture.suricata import read_eve_lines
@@ -30,6 +34,10 @@ class Position:
     offset: int
 
 
+def rotated_path(path: Path) -> Path:
+    return path.with_name(path.name + ".1")
+
+
 class EveTailer:
     """Reads complete new lines of one EVE file; ``commit`` makes progress durable."""
 
@@ -38,6 +46,7 @@ class EveTailer:
         self.offset_file = offset_file
         self.stats = stats or SourceStats("suricata-eve")
         self.position = self._load()
+        self._handle: BinaryIO | None = None
         self._pending: Position | None = None
 
     def _load(self) -> Position:
@@ -47,28 +56,71 @@ class EveTailer:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return Position(0, 0)
 
-    def read_available(self) -> Iterator[Observation]:
-        """Observations of the complete lines written since the last ``commit``."""
+    def _open(self) -> None:
+        """Open the file holding the saved position (the current or the rotated one)."""
+        for candidate in (self.path, rotated_path(self.path)):
+            try:
+                handle = candidate.open("rb")
+            except FileNotFoundError:
+                continue
+            if os.fstat(handle.fileno()).st_ino == self.position.inode:
+                self._handle = handle
+                return
+            handle.close()
         try:
-            with self.path.open("rb") as handle:
-                status = os.fstat(handle.fileno())
-                start = self.position.offset
-                if status.st_ino != self.position.inode or status.st_size < start:
-                    start = 0  # a new or truncated file
-                handle.seek(start)
-                chunk = handle.read(MAX_BATCH_BYTES)
+            self._handle = self.path.open("rb")
         except FileNotFoundError:
             return
-        complete = chunk[:chunk.rfind(b"\n") + 1]
-        self._pending = Position(status.st_ino, start + len(complete))
+        self.position = Position(os.fstat(self._handle.fileno()).st_ino, 0)
+
+    def _switch_if_rotated(self) -> bool:
+        """At the end of the open file: move to a newer eve.json if there is one."""
+        try:
+            current = self.path.stat().st_ino
+        except FileNotFoundError:
+            return False  # renamed, Suricata has not reopened yet: keep reading the old one
+        if self._handle is None or current == self.position.inode:
+            return False
+        self._handle.close()
+        self._handle = self.path.open("rb")
+        self.position = Position(os.fstat(self._handle.fileno()).st_ino, 0)
+        return True
+
+    def read_available(self) -> Iterator[Observation]:
+        """Observations of the complete lines written since the last ``commit``."""
+        if self._handle is None:
+            self._open()
+            if self._handle is None:
+                return
+        while True:
+            start = self.position.offset
+            if os.fstat(self._handle.fileno()).st_size < start:
+                start = 0  # truncated
+            self._handle.seek(start)
+            chunk = self._handle.read(MAX_BATCH_BYTES)
+            complete = chunk[:chunk.rfind(b"\n") + 1]
+            if complete or not self._switch_if_rotated():
+                break
+            self._commit_position()  # the new file starts at 0
+        self._pending = Position(self.position.inode, start + len(complete))
         yield from read_eve_lines(complete.splitlines(), self.stats)
 
     def commit(self) -> None:
         """Save the position reached by the last ``read_available`` (atomically)."""
-        if self._pending is None or self._pending == self.position:
-            return
+        if self._pending is not None and self._pending != self.position:
+            self.position = self._pending
+        self._commit_position()
+
+    def _commit_position(self) -> None:
         temporary = self.offset_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"inode": self._pending.inode,
-                                         "offset": self._pending.offset}))
+        temporary.write_text(json.dumps({"inode": self.position.inode,
+                                         "offset": self.position.offset}))
         os.replace(temporary, self.offset_file)
-        self.position = self._pending
+
+    @property
+    def reading_rotated(self) -> bool:
+        """True while the tailer still reads a file that was renamed away."""
+        try:
+            return self.path.stat().st_ino != self.position.inode
+        except FileNotFoundError:
+            return True

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sensor.alerts.book import AlertBook
 from sensor.analysis import build_engine, build_matcher, load_feeds
-from sensor.capture.eve_tail import EveTailer
+from sensor.capture.eve_tail import EveTailer, rotated_path
 from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
 from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
@@ -89,6 +89,26 @@ class SuricataCapture:
     def records(self) -> list[Observation]:
         return list(self.tailer.read_available())
 
+    def rotate_if_needed(self, limit_bytes: int) -> None:
+        """Keep eve.json bounded: rename it past the limit and have Suricata reopen it.
+
+        Only once the tailer has finished the previous rotated file, so at
+        most two files exist and no record is deleted unread.
+        """
+        eve = self.supervisor.eve_path
+        try:
+            size = eve.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < limit_bytes or self.tailer.reading_rotated:
+            return
+        os.replace(eve, rotated_path(eve))
+
+        def reopened(ok: bool, message: str) -> None:
+            (log.info if ok else log.error)("suricata: eve.json rotated, %s", message)
+
+        self.supervisor.request_reopen_logs(reopened)
+
     def commit(self) -> None:
         self.tailer.commit()
 
@@ -142,6 +162,9 @@ class LiteCapture:
 
     def reload(self, feeds: Sequence[Feed]) -> None:
         pass  # the lite source has no rules: the new matcher is all it needs
+
+    def rotate_if_needed(self, limit_bytes: int) -> None:
+        pass  # no files
 
     def running(self) -> bool:
         return self.source.started.is_set()
@@ -297,6 +320,7 @@ class SensorDaemon:
                 if now >= due["drops"]:
                     self._drop_ratio = self.capture.drop_ratio() or self._drop_ratio
                     due["drops"] = now + DROPS_EVERY
+                self.capture.rotate_if_needed(self.config.daemon.max_eve_megabytes * 2**20)
                 if now >= due["feeds"]:
                     self._reload_feeds_if_changed(sender)
                     due["feeds"] = now + self.config.daemon.feeds_check_seconds

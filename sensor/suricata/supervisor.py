@@ -79,7 +79,7 @@ class SuricataSupervisor:
         self._changed = threading.Condition()
         self.last_stats: InterfaceStats | None = None
         self._stats_at = float("-inf")
-        self._reload_requested: Callable[[bool, str], None] | None = None
+        self._requests: list[tuple[str, Callable[[], None], Callable[[bool, str], None]]] = []
         self.eve_path = settings.workdir / "eve.json"
         self.config_path = settings.workdir / "suricata.yaml"
 
@@ -166,7 +166,13 @@ class SuricataSupervisor:
         Only the supervising thread talks to Suricata, so the daemon's loop
         never waits on its socket.
         """
-        self._reload_requested = on_result
+        self._requests.append(("rules reloaded without a restart", self.reload_rules,
+                               on_result))
+
+    def request_reopen_logs(self, on_result: Callable[[bool, str], None]) -> None:
+        """Ask the supervising thread to make Suricata reopen eve.json (after a rename)."""
+        self._requests.append(("log files reopened",
+                               lambda: self.control.command("reopen-log-files"), on_result))
 
     def interface_stats(self) -> InterfaceStats | None:
         if self.state is not SupervisorState.RUNNING:
@@ -196,14 +202,14 @@ class SuricataSupervisor:
         return self.state
 
     def _running_chores(self, now: float) -> None:
-        """Pending rule reload, then fresh interface counters (both over the socket)."""
-        callback, self._reload_requested = self._reload_requested, None
-        if callback is not None:
+        """Pending requests (rule reload, log reopen), then fresh interface counters."""
+        while self._requests:
+            done, action, on_result = self._requests.pop(0)
             try:
-                self.reload_rules()
-                callback(True, "rules reloaded without a restart")
+                action()
+                on_result(True, done)
             except (CaptureError, SuricataControlError) as error:
-                callback(False, str(error))
+                on_result(False, str(error))
         if now - self._stats_at >= self.settings.stats_every:
             self._stats_at = now
             self.last_stats = self.interface_stats()
