@@ -137,6 +137,11 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         assert selftest.stdout.startswith("self-test passed")
         assert core.wait_for(lambda c: any(p["kind"] == "selftest" for p in c.received), 30)
         assert health().get("state") == "alert", "a self-test is info, it changes nothing"
+        selftests = sum(p["kind"] == "selftest" for p in core.received)
+        core.client.publish("veilleuse/shelter-a/box1/command", json.dumps(
+            {"schema": "veilleuse.command/1", "command": "selftest", "time": "now"}), qos=1)
+        assert core.wait_for(lambda c: sum(p["kind"] == "selftest" for p in c.received) >
+                             selftests, 60), "the screen's request runs a self-test"
 
         # A feed update: new detection and rules, loaded without restarting the capture.
         before = (suricata_pid(), dict(health()["feeds"]))

@@ -27,7 +27,7 @@ from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
 from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
 from sensor.daemon.notify import SystemdNotifier
-from sensor.daemon.selftest import SELFTEST_INDICATOR
+from sensor.daemon.selftest import SELFTEST_INDICATOR, run_selftest
 from sensor.detect.model import Severity
 from sensor.errors import VeilleuseError
 from sensor.feeds.model import Feed
@@ -284,6 +284,18 @@ class SensorDaemon:
 
     # -- the loop ---------------------------------------------------------------------
 
+    def _on_command(self, command: str) -> None:
+        """Requests from the screen: a self-test runs in the background and logs its result."""
+        if command != "selftest":
+            log.warning("unknown command %r from the screen ignored", command)
+            return
+
+        def selftest() -> None:
+            result = run_selftest(self.config)
+            (log.info if result.passed else log.error)("%s", result.message)
+
+        threading.Thread(target=selftest, name="selftest", daemon=True).start()
+
     def _turn(self, alerts: AlertQueue, sender: MqttPublisher, rescore: bool) -> None:
         """One pass: new records through detection into the book, then the offset."""
         batch = self.capture.records()
@@ -305,6 +317,7 @@ class SensorDaemon:
         sender.feed_versions = {Path(f.name).name: f.version for f in self.feeds}
         sender.health_source = lambda: (self.health.state, self.health.reasons,
                                         self.health.details)
+        sender.on_command = self._on_command
         sender.start()
         capture_stop = threading.Event()
         self.capture.start(capture_stop)

@@ -12,6 +12,7 @@ possible (a PUBACK lost with the connection) and harmless: ids are stable.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import queue
 import ssl
@@ -132,6 +133,7 @@ class MqttPublisher:
         self._refusals: dict[str, int] = {}
         self._acknowledged_batch: list[tuple[str, int]] = []
         self.feed_versions: dict[str, str] = {}
+        self.on_command: Callable[[str], None] | None = None
         self.health_source: Callable[[], tuple[str, tuple[str, ...], tuple[str, ...]]] | None = \
             None
         self._connected = False
@@ -156,6 +158,7 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(settings.max_in_flight)
         if settings.username:
@@ -237,6 +240,10 @@ class MqttPublisher:
         self._events.put(("disconnect", reason))
 
     @_guarded
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._events.put(("command", message.payload))
+
+    @_guarded
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Any) -> None:
         self._events.put(("puback", (mid, reason)))
@@ -290,6 +297,8 @@ class MqttPublisher:
                      self.settings.port, session_present)
             self._client.publish(self.topics.status, status_payload(
                 "online", self._wall_clock()), qos=1, retain=True)
+            if self.on_command is not None:
+                self._client.subscribe(f"{self.topics.base}/command", qos=1)
         elif kind == "disconnect":
             self._connected = False
             self._problem = f"broker unreachable ({value})"
@@ -297,6 +306,21 @@ class MqttPublisher:
                         self.settings.host, self.settings.port, value)
         elif kind == "puback":
             self._acknowledged(*value)
+        elif kind == "command":
+            self._command(value)
+
+    def _command(self, payload: bytes) -> None:
+        """A request from the screen (``veilleuse.command/1``); unknown ones are logged."""
+        try:
+            message = json.loads(payload)
+            command = str(message["command"]) if str(message.get("schema", "")).startswith(
+                "veilleuse.command/") else None
+        except (ValueError, KeyError, TypeError):
+            command = None
+        if command is None or self.on_command is None:
+            log.warning("ignored a malformed command on %s/command", self.topics.base)
+            return
+        self.on_command(command)
 
     def _acknowledged(self, mid: int, reason: ReasonCode) -> None:
         entry = self._in_flight.pop(mid, None)
