@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,6 +27,21 @@ def unavailable(message: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def until(condition: Callable[[], object], timeout: float, every: float = 0.25) -> bool:
+    """True as soon as ``condition()`` is truthy; False at the deadline.
+
+    For state that changes in another process or thread with no event to wait
+    on (a file another process writes, a counter Suricata refreshes).
+    """
+    ticker = threading.Event()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        ticker.wait(every)
+    return bool(condition())
 
 
 def require_tool(name: str) -> str:

@@ -11,13 +11,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from sensor.daemon.health import HealthInputs, assess
 from sensor.demo.traffic import Traffic
 from tests.broker import Core, Mosquitto
-from tests.conftest import require_tool
+from tests.conftest import require_tool, until
 
 
 def _inputs(**changes: object) -> HealthInputs:
@@ -46,28 +47,28 @@ def test_health_rules(changes, state, reasons) -> None:
     assert len(health.details) == len(health.reasons)
 
 
-def _until(condition: Callable[[], bool], timeout: float) -> bool:
-    ticker = threading.Event()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        ticker.wait(0.25)
-    return False
+def _sensor_config(tmp_path: Path, broker: Mosquitto, interface: str, **daemon: object) -> Path:
+    config = tmp_path / "veilleuse.yaml"
+    config.write_text(json.dumps({
+        "site": "shelter-a", "sensor": "box1", "network": {"interface": interface},
+        "alerts": {"database": str(tmp_path / "alerts.sqlite")}, "mqtt": {"url": broker.url},
+        "privacy": {"secret_file": str(tmp_path / "key")},
+        "daemon": {"state_directory": str(tmp_path / "state"),
+                   "runtime_directory": str(tmp_path / "run"), **daemon}}))
+    return config
+
+
+def _broker(tmp_path: Path) -> Mosquitto:
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker", require_tool("mosquitto"))
+    broker.start()
+    return broker
 
 
 def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> None:
     host, namespace = veth
-    (tmp_path / "broker").mkdir()
-    broker = Mosquitto(tmp_path / "broker", require_tool("mosquitto"))
-    broker.start()
-    config = tmp_path / "veilleuse.yaml"
-    config.write_text(json.dumps({
-        "site": "shelter-a", "sensor": "box1", "network": {"interface": host},
-        "alerts": {"database": str(tmp_path / "alerts.sqlite")}, "mqtt": {"url": broker.url},
-        "privacy": {"secret_file": str(tmp_path / "key")},
-        "daemon": {"state_directory": str(tmp_path / "state"),
-                   "runtime_directory": str(tmp_path / "run"), "feeds_check_seconds": 1}}))
+    broker = _broker(tmp_path)
+    config = _sensor_config(tmp_path, broker, host, feeds_check_seconds=1)
     feeds = []
     for path in echap_files:
         copy = tmp_path / path.name
@@ -107,7 +108,7 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
             return {}
 
     try:
-        assert _until(lambda: health().get("capture") == "running", 90), log_tail()
+        assert until(lambda: health().get("capture") == "running", 90), log_tail()
         before = _datagrams(notify, until=lambda m: m.startswith("READY=1"), timeout=20)
         assert before and before[-1].startswith("READY=1"), before
         after = _datagrams(notify, until=lambda m: "WATCHDOG=1" in m, timeout=20)
@@ -121,11 +122,11 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         replay("api.copy9.com")
         assert core.wait_for(lambda c: any(p["indicator"] == "copy9.com" for p in c.received),
                              60)
-        assert _until(lambda: health().get("state") == "alert", 30)
+        assert until(lambda: health().get("state") == "alert", 30)
 
         os.kill(suricata_pid(), signal.SIGKILL)
-        assert _until(lambda: "suricata_down" in health().get("reasons", ()), 30)
-        assert _until(lambda: health().get("state") == "alert" and
+        assert until(lambda: "suricata_down" in health().get("reasons", ()), 30)
+        assert until(lambda: health().get("state") == "alert" and
                       health().get("capture") == "running", 90)
         status = subprocess.run([sys.executable, "-m", "sensor", "--config", str(config),
                                  "status"], capture_output=True, text=True)
@@ -148,7 +149,7 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         with feeds[0].open("a") as feed:
             feed.write("\n- name: FreshSpy\n  type: stalkerware\n  c2:\n    domains:\n"
                        "    - fresh-c2.example\n")
-        assert _until(lambda: health().get("feeds") != before[1], 30)
+        assert until(lambda: health().get("feeds") != before[1], 30)
         assert suricata_pid() == before[0], "the capture must not restart for new feeds"
         replay("beacon.fresh-c2.example")
         assert core.wait_for(lambda c: any(p["indicator"] == "fresh-c2.example"
@@ -183,15 +184,8 @@ def _datagrams(sock: socket.socket, until: Callable[[str], bool], timeout: float
 
 def test_the_lite_sensor_without_suricata(tmp_path, veth, echap_files) -> None:
     host, namespace = veth
-    (tmp_path / "broker").mkdir()
-    broker = Mosquitto(tmp_path / "broker", require_tool("mosquitto"))
-    broker.start()
-    config = tmp_path / "veilleuse.yaml"
-    config.write_text(json.dumps({
-        "network": {"interface": host}, "alerts": {"database": str(tmp_path / "a.sqlite")},
-        "mqtt": {"url": broker.url}, "privacy": {"secret_file": str(tmp_path / "key")},
-        "daemon": {"state_directory": str(tmp_path / "state"),
-                   "runtime_directory": str(tmp_path / "run")}}))
+    broker = _broker(tmp_path)
+    config = _sensor_config(tmp_path, broker, host)
     health_file = tmp_path / "run" / "health.json"
     core = Core(broker)
     daemon = subprocess.Popen(
@@ -199,7 +193,7 @@ def test_the_lite_sensor_without_suricata(tmp_path, veth, echap_files) -> None:
          *(arg for path in echap_files for arg in ("--feed", str(path)))],
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "daemon.log").open("w"))
     try:
-        assert _until(lambda: health_file.exists() and
+        assert until(lambda: health_file.exists() and
                       json.loads(health_file.read_text()).get("capture") == "running", 60), \
             (tmp_path / "daemon.log").read_text()[-2000:]
         traffic = Traffic()

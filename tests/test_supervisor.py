@@ -13,7 +13,7 @@ from sensor.demo.traffic import DEFAULT_START, Traffic
 from sensor.feeds.model import Category, Indicator
 from sensor.suricata.rules import compile_rules, render_rules
 from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, SuricataSupervisor
-from tests.conftest import require_tool
+from tests.conftest import require_tool, until
 
 READY = 90.0
 
@@ -52,32 +52,6 @@ def _drive_until(supervisor: SuricataSupervisor, wanted: SupervisorState,
     return supervisor.state is wanted
 
 
-def _eventually_counted(supervisor: SuricataSupervisor, timeout: float = 15.0) -> bool:
-    """Suricata refreshes interface counters periodically: wait for them with a deadline."""
-    import threading
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stats = supervisor.interface_stats()
-        if stats is not None and stats.packets > 0:
-            return True
-        threading.Event().wait(0.5)
-    return False
-
-
-def _until_true(condition, timeout: float) -> bool:
-    import threading
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        threading.Event().wait(0.2)
-    return False
-
-
 def _log(supervisor: SuricataSupervisor) -> str:
     path = supervisor.settings.workdir / "suricata.out"
     return path.read_text(errors="replace")[-2000:] if path.exists() else ""
@@ -94,17 +68,18 @@ def test_a_crash_is_restarted_and_rules_reload_without_a_restart(running, tmp_pa
     replayed = traffic.write(tmp_path / "dns.pcap")
     subprocess.run(["ip", "netns", "exec", namespace, require_tool("tcpreplay"), "-q", "-i",
                     host.replace("vlh", "vli"), str(replayed)], check=True, capture_output=True)
-    assert _eventually_counted(supervisor), "the replayed packet should be counted"
+    assert until(lambda: (stats := supervisor.interface_stats()) is not None and
+                 stats.packets > 0, 15), "the replayed packet should be counted"
 
     eve = supervisor.eve_path
     os.replace(eve, eve.with_name("eve.json.1"))
     answers: list[tuple[bool, str]] = []
     supervisor.request_reopen_logs(lambda ok, message: answers.append((ok, message)))
-    assert _until_true(lambda: supervisor.poll() and answers, 30)
+    assert until(lambda: supervisor.poll() and answers, 30)
     assert answers == [(True, "log files reopened")]
     subprocess.run(["ip", "netns", "exec", namespace, require_tool("tcpreplay"), "-q", "-i",
                     host.replace("vlh", "vli"), str(replayed)], check=True, capture_output=True)
-    assert _until_true(eve.exists, 15), "Suricata writes its next record to a new eve.json"
+    assert until(eve.exists, 15), "Suricata writes its next record to a new eve.json"
 
     os.kill(first_pid, signal.SIGKILL)
     assert _drive_until(supervisor, SupervisorState.BACKOFF, 30)
