@@ -141,7 +141,6 @@ class MqttPublisher:
         self._delivered = 0
         self._refused = 0
         self._last_refusal: str | None = None
-        self._idle = threading.Event()
         self._changed = threading.Condition()
         self._owner: threading.Thread | None = None
         self.callback_errors = 0
@@ -205,15 +204,9 @@ class MqttPublisher:
         self._events.put(("wake", None))
 
     def wait_until_delivered(self, timeout: float) -> bool:
-        """True once the book's outbox is empty (checked by the owner thread)."""
-        deadline = self._clock() + timeout
-        while self._clock() < deadline:
-            self.notify()
-            if self._idle.wait(min(0.5, max(0.0, deadline - self._clock()))):
-                if self.book.pending_count() == 0:
-                    return True
-                self._idle.clear()
-        return self.book.pending_count() == 0
+        """True once the book's outbox is empty (re-checked after every owner-thread pass)."""
+        self.notify()
+        return self.wait_for_health(lambda health: health.pending == 0, timeout)
 
     def wait_for_health(self, predicate: Callable[[PublisherHealth], bool],
                         timeout: float) -> bool:
@@ -281,8 +274,6 @@ class MqttPublisher:
                 log.error("alert delivery paused: %s", error)
             with self._changed:
                 self._changed.notify_all()
-            if self._events.empty():
-                self._idle.set()
 
     def _handle(self, kind: str, value: Any) -> None:
         if kind == "connect":
