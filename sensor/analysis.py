@@ -130,5 +130,10 @@ def analyze_capture(capture: Path, source: CaptureSource,
 
 
 def describe_feeds(feeds: Sequence[Feed]) -> str:
-    return ", ".join(f"{feed.name.rsplit('/', 1)[-1]} {feed.version[:8]} "
-                     f"({feed.indicator_count})" for feed in feeds)
+    return ", ".join(f"{feed.label} {feed.version[:8]} ({feed.indicator_count})"
+                     for feed in feeds)
+
+
+def feed_versions(feeds: Sequence[Feed]) -> dict[str, str]:
+    """Feed label -> version, as the state topic and the health file show them."""
+    return {feed.label: feed.version for feed in feeds}

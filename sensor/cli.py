@@ -25,6 +25,7 @@ from sensor.analysis import (
     build_engine,
     build_matcher,
     describe_feeds,
+    feed_versions,
     load_feeds,
     open_source,
 )
@@ -159,8 +160,7 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
         book = AlertBook(config.alerts.database)
         try:
             AlertQueue(book, config, pseudonymizer(config), time.time).add_all(result.alerts)
-            versions = {feed.name.rsplit("/", 1)[-1]: feed.version for feed in feeds}
-            return _deliver(config, book, args.mqtt, args.mqtt_timeout, versions)
+            return _deliver(config, book, args.mqtt, args.mqtt_timeout, feed_versions(feeds))
         finally:
             book.close()
     return 0

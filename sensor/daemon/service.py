@@ -21,7 +21,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sensor.alerts.book import AlertBook
-from sensor.analysis import build_engine, build_matcher, load_feeds
+from sensor.analysis import (
+    build_engine,
+    build_matcher,
+    describe_feeds,
+    feed_versions,
+    load_feeds,
+)
 from sensor.capture.eve_tail import EveTailer, rotated_path
 from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
@@ -230,9 +236,9 @@ class SensorDaemon:
         self.engine = build_engine(self.config, build_matcher(feeds, self.config,
                                                               [SELFTEST_INDICATOR]))
         self.capture.reload(feeds)
-        sender.feed_versions = {Path(f.name).name: f.version for f in feeds}
+        sender.feed_versions = feed_versions(feeds)
         log.info("feeds updated (%s); detection and rules reloaded without a capture restart",
-                 ", ".join(f"{Path(f.name).name} {f.version[:8]}" for f in feeds))
+                 describe_feeds(feeds))
 
     # -- health -----------------------------------------------------------------------
 
@@ -277,7 +283,7 @@ class SensorDaemon:
         record = {**asdict(self.health), "time": self._wall_clock(), "pid": os.getpid(),
                   "capture": self.capture.state_name(), "observations": self._observations,
                   "drop_ratio": self._drop_ratio, "pending_alerts": pending,
-                  "feeds": {Path(f.name).name: f.version for f in self.feeds}}
+                  "feeds": feed_versions(self.feeds)}
         temporary = self.health_file.with_suffix(".tmp")
         temporary.write_text(json.dumps(record, indent=2))
         os.replace(temporary, self.health_file)
@@ -314,7 +320,7 @@ class SensorDaemon:
         book = AlertBook(self.config.alerts.database)
         alerts = AlertQueue(book, self.config, pseudonymizer(self.config), self._wall_clock)
         sender = publisher(self.config, book)
-        sender.feed_versions = {Path(f.name).name: f.version for f in self.feeds}
+        sender.feed_versions = feed_versions(self.feeds)
         sender.health_source = lambda: (self.health.state, self.health.reasons,
                                         self.health.details)
         sender.on_command = self._on_command

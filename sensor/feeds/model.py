@@ -58,3 +58,8 @@ class Feed:
     @property
     def indicator_count(self) -> int:
         return len(self.indicators)
+
+    @property
+    def label(self) -> str:
+        """The feed's file name, for people (``name`` may be a path or a URL)."""
+        return self.name.rsplit("/", 1)[-1]
