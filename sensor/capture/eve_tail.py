@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 from sensor.capture.stats import SourceStats
 from sensor.capture.suricata import read_eve_lines
+from sensor.files import replace_file
 from sensor.observations import Observation
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024
@@ -112,10 +113,9 @@ class EveTailer:
         self._commit_position()
 
     def _commit_position(self) -> None:
-        temporary = self.offset_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"inode": self.position.inode,
-                                         "offset": self.position.offset}))
-        os.replace(temporary, self.offset_file)
+        replace_file(self.offset_file, json.dumps({"inode": self.position.inode,
+                                                  "offset": self.position.offset}),
+                     durable=False)
 
     @property
     def reading_rotated(self) -> bool:

@@ -38,6 +38,7 @@ from sensor.detect.model import Severity
 from sensor.errors import VeilleuseError
 from sensor.feeds.model import Feed
 from sensor.feeds.store import FeedStore
+from sensor.files import replace_file
 from sensor.observations import Observation
 from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher
 from sensor.outputs.mqtt import MqttPublisher
@@ -69,9 +70,7 @@ class SuricataCapture:
     def _write_rules(self, feeds: Sequence[Feed]) -> None:
         text = render_rules(compile_rules(i for feed in feeds for i in feed.indicators),
                             header=", ".join(f"{f.name} {f.version}" for f in feeds))
-        temporary = self.rules.with_suffix(".rules.new")
-        temporary.write_text(text)
-        os.replace(temporary, self.rules)
+        replace_file(self.rules, text, durable=False)
 
     def reload(self, feeds: Sequence[Feed]) -> None:
         """New rules for new feeds, loaded by the running Suricata (no restart, no gap)."""
@@ -284,9 +283,7 @@ class SensorDaemon:
                   "capture": self.capture.state_name(), "observations": self._observations,
                   "drop_ratio": self._drop_ratio, "pending_alerts": pending,
                   "feeds": feed_versions(self.feeds)}
-        temporary = self.health_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(record, indent=2))
-        os.replace(temporary, self.health_file)
+        replace_file(self.health_file, json.dumps(record, indent=2), durable=False)
 
     # -- the loop ---------------------------------------------------------------------
 

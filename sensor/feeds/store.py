@@ -14,8 +14,6 @@ the new file, never half of one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 from sensor.errors import FeedError
 from sensor.feeds.echap import load_echap
 from sensor.feeds.model import Feed
+from sensor.files import replace_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,24 +48,6 @@ def load_feed_file(path: Path | str, name: str | None = None) -> Feed:
     except OSError as error:
         raise FeedError(str(path), f"cannot read the feed: {error.strerror}") from None
     return load_echap(content, name or str(path))
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 class FeedStore:
@@ -98,11 +79,11 @@ class FeedStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         current = self.feed_path(name)
         if current.exists():
-            _write_atomically(current.with_suffix(".yaml.prev"), current.read_bytes())
-        _write_atomically(current, content)
+            replace_file(current.with_suffix(".yaml.prev"), current.read_bytes())
+        replace_file(current, content)
         info = FeedInfo(name=name, url=url, version=feed.version,
                         downloaded_at=now.isoformat(), indicators=feed.indicator_count,
                         apps=feed.app_count)
-        _write_atomically(self.directory / f"{name}.json",
+        replace_file(self.directory / f"{name}.json",
                           json.dumps(asdict(info), indent=2).encode())
         return info

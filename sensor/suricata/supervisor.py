@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from sensor.errors import CaptureError, CaptureToolMissing
+from sensor.files import replace_file
 from sensor.suricata.config import SuricataSettings, render_suricata_config
 from sensor.suricata.control import InterfaceStats, SuricataControl, SuricataControlError
 
@@ -113,9 +114,7 @@ class SuricataSupervisor:
                                       self.settings.rule_files,
                                       interface=self.settings.interface,
                                       command_socket=self.control.socket_path)
-        temporary = self.config_path.with_suffix(".yaml.new")
-        temporary.write_text(text)
-        os.replace(temporary, self.config_path)
+        replace_file(self.config_path, text, durable=False)
 
     def test_configuration(self) -> None:
         """``suricata -T``: CaptureError with Suricata's own words if config or rules are bad."""
