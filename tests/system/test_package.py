@@ -1,0 +1,229 @@
+"""The Debian package on a booted Debian 12: `apt install ./veilleuse_*.deb` gives a working sensor.
+
+One container for the module, in the order a person goes: boot a fresh
+bookworm with Veilleuse's dependencies, install the package, point it at the
+mirror port (a veth pair) and at feeds (served on the box's loopback, as a
+feed host would), then check what runs, what it detects, what it sends, and
+finally that `apt purge` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sensor.demo.traffic import Traffic
+from tests.conftest import ECHAP_DIR, require_tool, until
+from tests.system.booted import BootedSystem, rootfs_tarball, unpack
+from tests.system.conftest import built_package
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(1800)]
+
+# Veilleuse's Depends and Recommends, preinstalled so the test needs no network
+# inside the box (apt then only checks them); tcpdump only for this test's checks.
+RUNTIME_PACKAGES = ["systemd", "systemd-sysv", "dbus", "suricata/bookworm-backports",
+                    "libhtp2/bookworm-backports",
+                    "mosquitto", "mosquitto-clients", "fonts-dejavu-core", "iproute2",
+                    "nftables", "python3.11", "libsystemd0", "ca-certificates",
+                    "openssh-server", "systemd-timesyncd", "procps"]
+UNITS = ["veilleuse.service", "veilleuse-screen.service", "veilleuse-mirror.service",
+         "veilleuse-feeds.timer"]
+# Units that fail in any nspawn container, whatever is installed (no such
+# hardware or kernel interface); documented in README's "Installing" section.
+NSPAWN_ONLY_FAILURES: set[str] = set()
+C2_NAME = "api.copy9.com"  # Echap: TheTruthSpy's server
+CONFIG = {
+    "site": "shelter-test", "sensor": "box1", "language": "en",
+    "network": {"interface": "mirror0"},
+    "feeds": {"sources": [
+        {"name": "echap-stalkerware", "url": "http://127.0.0.1:8000/ioc.yaml"},
+        {"name": "echap-watchware", "url": "http://127.0.0.1:8000/watchware.yaml"}]},
+}
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory, system_tools) -> Iterator[BootedSystem]:
+    work = tmp_path_factory.mktemp("box")
+    deb = built_package("amd64")
+    root = unpack(rootfs_tarball("amd64", RUNTIME_PACKAGES), work / "root")
+    (root / "root" / deb.name).write_bytes(deb.read_bytes())
+    feeds = root / "srv" / "feeds"
+    feeds.mkdir(parents=True)
+    for name in ("ioc.yaml", "watchware.yaml"):
+        (feeds / name).write_bytes((ECHAP_DIR / name).read_bytes())
+    system = BootedSystem(root, name=f"vtest{os.getpid()}", mirror_host=f"vmh{os.getpid()}"[:15],
+                          console_log=work / "console.log")
+    system.boot()
+    try:
+        yield system
+    finally:
+        system.poweroff()
+
+
+@pytest.fixture(scope="module")
+def installed(box: BootedSystem) -> dict[str, str]:
+    """Install as a person would, configure the mirror port and feeds, start capturing."""
+    deb = next(box.root.joinpath("root").glob("veilleuse_*.deb"))
+    started = time.monotonic()
+    install = box.run(f"DEBIAN_FRONTEND=noninteractive apt-get install -y /root/{deb.name}",
+                      timeout=600)
+    facts = {"install_output": install.stdout, "install_seconds": f"{time.monotonic() - started}"}
+    box.run("cat > /etc/veilleuse/veilleuse.yaml", input=yaml.safe_dump(CONFIG))
+    box.run(["systemd-run", "--unit=feed-host", "python3.11", "-m", "http.server", "8000",
+             "--bind", "127.0.0.1", "--directory", "/srv/feeds"])
+    assert until(lambda: box.run("exec 3<>/dev/tcp/127.0.0.1/8000", check=False,
+                                 timeout=10).returncode == 0, 30)
+    # What the daily timer runs; the sensor picks the new feeds up by itself.
+    box.run(["systemctl", "start", "veilleuse-feeds.service"], timeout=300)
+    box.run(["systemctl", "restart", "veilleuse-mirror.service", "veilleuse.service",
+             "veilleuse-screen.service"])
+    assert until(lambda: _health(box).get("capture") == "running", 180), \
+        box.journal("veilleuse.service")
+    return facts
+
+
+def _health(box: BootedSystem) -> dict:
+    result = box.run(["cat", "/run/veilleuse/health.json"], check=False)
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        return {}
+
+
+def test_install_enables_and_starts_every_unit(box, installed) -> None:
+    for unit in UNITS:
+        state = box.run(["systemctl", "is-active", unit], check=False).stdout.strip()
+        assert state == "active", f"{unit}: {state}\n{box.journal(unit)}"
+        enabled = box.run(["systemctl", "is-enabled", unit], check=False).stdout.strip()
+        assert enabled == "enabled", f"{unit}: {enabled}"
+    screen = box.journal("veilleuse-screen.service")
+    assert "headless" in screen.lower(), screen  # no OLED in a container: says so, keeps running
+
+
+def test_no_unit_failed(box, installed) -> None:
+    failed = box.run(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]).stdout
+    names = {line.split()[0] for line in failed.splitlines() if line.strip()}
+    assert names <= NSPAWN_ONLY_FAILURES, failed
+
+
+def test_the_feeds_timer_is_scheduled_and_its_service_installed_the_feeds(box, installed) -> None:
+    timer = box.run(["systemctl", "show", "veilleuse-feeds.timer",
+                     "--property=NextElapseUSecRealtime,NextElapseUSecMonotonic"]).stdout
+    assert re.search(r"=\S", timer), timer
+    result = box.run(["systemctl", "show", "veilleuse-feeds.service", "--property=Result"])
+    assert result.stdout.strip() == "Result=success", box.journal("veilleuse-feeds.service")
+    assert set(_health(box)["feeds"]) == {"echap-stalkerware", "echap-watchware"}
+
+
+@pytest.mark.parametrize("unit", ["veilleuse.service", "veilleuse-screen.service",
+                                  "veilleuse-mirror.service", "veilleuse-feeds.service"])
+def test_each_unit_is_hardened(box, installed, unit) -> None:
+    report = box.run(["systemd-analyze", "security", "--no-pager", unit]).stdout
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d)", report)
+    assert found and float(found.group(1)) <= 2.0, report[-2000:]
+
+
+def test_debians_own_suricata_is_masked_and_only_ours_captures(box, installed) -> None:
+    assert box.run(["systemctl", "is-enabled", "suricata.service"],
+                   check=False).stdout.strip() == "masked"
+    assert box.run(["systemctl", "is-active", "suricata.service"],
+                   check=False).stdout.strip() != "active"
+    owners = box.run(["ps", "-C", "Suricata-Main,suricata", "-o", "user="]).stdout.split()
+    assert owners and set(owners) == {"veilleuse"}, owners
+
+
+def test_the_configuration_is_readable_by_the_service_only(box, installed) -> None:
+    modes = box.run(["stat", "-c", "%a %U %G", "/etc/veilleuse", "/etc/veilleuse/veilleuse.yaml"])
+    assert modes.stdout.split("\n")[:2] == ["750 root veilleuse", "640 root veilleuse"]
+
+
+def test_a_non_root_admin_reads_the_status_over_ssh(box, installed) -> None:
+    box.run(["useradd", "--create-home", "--groups", "veilleuse", "admin"])
+    status = box.run(["runuser", "-u", "admin", "--", "veilleuse", "status"], check=False)
+    assert status.returncode in (0, 1), status.stdout + status.stderr
+    assert status.stdout.startswith("health: "), status.stdout
+
+
+def test_ssh_takes_keys_only(box, installed) -> None:
+    effective = box.run(["sshd", "-T"]).stdout.lower()
+    for line in ("passwordauthentication no", "kbdinteractiveauthentication no",
+                 "permitrootlogin no"):
+        assert line in effective.splitlines(), line
+
+
+def test_selftest_passes_and_a_replayed_capture_reaches_the_broker(box, installed,
+                                                                   tmp_path) -> None:
+    listener = box.run(["systemd-run", "--unit=alert-listener", "--property=StandardOutput="
+                        "file:/root/alerts.txt", "mosquitto_sub", "-h", "127.0.0.1", "-v",
+                        "-t", "veilleuse/#"])
+    assert listener.returncode == 0
+    selftest = box.run(["veilleuse", "selftest", "--timeout", "90"], check=False, timeout=120)
+    assert selftest.returncode == 0, selftest.stdout + selftest.stderr + \
+        box.journal("veilleuse.service")
+    traffic = Traffic()
+    traffic.dns(time.time(), "192.168.1.10", "192.168.1.1", C2_NAME,
+                [(C2_NAME, "A", "203.0.113.50")])
+    capture = traffic.write(tmp_path / "c2.pcap")
+    subprocess.run([require_tool("tcpreplay"), "-q", "-i", box.mirror_host, str(capture)],
+                   check=True, capture_output=True)
+
+    def alerts() -> list[dict]:
+        lines = box.run(["cat", "/root/alerts.txt"], check=False).stdout.splitlines()
+        return [json.loads(line.split(" ", 1)[1]) for line in lines
+                if re.match(r"veilleuse/\S+/alert ", line)]
+
+    assert until(lambda: any(a.get("observed") == C2_NAME for a in alerts()), 90), \
+        box.journal("veilleuse.service")
+    alert = next(a for a in alerts() if a.get("observed") == C2_NAME)
+    assert (alert["kind"], alert["severity"], alert["app"]) == ("domain", "high", "TheTruthSpy")
+    assert alert["device"].startswith("dev-"), "devices leave the box as pseudonyms"
+
+
+def test_the_mirror_interface_stays_passive(box, installed, tmp_path) -> None:
+    addresses = json.loads(box.run(["ip", "-j", "address", "show", "dev", "mirror0"]).stdout)
+    assert addresses[0]["addr_info"] == [], addresses
+    assert "PROMISC" in addresses[0]["flags"], addresses
+    ruleset = box.run(["nft", "list", "table", "inet", "veilleuse"]).stdout
+    assert "mirror0" in ruleset, ruleset
+    # What the box sends on the mirror port while it works and runs a self-test:
+    # the self-test probe and nothing else.
+    sent = tmp_path / "sent.pcap"
+    sniffer = subprocess.Popen([require_tool("tcpdump"), "-i", box.mirror_host, "-Q", "in",
+                                "-w", str(sent), "-U"], stderr=subprocess.PIPE)
+    try:
+        assert until(lambda: sent.exists() and sent.stat().st_size > 0, 10)
+        box.run(["veilleuse", "selftest", "--timeout", "90"], timeout=120)
+        box.run(["systemctl", "restart", "veilleuse-mirror.service", "veilleuse.service"])
+        assert until(lambda: _health(box).get("capture") == "running", 120)
+    finally:
+        sniffer.terminate()
+        sniffer.wait(10)
+    from scapy.layers.dns import DNSQR
+    from scapy.utils import rdpcap
+
+    packets = rdpcap(str(sent))
+    assert packets, "the self-test probe must have gone out of the mirror port"
+    names = [p[DNSQR].qname.decode() if p.haslayer(DNSQR) else p.summary() for p in packets]
+    assert all(name.endswith("selftest.veilleuse.invalid.") for name in names), names
+
+
+def test_purge_stops_everything_and_removes_the_state(box, installed) -> None:
+    box.run("DEBIAN_FRONTEND=noninteractive apt-get purge -y veilleuse", timeout=300)
+    processes = box.run(["ps", "-e", "-o", "user=,comm="]).stdout
+    assert not [line for line in processes.splitlines() if line.split()[0] == "veilleuse"], \
+        processes
+    assert "suricata" not in processes.lower(), processes
+    for path in ("/var/lib/veilleuse", "/etc/veilleuse", "/opt/veilleuse", "/run/veilleuse"):
+        assert box.run(["test", "-e", path], check=False).returncode == 1, path
+    assert box.run(["nft", "list", "table", "inet", "veilleuse"], check=False).returncode != 0
+    assert box.run(["systemctl", "is-enabled", "suricata.service"],
+                   check=False).stdout.strip() != "masked"
+
