@@ -18,7 +18,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sensor.errors import ConfigError
 from sensor.feeds.names import normalize_domain
 from sensor.suricata.config import DEFAULT_HOME_NET
-from sensor.yamlsource import dotted, parse_yaml, yaml_error_line
+from sensor.yamlsource import (
+    dotted,
+    parse_yaml,
+    yaml_error_key,
+    yaml_error_line,
+    yaml_error_message,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/veilleuse/veilleuse.yaml")
 ECHAP_BASE = "https://raw.githubusercontent.com/AssoEchap/stalkerware-indicators/master"
@@ -223,8 +229,8 @@ def load_config(path: Path | str) -> Config:
     try:
         document = parse_yaml(text)
     except yaml.YAMLError as error:
-        raise ConfigError(path, f"not valid YAML: {getattr(error, 'problem', error)}",
-                          line=yaml_error_line(error)) from None
+        raise ConfigError(path, yaml_error_message(error), line=yaml_error_line(error),
+                          key=yaml_error_key(error)) from None
     data = {} if document.data is None else document.data
     if not isinstance(data, dict):
         raise ConfigError(path, "the file must be a mapping of keys (site:, feeds: ...)", line=1)

@@ -10,7 +10,7 @@ import pytest
 from sensor.config import Config, load_config
 from sensor.config_docs import render_config_docs
 from sensor.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import REPO, alias_bomb
 
 
 def test_shipped_config_is_valid_and_equals_the_defaults() -> None:
@@ -36,6 +36,8 @@ def test_empty_file_gives_the_defaults(tmp_path) -> None:
      "feeds.sources[0].url", "not an http(s) URL"),
     ("detection:\n  beacon:\n    score_threshold: 2\n", 3, "detection.beacon.score_threshold",
      "less than or equal to 1"),
+    ("site: demo\nmqtt:\n  url: mqtt://127.0.0.1\n  url: mqtt://192.0.2.1\n", 4, "mqtt.url",
+     "given twice in the same mapping"),
 ])
 def test_invalid_config_names_line_and_key(tmp_path, text, line, key, message) -> None:
     path = tmp_path / "veilleuse.yaml"
@@ -71,3 +73,13 @@ def test_check_config_exits_0_or_2_with_the_line(tmp_path) -> None:
 def test_configuration_reference_is_up_to_date() -> None:
     assert (REPO / "docs" / "configuration.md").read_text() == render_config_docs(), \
         "regenerate it: veilleuse config-docs > docs/configuration.md"
+
+
+@pytest.mark.timeout(10)
+def test_an_alias_bomb_is_refused_at_its_first_alias(tmp_path) -> None:
+    path = tmp_path / "veilleuse.yaml"
+    path.write_bytes(alias_bomb())
+    with pytest.raises(ConfigError, match=r"aliases and anchors are not allowed \(found \*a\)") \
+            as caught:
+        load_config(path)
+    assert caught.value.line == 2

@@ -19,7 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from sensor.errors import FeedError
 from sensor.feeds.model import Category, Feed, Indicator
 from sensor.feeds.names import normalize_domain, normalize_ip
-from sensor.yamlsource import YamlDocument, dotted, parse_yaml, yaml_error_line
+from sensor.yamlsource import (
+    YamlDocument,
+    dotted,
+    parse_yaml,
+    yaml_error_key,
+    yaml_error_line,
+    yaml_error_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +67,8 @@ def load_echap(content: bytes, name: str) -> Feed:
     except UnicodeDecodeError as error:
         raise FeedError(name, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
-        raise FeedError(name, f"not valid YAML: {getattr(error, 'problem', error)}",
-                        line=yaml_error_line(error)) from None
+        raise FeedError(name, yaml_error_message(error), line=yaml_error_line(error),
+                        key=yaml_error_key(error)) from None
     if not isinstance(document.data, list):
         raise FeedError(name, "expected a list of apps at the top level", line=1)
     try:
