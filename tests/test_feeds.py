@@ -40,6 +40,7 @@ def test_version_changes_with_content_and_only_then(echap_files) -> None:
     ("name: X\n", 1, None, "expected a list of apps"),
     ("- name: X\n  type: stalkerware\n  c2:\n    domains: [a.example]\n  c2: {}\n", 5, "[0].c2",
      "given twice in the same mapping"),
+    ("- " + "[" * 70 + "]" * 70 + "\n", 1, None, "nested deeper than 64 levels"),
 ])
 def test_broken_feed_names_line_and_key(text, line, key, message) -> None:
     with pytest.raises(FeedError) as caught:
