@@ -5,7 +5,10 @@ site (a front-desk display): each sensor's reports are kept apart and the
 screen shows the worst health, the summed counters and every recent alert.
 ``apply_message`` never raises on bad input: a malformed or unknown message
 leaves the state as it was and is counted, so a stray publish cannot blank
-the shelter's screen.
+the shelter's screen. What it keeps is bounded and clean: texts lose their
+control characters and are cut to ``MAX_TEXT``, counters are clamped, lists
+are capped, and an unknown health or severity is kept as ``unknown`` (shown
+as such, never as all clear) rather than dropped.
 """
 
 from __future__ import annotations
@@ -17,8 +20,25 @@ from datetime import datetime
 
 HEALTH_STATES = ("starting", "ok", "alert", "degraded")
 _WORST_FIRST = ("alert", "degraded", "ok", "starting")
-SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3}
+SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "unknown": 3, "high": 4}
+UNKNOWN_HEALTH_REASON = "unknown_health"
 MAX_RECENT = 5
+MAX_TEXT = 64           # characters kept of any text from a message
+MAX_ITEMS = 16          # reasons, counters or feeds kept from one message
+MAX_SENSORS = 64        # sensors a site screen follows
+MAX_COUNTER = 10**9     # counters are clamped to 0..MAX_COUNTER
+_MAX_TIME_TEXT = 64
+
+
+def clean_text(text: str, limit: int = MAX_TEXT) -> str:
+    """``text`` on one line, without control characters, at most ``limit`` characters.
+
+    >>> clean_text("Demo\\nSpy\\x00"), clean_text("x" * 100, 8)
+    ('Demo Spy ', 'xxxxxxx…')
+    """
+    text = text[:limit + 1]
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,40 +144,89 @@ class ScreenState:
         return dict(self.sensors).get(sensor, SensorReport())
 
 
-def _seconds(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+def _seconds(value: object) -> float:
+    """Seconds since the epoch of an ISO 8601 time with a zone; ValueError otherwise."""
+    if not isinstance(value, str) or len(value) > _MAX_TIME_TEXT:
+        raise ValueError("a time must be ISO 8601 text")
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("a time needs its zone")
+    try:
+        return moment.timestamp()
+    except (OverflowError, OSError):
+        raise ValueError("a time out of range") from None
+
+
+def _mapping(value: object, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be an object")
+    return value
+
+
+def _text(value: object, default: str | None = None) -> str | None:
+    """Clean text, or ``default`` when ``value`` is not text."""
+    return clean_text(value) if isinstance(value, str) else default
+
+
+def _counter(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return min(max(value, 0), MAX_COUNTER)
 
 
 def apply_message(state: ScreenState, topic: str, payload: bytes) -> ScreenState:
     """The state after one MQTT message on ``<prefix>/<site>/<sensor>/{state,status,alert}``."""
     try:
         levels = topic.split("/")
-        sensor = f"{levels[-3]}/{levels[-2]}"
-        message = json.loads(payload)
+        sensor = clean_text(f"{levels[-3]}/{levels[-2]}")
+        message = _mapping(json.loads(payload), "a message")
         schema = message["schema"]
+        if not isinstance(schema, str):
+            raise ValueError("schema")
         if topic.endswith("/state") and schema.startswith("veilleuse.state/"):
             return _apply_state(state, sensor, message)
         if topic.endswith("/status") and schema.startswith("veilleuse.status/"):
             report = dataclasses.replace(state.report(sensor),
                                          online=message["status"] == "online",
                                          time=_seconds(message["time"]))
-            return state.with_report(sensor, report)
+            return _with_report(state, sensor, report)
         if topic.endswith("/alert") and schema.startswith("veilleuse.alert/"):
             return _apply_alert(state, message)
-    except (ValueError, KeyError, TypeError, IndexError):
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
         pass
     return dataclasses.replace(state, ignored_messages=state.ignored_messages + 1)
 
 
+def _with_report(state: ScreenState, sensor: str, report: SensorReport) -> ScreenState:
+    if len(state.sensors) >= MAX_SENSORS and sensor not in dict(state.sensors):
+        raise ValueError(f"more than {MAX_SENSORS} sensors")
+    return state.with_report(sensor, report)
+
+
+def _health(value: object) -> tuple[str, tuple[str, ...]]:
+    """(health, extra reasons): an unknown health is shown degraded, with its own reason."""
+    if value in HEALTH_STATES:
+        return str(value), ()
+    return "degraded", (UNKNOWN_HEALTH_REASON,)
+
+
 def _apply_state(state: ScreenState, sensor: str, message: dict) -> ScreenState:
     time = _seconds(message["time"])
+    health, extra = _health(message["health"])
+    reasons = message.get("reasons") or []
+    if not isinstance(reasons, list):
+        raise ValueError("reasons must be a list")
+    counters = {clean_text(str(k)): _counter(v)
+                for k, v in list(_mapping(message["counters"], "counters").items())[:MAX_ITEMS]}
+    feeds = _mapping(message.get("feeds") or {}, "feeds")
     report = dataclasses.replace(
-        state.report(sensor), health=message["health"],
-        reasons=tuple(str(r) for r in message.get("reasons", ())),
-        counters=tuple(sorted((str(k), int(v)) for k, v in message["counters"].items())),
-        feeds=tuple(sorted((str(k), str(v)) for k, v in message.get("feeds", {}).items())),
+        state.report(sensor), health=health,
+        reasons=(*extra, *(clean_text(r) for r in reasons[:MAX_ITEMS] if isinstance(r, str))),
+        counters=tuple(sorted((k, v) for k, v in counters.items() if v is not None)),
+        feeds=tuple(sorted((clean_text(str(k)), _text(v, "?"))
+                           for k, v in list(feeds.items())[:MAX_ITEMS])),
         time=time)
-    updated = state.with_report(sensor, report)
+    updated = _with_report(state, sensor, report)
     since = state.alert_since if updated.health == "alert" else None
     if updated.health == "alert" and since is None:
         since = min((line.last_seen for line in state.recent), default=time)
@@ -165,11 +234,16 @@ def _apply_state(state: ScreenState, sensor: str, message: dict) -> ScreenState:
 
 
 def _apply_alert(state: ScreenState, message: dict) -> ScreenState:
-    line = AlertLine(id=str(message["id"]), severity=str(message["severity"]),
-                     kind=str(message["kind"]), app=message.get("app"),
-                     device=str(message["device"]), last_seen=_seconds(message["last_seen"]))
-    if line.severity not in SEVERITY_RANK:
-        raise ValueError(line.severity)
+    identifier = message["id"]
+    if not isinstance(identifier, str | int) or isinstance(identifier, bool):
+        raise ValueError("id must be text")
+    severity = message["severity"]
+    line = AlertLine(id=clean_text(str(identifier)),
+                     severity=severity if isinstance(severity, str) and severity in SEVERITY_RANK
+                     else "unknown",
+                     kind=_text(message["kind"], "unknown"), app=_text(message.get("app")),
+                     device=_text(message["device"], "?"),
+                     last_seen=_seconds(message["last_seen"]))
     others = [known for known in state.recent if known.id != line.id]
     recent = sorted([line, *others], key=lambda item: -item.last_seen)[:MAX_RECENT]
     since = state.alert_since

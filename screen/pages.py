@@ -14,11 +14,12 @@ from pathlib import Path
 
 from PIL import ImageDraw, ImageFont
 
-from screen.model import ScreenState
+from screen.model import MAX_TEXT, ScreenState, clean_text
 from sensor.errors import VeilleuseError
 from sensor.messages import Catalogue
 
 WIDTH, HEIGHT = 128, 64
+MAX_SHOWN_COUNT = 9999
 FONT_DIRECTORY = Path("/usr/share/fonts/truetype/dejavu")
 
 
@@ -73,11 +74,27 @@ class View:
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont,
          width: int) -> str:
+    """``text`` cleaned and cut (with …) to fit ``width`` pixels.
+
+    A binary search on the length: a few measurements whatever the text, so a
+    hostile 20,000-character name costs no more than a short one.
+    """
+    text = clean_text(text, MAX_TEXT)
     if draw.textlength(text, font=font) <= width:
         return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
+    fits, too_long = 0, len(text)
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if draw.textlength(text[:middle] + "…", font=font) <= width:
+            fits = middle
+        else:
+            too_long = middle
+    return text[:fits] + "…"
+
+
+def _count(value: int) -> str:
+    """A counter as shown: never wider than ``9999+``."""
+    return f"{MAX_SHOWN_COUNT}+" if value > MAX_SHOWN_COUNT else str(max(value, 0))
 
 
 class _Canvas:
@@ -110,7 +127,10 @@ class _Canvas:
 def _clock(seconds: float | None, view: View) -> str:
     if seconds is None:
         return "--:--"
-    return datetime.fromtimestamp(seconds, view.timezone).strftime("%H:%M")
+    try:
+        return datetime.fromtimestamp(seconds, view.timezone).strftime("%H:%M")
+    except (ValueError, OverflowError, OSError):
+        return "--:--"
 
 
 def _status(canvas: _Canvas, state: ScreenState, view: View, texts: Catalogue) -> None:
@@ -123,7 +143,7 @@ def _status(canvas: _Canvas, state: ScreenState, view: View, texts: Catalogue) -
     elif health == "alert":
         severity = state.highest_severity or "high"
         count = state.alert_count or len(state.recent)
-        canvas.lines([texts.text("alert.count", count=count),
+        canvas.lines([texts.text("alert.count", count=_count(count)),
                       texts.text("alert.level", severity=texts.text(f"severity.{severity}")),
                       texts.text("alert.seen") if view.acknowledged else
                       texts.text("alert.since", time=_clock(state.alert_since, view))])
@@ -150,9 +170,10 @@ def _recent(canvas: _Canvas, state: ScreenState, view: View, texts: Catalogue) -
 
 def _counters(canvas: _Canvas, state: ScreenState, view: View, texts: Catalogue) -> None:
     canvas.headline(texts.text("page.counters"))
-    canvas.lines([texts.text("page.counters.alerts", count=state.alert_count),
-                  texts.text("page.counters.pending", count=state.counter("pending")),
-                  texts.text("page.counters.delivered", count=state.counter("delivered"))])
+    canvas.lines([texts.text("page.counters.alerts", count=_count(state.alert_count)),
+                  texts.text("page.counters.pending", count=_count(state.counter("pending"))),
+                  texts.text("page.counters.delivered",
+                             count=_count(state.counter("delivered")))])
 
 
 def _network(canvas: _Canvas, network: NetworkInfo, texts: Catalogue) -> None:

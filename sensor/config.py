@@ -8,17 +8,35 @@ docs/configuration.md is generated from them (``veilleuse config-docs``).
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from sensor.errors import ConfigError
 from sensor.feeds.names import normalize_domain
 from sensor.suricata.config import DEFAULT_HOME_NET
-from sensor.yamlsource import dotted, parse_yaml, yaml_error_line
+from sensor.yamlsource import (
+    dotted,
+    parse_yaml,
+    yaml_error_key,
+    yaml_error_line,
+    yaml_error_message,
+)
 
 DEFAULT_CONFIG_PATH = Path("/etc/veilleuse/veilleuse.yaml")
 ECHAP_BASE = "https://raw.githubusercontent.com/AssoEchap/stalkerware-indicators/master"
@@ -39,10 +57,55 @@ def _topic_safe(value: str) -> str:
     return value
 
 
+def _url_parts(value: str, schemes: tuple[str, str], example: str) -> SplitResult:
+    """``value`` split, if it is a URL of one of ``schemes`` with a host and a valid port."""
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"{value!r} holds spaces or control characters; write e.g. {example}")
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"{value!r} is not an {schemes[0]}(s) URL; write e.g. {example}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if not parts.hostname or port == 0:
+        raise ValueError(f"{value!r} needs a host and, if any, a port from 1 to 65535; write "
+                         f"e.g. {example}")
+    return parts
+
+
 def _url(value: str) -> str:
-    if not value.startswith(("https://", "http://")):
-        raise ValueError(f"{value!r} is not an http(s) URL")
+    _url_parts(value, ("http", "https"), "https://example.org/ioc.yaml")
     return value
+
+
+def _broker_url(value: str) -> str:
+    parts = _url_parts(value, ("mqtt", "mqtts"), "mqtt://127.0.0.1:1883 or mqtts://host:8883")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: a broker URL has no path; write e.g. mqtts://host:8883")
+    return value
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1): traffic never leaves the box.
+
+    >>> is_loopback_host("127.0.0.53"), is_loopback_host("::1"), is_loopback_host("broker.lan")
+    (True, True, False)
+    """
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _secret_file(path: Path) -> Path:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ValueError(f"{path} is readable or writable by other users (mode "
+                         f"{stat.S_IMODE(mode):04o}); run `chmod 600 {path}`")
+    return path
 
 
 def _allow_entry(value: str) -> str:
@@ -58,11 +121,13 @@ def _allow_entry(value: str) -> str:
 Network = Annotated[str, AfterValidator(_network)]
 TopicName = Annotated[str, AfterValidator(_topic_safe)]
 Url = Annotated[str, AfterValidator(_url)]
+BrokerUrl = Annotated[str, AfterValidator(_broker_url)]
+SecretFile = Annotated[FilePath, AfterValidator(_secret_file)]
 AllowEntry = Annotated[str, AfterValidator(_allow_entry)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class NetworkConfig(_Section):
@@ -118,18 +183,45 @@ class DetectionConfig(_Section):
 
 
 class MqttConfig(_Section):
-    url: str = Field("mqtt://127.0.0.1:1883", description="The broker: mqtt://host:port or "
-                     "mqtts://host:port (TLS). On the appliance, the local Mosquitto.")
+    url: BrokerUrl = Field("mqtt://127.0.0.1:1883", description="The broker: "
+                           "mqtt://host:port or mqtts://host:port (TLS). On the appliance, the "
+                           "local Mosquitto. Plain mqtt:// carries no password or TLS file "
+                           "unless the broker is on this box (localhost, 127.0.0.0/8, ::1).")
     username: str | None = Field(None, description="User name, if the broker wants one.")
-    password_file: Path | None = Field(None, description="File holding the password (kept "
-                                       "out of this file; mode 0600).")
-    ca_file: Path | None = Field(None, description="CA certificate to verify the broker "
-                                 "(mqtts).")
-    cert_file: Path | None = Field(None, description="Client certificate (mqtts).")
-    key_file: Path | None = Field(None, description="Client private key (mqtts).")
+    password_file: SecretFile | None = Field(None, description="File holding the password "
+                                             "(kept out of this file; mode 0600).")
+    ca_file: FilePath | None = Field(None, description="CA certificate to verify the broker "
+                                     "(mqtts).")
+    cert_file: FilePath | None = Field(None, description="Client certificate (mqtts).")
+    key_file: SecretFile | None = Field(None, description="Client private key (mqtts; mode "
+                                        "0600).")
     topic_prefix: TopicName = Field("veilleuse", description="First level of every topic.")
     session_expiry_seconds: int = Field(86_400, ge=0, description="How long the broker keeps "
                                         "this sensor's session while it is away.")
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_clear(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.password and parts.scheme == "mqtt" and not is_loopback_host(parts.hostname):
+            raise ValueError(f"plain mqtt:// would send the password in clear text to "
+                             f"{parts.hostname}; use mqtts://")
+        return url
+
+    @field_validator("password_file", "ca_file", "cert_file", "key_file")
+    @classmethod
+    def _secrets_need_tls(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        url = info.data.get("url")
+        if path is None or url is None or not url.startswith("mqtt://"):
+            return path
+        if info.field_name != "password_file":
+            raise ValueError(f"TLS files are only used with mqtts://, but the broker URL is "
+                             f"{url}; write mqtts://host:8883 or remove {info.field_name}")
+        host = urlsplit(url).hostname or ""
+        if not is_loopback_host(host):
+            raise ValueError(f"plain mqtt:// would send this password in clear text to {host}; "
+                             "use mqtts:// (with ca_file) or a broker on this box")
+        return path
 
 
 class PrivacyConfig(_Section):
@@ -223,13 +315,15 @@ def load_config(path: Path | str) -> Config:
     try:
         document = parse_yaml(text)
     except yaml.YAMLError as error:
-        raise ConfigError(path, f"not valid YAML: {getattr(error, 'problem', error)}",
-                          line=yaml_error_line(error)) from None
+        raise ConfigError(path, yaml_error_message(error), line=yaml_error_line(error),
+                          key=yaml_error_key(error)) from None
     data = {} if document.data is None else document.data
     if not isinstance(data, dict):
         raise ConfigError(path, "the file must be a mapping of keys (site:, feeds: ...)", line=1)
     try:
-        return Config.model_validate(data)
+        # Strict, as JSON: `true` is no number and "14" no integer, yet paths and lists
+        # read as text and sequences do.
+        return Config.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as error:
         problem = error.errors()[0]
         location = tuple(part for part in problem["loc"] if not isinstance(part, str)

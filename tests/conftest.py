@@ -22,6 +22,20 @@ ECHAP_DIR = Path(os.environ.get("VEILLEUSE_ECHAP_DIR",
                                 REPO.parent / "shared" / "data" / "stalkerware-indicators"))
 
 
+def alias_bomb(feed: bool = False) -> bytes:
+    """A "billion laughs" YAML file of about 500 bytes: 9**9 strings once its aliases expand.
+
+    ``feed=True`` shapes it as a list of apps (a feed), else as a mapping (a configuration).
+    """
+    rows = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    rows += [f"&{name} [{','.join([f'*{previous}'] * 9)}]"
+             for previous, name in zip("abcdefgh", "bcdefghi", strict=True)]
+    if feed:
+        return "".join(f"- name: X\n  type: stalkerware\n  websites: {row}\n"
+                       for row in rows).encode()
+    return "".join(f"{name}: {row}\n" for name, row in zip("abcdefghi", rows, strict=True)).encode()
+
+
 def unavailable(message: str) -> NoReturn:
     """In CI a missing prerequisite fails the test; on a developer's machine it skips it."""
     if os.environ.get("CI"):

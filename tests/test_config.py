@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
+from pydantic import BaseModel
 
 from sensor.config import Config, load_config
 from sensor.config_docs import render_config_docs
 from sensor.errors import ConfigError
-from tests.conftest import REPO
+from tests.conftest import REPO, alias_bomb
 
 
 def test_shipped_config_is_valid_and_equals_the_defaults() -> None:
@@ -36,6 +40,26 @@ def test_empty_file_gives_the_defaults(tmp_path) -> None:
      "feeds.sources[0].url", "not an http(s) URL"),
     ("detection:\n  beacon:\n    score_threshold: 2\n", 3, "detection.beacon.score_threshold",
      "less than or equal to 1"),
+    ("site: demo\nmqtt:\n  url: mqtt://127.0.0.1\n  url: mqtt://192.0.2.1\n", 4, "mqtt.url",
+     "given twice in the same mapping"),
+    ("feeds:\n  sources:\n    - name: x\n      url: 'https://exa mple.org/x'\n", 4,
+     "feeds.sources[0].url", "holds spaces or control characters"),
+    ("feeds:\n  sources:\n    - name: x\n      url: 'https:///x.yaml'\n", 4,
+     "feeds.sources[0].url", "needs a host"),
+    ("feeds:\n  sources:\n    - name: x\n      url: 'http://a.example:99999/x'\n", 4,
+     "feeds.sources[0].url", "a port from 1 to 65535"),
+    ("mqtt:\n  url: tcp://127.0.0.1:1883\n", 2, "mqtt.url", "not an mqtt(s) URL"),
+    ("mqtt:\n  url: 'mqtt://:1883'\n", 2, "mqtt.url", "needs a host"),
+    ("mqtt:\n  url: 'mqtts://broker.example:0'\n", 2, "mqtt.url", "a port from 1 to 65535"),
+    ("mqtt:\n  url: 'mqtts://broker.example/topic'\n", 2, "mqtt.url", "has no path"),
+    ("mqtt:\n  url: 'mqtt://box:secret@192.0.2.1'\n", 2, "mqtt.url",
+     "password in clear text to 192.0.2.1; use mqtts://"),
+    ("feeds:\n  max_age_days: true\n", 2, "feeds.max_age_days", "valid integer"),
+    ("feeds:\n  max_age_days: '14'\n", 2, "feeds.max_age_days", "valid integer"),
+    ("feeds:\n  min_size_ratio: true\n", 2, "feeds.min_size_ratio", "valid number"),
+    ("detection:\n  beacon:\n    score_threshold: .nan\n", 3,
+     "detection.beacon.score_threshold", "finite number"),
+    ("detection:\n  encrypted_dns: 'no'\n", 2, "detection.encrypted_dns", "valid boolean"),
 ])
 def test_invalid_config_names_line_and_key(tmp_path, text, line, key, message) -> None:
     path = tmp_path / "veilleuse.yaml"
@@ -71,3 +95,85 @@ def test_check_config_exits_0_or_2_with_the_line(tmp_path) -> None:
 def test_configuration_reference_is_up_to_date() -> None:
     assert (REPO / "docs" / "configuration.md").read_text() == render_config_docs(), \
         "regenerate it: veilleuse config-docs > docs/configuration.md"
+
+
+@pytest.mark.timeout(10)
+def test_an_alias_bomb_is_refused_at_its_first_alias(tmp_path) -> None:
+    path = tmp_path / "veilleuse.yaml"
+    path.write_bytes(alias_bomb())
+    with pytest.raises(ConfigError, match=r"aliases and anchors are not allowed \(found \*a\)") \
+            as caught:
+        load_config(path)
+    assert caught.value.line == 2
+
+
+def _scalar_keys(model: type[BaseModel], prefix: tuple[str, ...] = ()):
+    """(path, type) of every int, float or bool key of the schema, sections included."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _scalar_keys(annotation, (*prefix, name))
+        elif {int, float, bool} & {annotation, *getattr(annotation, "__args__", ())}:
+            yield (*prefix, name), annotation
+
+
+@pytest.mark.parametrize("wrong", [True, "1"])
+def test_no_number_or_flag_accepts_a_boolean_or_text(tmp_path, wrong) -> None:
+    keys = list(_scalar_keys(Config))
+    assert len(keys) > 15
+    for path, annotation in keys:
+        if annotation is bool and wrong is True:
+            continue
+        text = yaml.safe_dump(functools.reduce(lambda value, key: {key: value},
+                                               reversed(path), wrong))
+        config = tmp_path / "veilleuse.yaml"
+        config.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            load_config(config)
+        assert (caught.value.key, caught.value.line) == (".".join(path), len(path)), text
+
+
+def _secret(tmp_path: Path, name: str, mode: int) -> Path:
+    path = tmp_path / name
+    path.write_text("secret\n")
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(("url", "key", "mode", "message"), [
+    ("mqtt://127.0.0.1:1883", "password_file", 0o644,
+     "is readable or writable by other users (mode 0644); run `chmod 600 "),
+    ("mqtts://broker.example:8883", "key_file", 0o640, "(mode 0640); run `chmod 600 "),
+    ("mqtt://192.0.2.1:1883", "password_file", 0o600,
+     "plain mqtt:// would send this password in clear text to 192.0.2.1; use mqtts://"),
+    ("mqtt://localhost:1883", "ca_file", 0o644,
+     "TLS files are only used with mqtts://, but the broker URL is mqtt://localhost:1883"),
+    ("mqtt://127.0.0.1:1883", "key_file", 0o600, "TLS files are only used with mqtts://"),
+])
+def test_mqtt_secrets_are_private_and_never_sent_in_clear(tmp_path, url, key, mode,
+                                                          message) -> None:
+    secret = _secret(tmp_path, "secret", mode)
+    path = tmp_path / "veilleuse.yaml"
+    path.write_text(f"site: demo\nmqtt:\n  url: {url}\n  {key}: {secret}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert (caught.value.line, caught.value.key) == (4, f"mqtt.{key}")
+    assert message in str(caught.value)
+
+
+def test_mqtt_secrets_are_accepted_where_they_are_safe(tmp_path) -> None:
+    password = _secret(tmp_path, "password", 0o600)
+    local = tmp_path / "local.yaml"
+    local.write_text(f"mqtt:\n  url: mqtt://[::1]:1883\n  password_file: {password}\n")
+    assert load_config(local).mqtt.password_file == password
+    remote = tmp_path / "remote.yaml"
+    remote.write_text(f"mqtt:\n  url: mqtts://broker.example:8883\n"
+                      f"  password_file: {password}\n"
+                      f"  ca_file: {_secret(tmp_path, 'ca.pem', 0o644)}\n"
+                      f"  cert_file: {_secret(tmp_path, 'cert.pem', 0o644)}\n"
+                      f"  key_file: {_secret(tmp_path, 'key.pem', 0o600)}\n")
+    assert load_config(remote).mqtt.key_file == tmp_path / "key.pem"
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(f"mqtt:\n  url: mqtts://broker.example\n  ca_file: {tmp_path}/nope\n")
+    with pytest.raises(ConfigError, match=r"line 3: key 'mqtt\.ca_file': Path does not point"):
+        load_config(missing)

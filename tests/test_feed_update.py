@@ -12,6 +12,7 @@ import pytest
 from sensor.config import FeedsConfig, FeedSource
 from sensor.feeds.store import FeedStore
 from sensor.feeds.update import UpdateStatus, make_http_pool, update_feeds
+from tests.conftest import alias_bomb
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SMALL = b"- name: X\n  type: stalkerware\n  c2:\n    domains: [a.example]\n"
@@ -78,11 +79,14 @@ def test_update_installs_then_keeps_the_previous_copy(server, tmp_path, echap_fi
     assert (config.directory / "stalkerware.yaml.prev").read_bytes() == real
 
 
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize(("answer", "status", "message"), [
     ((200, SMALL), UpdateStatus.REFUSED, "under 50% of the"),
     ((200, b"[]\n"), UpdateStatus.REFUSED, "holds no indicator"),
     ((200, b"- name: [broken\n"), UpdateStatus.FAILED, "not valid YAML"),
     ((404, b"gone"), UpdateStatus.FAILED, "HTTP 404"),
+    ((200, alias_bomb(feed=True)), UpdateStatus.FAILED,
+     "line 6: YAML aliases and anchors are not allowed"),
 ])
 def test_a_bad_download_never_replaces_the_good_copy(server, tmp_path, echap_files, answer,
                                                       status, message) -> None:

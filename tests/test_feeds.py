@@ -8,6 +8,7 @@ import pytest
 
 from sensor.errors import FeedError
 from sensor.feeds.echap import load_echap
+from tests.conftest import alias_bomb
 
 
 def test_real_feeds_load_with_their_quirks_reported(echap_files, caplog) -> None:
@@ -37,6 +38,9 @@ def test_version_changes_with_content_and_only_then(echap_files) -> None:
     ("- name: X\n  type: stalkerware\n- type: watchware\n", 3, "[1].name", "Field required"),
     ("- name: X\n  type: [stalkerware\n", 3, None, "not valid YAML"),
     ("name: X\n", 1, None, "expected a list of apps"),
+    ("- name: X\n  type: stalkerware\n  c2:\n    domains: [a.example]\n  c2: {}\n", 5, "[0].c2",
+     "given twice in the same mapping"),
+    ("- " + "[" * 70 + "]" * 70 + "\n", 1, None, "nested deeper than 64 levels"),
 ])
 def test_broken_feed_names_line_and_key(text, line, key, message) -> None:
     with pytest.raises(FeedError) as caught:
@@ -62,3 +66,10 @@ def test_unknown_keys_are_reported_once(caplog) -> None:
     feed = load_echap(text.encode(), "x.yaml")
     assert feed.indicator_count == 0
     assert caplog.text.count("unknown app keys ignored: telegram") == 1
+
+
+@pytest.mark.timeout(10)
+def test_an_alias_bomb_is_refused_at_its_first_alias() -> None:
+    with pytest.raises(FeedError, match="aliases and anchors are not allowed") as caught:
+        load_echap(alias_bomb(feed=True), "bomb.yaml")
+    assert caught.value.line == 6

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from gpiozero.pins.mock import MockFactory
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageDraw
 
 from screen.app import ScreenApp, ScreenSettings
 from screen.cli import render_picture
 from screen.controls import Controls, Gesture, LedPattern
 from screen.display import DisplayUnavailable, create_display
-from screen.model import ScreenState, apply_message
-from screen.pages import Page, load_fonts, render
+from screen.model import HEALTH_STATES, MAX_TEXT, SEVERITY_RANK, ScreenState, apply_message
+from screen.pages import Page, View, load_fonts, render
 from screen.samples import NETWORK, NOON, RECENT, samples
 from sensor.messages import LANGUAGES, load_catalogue, placeholders
 from sensor.outputs.topics import Topics
@@ -271,3 +275,123 @@ def test_a_front_desk_screen_shows_the_worst_of_several_sensors() -> None:
     assert [topic for topic, _ in site_app.subscriptions] == [
         "veilleuse/shelter-a/+/state", "veilleuse/shelter-a/+/status",
         "veilleuse/shelter-a/+/alert"]
+
+
+# -- hostile payloads: the screen bounds, cleans and clamps what it draws ----------------
+
+_FONTS = functools.cache(load_fonts)
+_TEXTS = functools.cache(lambda: load_catalogue("en", "screen.locales"))
+
+
+def _drawn_pages(state: ScreenState) -> list[str]:
+    """Every string drawn on every page, details hidden and revealed."""
+    drawn = _RecordingDraw()
+    for page in Page:
+        for revealed in (False, True):
+            render(drawn, state, View(page=page, revealed=revealed), _TEXTS(), _FONTS(),
+                   NETWORK)
+    return drawn.texts
+
+
+def _assert_drawable(texts: list[str]) -> None:
+    for text in texts:
+        assert text.isprintable(), repr(text)
+        assert len(text) <= MAX_TEXT, repr(text)
+
+
+def _state_message(**fields: object) -> tuple[str, bytes]:
+    return TOPICS.state, _message("veilleuse.state/1", **{
+        "health": "alert", "time": "2026-01-01T12:00:00Z", "reasons": [],
+        "counters": {"alerts_high": 1}, **fields})
+
+
+def _alert_message(**fields: object) -> tuple[str, bytes]:
+    return TOPICS.alert, _message("veilleuse.alert/1", **{
+        "id": "x", "severity": "high", "kind": "domain", "app": "DemoSpy", "device": "dev-1",
+        "last_seen": "2026-01-01T11:50:00Z", **fields})
+
+
+@pytest.mark.timeout(30)
+def test_a_huge_app_name_with_newlines_is_cut_to_one_line() -> None:
+    state = ScreenState(broker_connected=True)
+    state = apply_message(state, *_alert_message(app="Spy\nApp" + "x" * 20_000,
+                                                 device="dev\r\n1" * 5_000))
+    assert len(state.recent[0].app) <= MAX_TEXT and "\n" not in state.recent[0].app
+    texts = _drawn_pages(state)
+    _assert_drawable(texts)
+    assert any(text.startswith("11:50 Spy App") and text.endswith("…") for text in texts)
+
+
+@pytest.mark.timeout(30)
+def test_huge_counters_are_clamped() -> None:
+    state = ScreenState(broker_connected=True)
+    state = apply_message(state, *_state_message(counters=json.loads(
+        '{"alerts_high": ' + "9" * 4000 + ', "pending": -5, "delivered": true}')))
+    assert state.counter("pending") == 0 and state.counter("delivered") == 0
+    texts = _drawn_pages(state)
+    assert "To review: 9999+" in texts and "Not sent yet: 0" in texts
+    assert any(text.startswith("9999+ item") for text in texts)
+
+
+def test_unknown_health_and_severity_are_shown_as_unknown_never_as_all_clear() -> None:
+    state = ScreenState(broker_connected=True)
+    state = apply_message(state, *_state_message(health="maintenance"))
+    assert (state.shown_health, state.shown_reasons) == ("degraded", ("unknown_health",))
+    assert _drawn_pages(state)[:2] == ["CHECK BOX", "See the sensor"]
+    state = apply_message(state, *_alert_message(severity={"x": 1}, time="yesterday"))
+    assert state.recent[0].severity == "unknown" and state.ignored_messages == 0
+    for bad_time in ("2026-01-01T11:50:00", "yesterday", 1767268200, "9" * 10_000):
+        after = apply_message(state, *_alert_message(last_seen=bad_time))
+        assert after.ignored_messages == 1, bad_time
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-10**40, max_value=10**40)
+    | st.floats() | st.text(max_size=200),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12)
+_TIMES = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)).map(
+    lambda moment: moment.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z"))
+_TEXT = st.text(max_size=300) | st.sampled_from(["", "\n", "\x00", "\u202e", "A\r\nB"])
+_FIELDS = {
+    "state": {"schema": st.just("veilleuse.state/1"),
+              "health": st.sampled_from(HEALTH_STATES) | _TEXT | _JSON,
+              "time": _TIMES | _JSON,
+              "reasons": st.lists(st.sampled_from(["no_traffic", "suricata_down"]) | _TEXT,
+                                  max_size=20) | _JSON,
+              "counters": st.dictionaries(_TEXT, st.integers(min_value=-10**50,
+                                                             max_value=10**50) | _JSON,
+                                          max_size=20) | _JSON,
+              "feeds": st.dictionaries(_TEXT, _TEXT | _JSON, max_size=20) | _JSON},
+    "status": {"schema": st.just("veilleuse.status/1"),
+               "status": st.sampled_from(["online", "offline"]) | _JSON, "time": _TIMES | _JSON},
+    "alert": {"schema": st.just("veilleuse.alert/1"), "id": _TEXT | _JSON,
+              "severity": st.sampled_from(list(SEVERITY_RANK)) | _TEXT | _JSON,
+              "kind": _TEXT | _JSON, "app": _TEXT | _JSON, "device": _TEXT | _JSON,
+              "last_seen": _TIMES | _JSON},
+}
+
+
+@st.composite
+def _mqtt_messages(draw: st.DrawFn) -> tuple[str, bytes]:
+    leaf = draw(st.sampled_from(list(_FIELDS)))
+    sensor = draw(st.sampled_from(["box1", "box2"]) | st.text(max_size=30))
+    fields = {key: draw(value) for key, value in _FIELDS[leaf].items()
+              if draw(st.integers(0, 9)) > 0}
+    payload = json.dumps(fields).encode() if draw(st.integers(0, 9)) > 0 else \
+        draw(st.binary(max_size=100))
+    return f"veilleuse/shelter-a/{sensor}/{leaf}", payload
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_mqtt_messages(), min_size=1, max_size=8))
+def test_any_payload_leaves_every_page_drawable(messages) -> None:
+    app = ScreenApp(TOPICS, _TEXTS(), _FONTS(), create_display("dummy"), follow_site=True,
+                    network=lambda: NETWORK, clock=_Clock())
+    app.handle("connected", True)
+    for message in messages:
+        app.handle("message", message)  # the path MQTT messages take, drawn each time
+    assert app.state.shown_health in HEALTH_STATES
+    assert app.state.ignored_messages + len(app.state.sensors) + len(app.state.recent) > 0
+    _assert_drawable(_drawn_pages(app.state))

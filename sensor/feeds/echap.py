@@ -4,6 +4,11 @@ The file is a list of apps; each app lists C2 domains and IPs, vendor
 websites and download (distribution) sites. Structure errors reject the whole
 file (naming line and key); a single malformed value is skipped, counted and
 reported with its line, so one typo upstream does not blind the sensor.
+Every indicator is checked here, before anything is built from it, against
+what both DNS and a Suricata rule can hold (``indicator_domain``,
+``indicator_ip``): the matcher and the compiled rules see the same set, and
+one hostile value cannot make ``suricata -T`` refuse the whole rule file.
+App names are cleaned (control characters replaced, length bounded).
 Unknown keys are kept out of matching but reported once.
 """
 
@@ -18,8 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from sensor.errors import FeedError
 from sensor.feeds.model import Category, Feed, Indicator
-from sensor.feeds.names import normalize_domain, normalize_ip
-from sensor.yamlsource import YamlDocument, dotted, parse_yaml, yaml_error_line
+from sensor.feeds.names import indicator_domain, indicator_ip, shown
+from sensor.yamlsource import (
+    YamlDocument,
+    dotted,
+    parse_yaml,
+    yaml_error_key,
+    yaml_error_line,
+    yaml_error_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +41,23 @@ _KNOWN_APP_KEYS = frozenset({
 })
 
 
+MAX_APP_NAME = 100
+
+
 class _C2(BaseModel):
     model_config = ConfigDict(extra="allow")
-    domains: list[str] = Field(default_factory=list)
-    ips: list[str] = Field(default_factory=list)
-    ip: list[str] = Field(default_factory=list)  # an upstream spelling of ips, read as ips
+    # Values are Any: one that is not text is skipped alone, not the whole feed.
+    domains: list[Any] = Field(default_factory=list)
+    ips: list[Any] = Field(default_factory=list)
+    ip: list[Any] = Field(default_factory=list)  # an upstream spelling of ips, read as ips
 
 
 class _App(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field(min_length=1)
     type: Literal["stalkerware", "watchware"]
-    websites: list[str] = Field(default_factory=list)
-    distribution: list[str] = Field(default_factory=list)
+    websites: list[Any] = Field(default_factory=list)
+    distribution: list[Any] = Field(default_factory=list)
     c2: _C2 = Field(default_factory=_C2)
 
 
@@ -60,8 +76,8 @@ def load_echap(content: bytes, name: str) -> Feed:
     except UnicodeDecodeError as error:
         raise FeedError(name, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
     except yaml.YAMLError as error:
-        raise FeedError(name, f"not valid YAML: {getattr(error, 'problem', error)}",
-                        line=yaml_error_line(error)) from None
+        raise FeedError(name, yaml_error_message(error), line=yaml_error_line(error),
+                        key=yaml_error_key(error)) from None
     if not isinstance(document.data, list):
         raise FeedError(name, "expected a list of apps at the top level", line=1)
     try:
@@ -80,10 +96,14 @@ def _build_feed(apps: list[_App], document: YamlDocument, name: str, version: st
     unknown_keys: set[str] = set()
     for position, app in enumerate(apps):
         unknown_keys.update(set(app.model_extra or {}) - _KNOWN_APP_KEYS)
+        app_name = clean_app_name(app.name)
+        if app_name != app.name:
+            warnings.append(f"{name}, line {document.line_of((position, 'name'))}: app name "
+                            f"{shown(app.name)} cleaned to {app_name!r}")
         for key, values, category, want_ip in _indicator_lists(app):
             for index, raw in enumerate(values):
                 try:
-                    indicators.append(_indicator(raw, category, app.name, want_ip))
+                    indicators.append(_indicator(raw, category, app_name, want_ip))
                 except ValueError as error:
                     rejected += 1
                     path = (position, *key.split("."), index)
@@ -104,22 +124,42 @@ def _indicator_lists(app: _App) -> list[tuple[str, list[str], Category, bool | N
     """(YAML key, values, category, True=IP / False=domain / None=either) per list."""
     if app.type == "watchware":
         return [("c2.domains", app.c2.domains, Category.WATCHWARE, False),
-                ("c2.ips", app.c2.ips + app.c2.ip, Category.WATCHWARE, True)]
+                ("c2.ips", app.c2.ips, Category.WATCHWARE, True),
+                ("c2.ip", app.c2.ip, Category.WATCHWARE, True)]
     return [("c2.domains", app.c2.domains, Category.C2, False),
-            ("c2.ips", app.c2.ips + app.c2.ip, Category.C2, True),
+            ("c2.ips", app.c2.ips, Category.C2, True),
+            ("c2.ip", app.c2.ip, Category.C2, True),
             ("websites", app.websites, Category.WEBSITE, False),
             ("distribution", app.distribution, Category.WEBSITE, None)]
 
 
+def clean_app_name(name: str) -> str:
+    """``name`` with control characters as spaces, cut to ``MAX_APP_NAME`` characters.
+
+    >>> clean_app_name("Spy\\nApp\\x00")
+    'Spy App'
+    >>> clean_app_name("\\x00")
+    '(no name)'
+    """
+    text = "".join(c if c.isprintable() else " " for c in name).strip() or "(no name)"
+    return text if len(text) <= MAX_APP_NAME else text[:MAX_APP_NAME - 1] + "…"
+
+
 def _indicator(raw: Any, category: Category, app: str, want_ip: bool | None) -> Indicator:
     if not isinstance(raw, str):
-        raise ValueError(f"expected text, got {raw!r}")
+        raise ValueError(f"expected text, got {shown(raw)}")
     if "://" in raw:
-        raise ValueError(f"{raw!r} is a URL; only domains and IPs can be matched on the wire")
-    if want_ip is not False:
+        raise ValueError(f"{shown(raw)} is a URL; only domains and IPs can be matched on the "
+                         "wire")
+    if want_ip:
+        return Indicator(indicator_ip(raw), category, app, is_ip=True)
+    if want_ip is False:
+        return Indicator(indicator_domain(raw), category, app)
+    try:
+        return Indicator(indicator_ip(raw), category, app, is_ip=True)
+    except ValueError as not_ip:
         try:
-            return Indicator(normalize_ip(raw), category, app, is_ip=True)
-        except ValueError:
-            if want_ip:
-                raise ValueError(f"not an IP address: {raw!r}") from None
-    return Indicator(normalize_domain(raw), category, app)
+            return Indicator(indicator_domain(raw), category, app)
+        except ValueError as not_name:
+            raise ValueError(f"neither an IP address ({not_ip}) nor a domain name "
+                             f"({not_name})") from None

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
+import re
 from collections.abc import Iterable
 
 import idna
@@ -43,6 +45,80 @@ def normalize_domain(name: str) -> str:
     if any(not label for label in text.split(".")) or any(c in text for c in " /\\@:*"):
         raise ValueError(f"not a domain name: {name!r}")
     return text
+
+
+MAX_NAME_LENGTH = 253  # RFC 1035, in its dotted text form
+MAX_LABEL_LENGTH = 63
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about hostile input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def indicator_domain(value: str) -> str:
+    """A listed name, normalized, that DNS and a Suricata rule can both hold; else ValueError.
+
+    Stricter than ``normalize_domain`` (which reads names seen on the wire):
+    letters, digits, '-' and '_' only (after IDNA), labels of 1-63
+    characters that neither start nor end with '-', 253 characters at most,
+    and at least two labels (a lone top-level domain would match half the
+    Internet).
+
+    >>> indicator_domain("Bücher.Example.")
+    'xn--bcher-kva.example'
+    >>> indicator_domain("com")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'com' is a single label; list a full name (app.example)
+    """
+    if not value.isprintable():
+        raise ValueError(f"{shown(value)} holds control or invisible characters")
+    name = normalize_domain(value)
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{shown(value)} is longer than {MAX_NAME_LENGTH} characters")
+    labels = name.split(".")
+    if len(labels) < 2:
+        raise ValueError(f"{shown(value)} is a single label; list a full name (app.example)")
+    for label in labels:
+        if len(label) > MAX_LABEL_LENGTH:
+            raise ValueError(f"label {shown(label, 20)} of {shown(value)} is longer than "
+                             f"{MAX_LABEL_LENGTH} characters")
+        if not _LABEL.fullmatch(label):
+            raise ValueError(f"label {shown(label, 20)} of {shown(value)} holds a character a "
+                             "domain name cannot (letters, digits, '-' and '_' only)")
+    return name
+
+
+def indicator_ip(value: str) -> str:
+    """A listed IP address, canonical, that can be a server on the Internet; else ValueError.
+
+    Refuses what Suricata cannot load or what can never be a remote server: a
+    scope (``fe80::1%eth0``), a network (``10.0.0.0/8``), unspecified,
+    loopback, link-local, multicast and reserved addresses.
+
+    >>> indicator_ip("2001:DB8::0:7")
+    '2001:db8::7'
+    """
+    if "%" in value:
+        raise ValueError(f"{shown(value)} has an interface scope (%...); list the address "
+                         "alone")
+    if "/" in value:
+        raise ValueError(f"{shown(value)} is a network; list single addresses")
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise ValueError(f"not an IP address: {shown(value)}") from None
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        raise ValueError(f"{shown(value)} is an IPv4-mapped address; list {mapped} instead")
+    for kind in ("unspecified", "loopback", "link_local", "multicast", "reserved"):
+        if getattr(address, f"is_{kind}"):
+            raise ValueError(f"{shown(value)} is a {kind.replace('_', '-')} address, never "
+                             "a server on the Internet")
+    return str(address)
 
 
 def domain_suffixes(name: str) -> list[str]:
