@@ -169,20 +169,9 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
 def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
              feed_versions: dict[str, str] | None = None) -> int:
     """Publish the book's pending alerts; 0 when all are acknowledged, else 1 (they stay)."""
-    from sensor.outputs.delivery import publisher
+    from sensor.outputs.delivery import deliver_pending
 
-    sender = publisher(config, book, url)
-    sender.feed_versions = feed_versions or {}
-    sender.start()
-    try:
-        delivered = sender.wait_until_delivered(timeout)
-    finally:
-        sender.stop()
-    health = sender.health()
-    purged = book.purge(older_than=time.time() - config.alerts.retention_days * 86_400)
-    if purged:
-        log.info("retention: deleted %d delivered alert(s) not seen for %d days", purged,
-                 config.alerts.retention_days)
+    delivered, health = deliver_pending(config, book, url, timeout, feed_versions)
     if delivered:
         log.info("all alerts delivered (%d this run)", health.delivered)
         return 0

@@ -19,6 +19,7 @@ from sensor.daemon.health import HealthInputs, assess
 from sensor.demo.traffic import Traffic
 from tests.broker import Core, Mosquitto
 from tests.conftest import require_tool, until
+from tests.daemons import sensor_config
 
 
 def _inputs(**changes: object) -> HealthInputs:
@@ -47,17 +48,6 @@ def test_health_rules(changes, state, reasons) -> None:
     assert len(health.details) == len(health.reasons)
 
 
-def _sensor_config(tmp_path: Path, broker: Mosquitto, interface: str, **daemon: object) -> Path:
-    config = tmp_path / "veilleuse.yaml"
-    config.write_text(json.dumps({
-        "site": "shelter-a", "sensor": "box1", "network": {"interface": interface},
-        "alerts": {"database": str(tmp_path / "alerts.sqlite")}, "mqtt": {"url": broker.url},
-        "privacy": {"secret_file": str(tmp_path / "key")},
-        "daemon": {"state_directory": str(tmp_path / "state"),
-                   "runtime_directory": str(tmp_path / "run"), **daemon}}))
-    return config
-
-
 def _broker(tmp_path: Path) -> Mosquitto:
     (tmp_path / "broker").mkdir()
     broker = Mosquitto(tmp_path / "broker", require_tool("mosquitto"))
@@ -68,7 +58,7 @@ def _broker(tmp_path: Path) -> Mosquitto:
 def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> None:
     host, namespace = veth
     broker = _broker(tmp_path)
-    config = _sensor_config(tmp_path, broker, host, feeds_check_seconds=1)
+    config = sensor_config(tmp_path, broker.url, host, feeds_check_seconds=1)
     feeds = []
     for path in echap_files:
         copy = tmp_path / path.name
@@ -185,7 +175,7 @@ def _datagrams(sock: socket.socket, until: Callable[[str], bool], timeout: float
 def test_the_lite_sensor_without_suricata(tmp_path, veth, echap_files) -> None:
     host, namespace = veth
     broker = _broker(tmp_path)
-    config = _sensor_config(tmp_path, broker, host)
+    config = sensor_config(tmp_path, broker.url, host)
     health_file = tmp_path / "run" / "health.json"
     core = Core(broker)
     daemon = subprocess.Popen(

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sensor.alerts.book import AlertBook
+from sensor.alerts.retention import apply_retention
 from sensor.analysis import (
     build_engine,
     build_matcher,
@@ -31,6 +32,7 @@ from sensor.analysis import (
 from sensor.capture.eve_tail import EveTailer, rotated_path
 from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
+from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
 from sensor.daemon.notify import SystemdNotifier
 from sensor.daemon.selftest import SELFTEST_INDICATOR, run_selftest
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 HEALTH_EVERY = 2.0
 BEACON_EVERY = 60.0
 DROPS_EVERY = 30.0
+RETENTION_EVERY = 3600.0
 
 
 class SuricataCapture:
@@ -192,10 +195,12 @@ class SensorDaemon:
     def __init__(self, config: Config, *, source: str = "suricata",
                  feed_files: Sequence[Path] = (), notifier: SystemdNotifier | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 clock_synchronised: ClockProbe | None = None) -> None:
         self.config = config
         self.notifier = notifier or SystemdNotifier()
         self._clock, self._wall_clock = clock, wall_clock
+        self._clock_synchronised = clock_synchronised or SystemClock()
         self.feeds = load_feeds(config, feed_files)
         self._feed_files = feed_files
         self.engine = build_engine(config, build_matcher(self.feeds, config, [SELFTEST_INDICATOR]))
@@ -315,7 +320,8 @@ class SensorDaemon:
 
     def run(self, stop: threading.Event) -> None:
         book = AlertBook(self.config.alerts.database)
-        alerts = AlertQueue(book, self.config, pseudonymizer(self.config), self._wall_clock)
+        alerts = AlertQueue(book, self.config, pseudonymizer(self.config), self._wall_clock,
+                            self._clock_synchronised)
         sender = publisher(self.config, book)
         sender.feed_versions = feed_versions(self.feeds)
         sender.health_source = lambda: (self.health.state, self.health.reasons,
@@ -326,7 +332,8 @@ class SensorDaemon:
         self.capture.start(capture_stop)
         started = self._clock()
         due = {"health": started, "beacons": started + BEACON_EVERY, "drops": started,
-               "feeds": started + self.config.daemon.feeds_check_seconds}
+               "feeds": started + self.config.daemon.feeds_check_seconds,
+               "retention": started}
         try:
             while not stop.wait(0.5):
                 now = self._clock()
@@ -340,6 +347,10 @@ class SensorDaemon:
                 if now >= due["feeds"]:
                     self._reload_feeds_if_changed(sender)
                     due["feeds"] = now + self.config.daemon.feeds_check_seconds
+                if now >= due["retention"]:
+                    apply_retention(book, self.config.alerts.retention_days,
+                                    self._wall_clock(), self._clock_synchronised())
+                    due["retention"] = now + RETENTION_EVERY
                 if now >= due["health"]:
                     self._check_health(book, sender)
                     due["health"] = now + HEALTH_EVERY
