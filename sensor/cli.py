@@ -72,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
                      help="indicator file (repeatable); default: the installed feeds")
     commands.add_parser("status", help="the live sensor's health, for SSH maintenance "
-                        "(exit 0 ok/alert, 1 degraded, 3 not running)")
+                        "(exit 0 ok/alert and capturing, 1 degraded or not capturing, "
+                        "3 not running)")
     selftest = commands.add_parser("selftest", help="send a harmless probe through the running "
                                    "sensor and check it comes out as an alert, delivered")
     selftest.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
@@ -229,7 +230,8 @@ def _status(args: argparse.Namespace) -> int:
           f"drops: {health['drop_ratio']:.2%}; alerts waiting for the broker: "
           f"{health['pending_alerts']}")
     print("feeds: " + ", ".join(f"{n} {v[:8]}" for n, v in health["feeds"].items()))
-    return 1 if health["state"] == "degraded" else 0
+    capturing = health.get("capturing", health["capture"] == "running")
+    return 0 if capturing and health["state"] in ("ok", "alert") else 1
 
 
 def _selftest(args: argparse.Namespace) -> int:

@@ -272,6 +272,14 @@ class DaemonConfig(_Section):
                                        "for updated feeds and reloads its rules.")
     max_eve_megabytes: int = Field(64, ge=1, description="Suricata's eve.json is rotated past "
                                    "this size (one previous file is kept until read).")
+    start_deadline_seconds: float = Field(
+        90.0, gt=0, description="If capture is not running this long after start, the sensor "
+        "is degraded (with Suricata's error), tells systemd it is ready anyway (so it is not "
+        "restarted in a loop) and `veilleuse status` exits 1.")
+    clock_grace_seconds: float = Field(
+        300.0, ge=0, description="A system clock still not synchronised (NTP) this long after "
+        "start makes the sensor degraded (clock_unsynchronised): alert times would be wrong "
+        "and TLS to the core fails. Until then it is only noted in each alert.")
 
 
 class SuricataSection(_Section):

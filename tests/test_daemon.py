@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from sensor.config import load_config
 from sensor.daemon.health import HealthInputs, assess
 from sensor.demo.traffic import Traffic
 from tests.broker import Core, Mosquitto
 from tests.conftest import require_tool, until
-from tests.daemons import sensor_config
+from tests.daemons import health_of, sensor_config
 
 
 def _inputs(**changes: object) -> HealthInputs:
@@ -41,6 +42,9 @@ def _inputs(**changes: object) -> HealthInputs:
     ({"feeds_age_days": None}, "degraded", ("feeds_stale",)),
     ({"delivery_problem": "refused", "broker_unreachable": "down"}, "degraded",
      ("broker_refused_alert", "broker_unreachable")),
+    ({"clock_synchronised": False, "seconds_since_start": 60.0}, "ok", ()),
+    ({"clock_synchronised": False, "seconds_since_start": 600.0}, "degraded",
+     ("clock_unsynchronised",)),
 ])
 def test_health_rules(changes, state, reasons) -> None:
     health = assess(_inputs(**changes))
@@ -200,3 +204,57 @@ def test_the_lite_sensor_without_suricata(tmp_path, veth, echap_files) -> None:
         core.close()
         broker.stop()
     assert code == 0
+
+
+def test_a_sensor_that_never_captures_says_so_after_the_start_deadline(tmp_path, suricata,
+                                                                        echap_files) -> None:
+    """A wrong interface name: DEGRADED with Suricata's error, READY=1 anyway, status exits 1."""
+    config = sensor_config(tmp_path, "mqtt://127.0.0.1:9", f"vlnone{os.getpid() % 10**6}",
+                           start_deadline_seconds=3)
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(0.5)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "sensor", "--config", str(config), "run",
+         *(arg for path in echap_files for arg in ("--feed", str(path)))],
+        env={**os.environ, "NOTIFY_SOCKET": str(notify_path)}, stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "daemon.log").open("w"))
+    loaded = load_config(config)
+    try:
+        ready = _datagrams(notify, until=lambda m: m.startswith("READY=1"), timeout=60)
+        assert ready and ready[-1].startswith("READY=1\nSTATUS=degraded: "), ready
+        draining = threading.Thread(target=_datagrams, args=(notify, lambda m: False, 120),
+                                    daemon=True)
+        draining.start()
+        assert until(lambda: "No such device" in " ".join(health_of(loaded).get("details", ())),
+                     60), (tmp_path / "daemon.log").read_text()[-2000:]
+        assert health_of(loaded)["reasons"][0] == "suricata_down"
+        assert health_of(loaded)["capturing"] is False
+        status = subprocess.run([sys.executable, "-m", "sensor", "--config", str(config),
+                                 "status"], capture_output=True, text=True)
+        assert status.returncode == 1, status.stdout
+        assert status.stdout.startswith("health: DEGRADED\n  - suricata_down: ")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(60)
+        notify.close()
+    assert code == 0
+
+
+def test_status_exits_1_while_the_sensor_is_not_capturing_yet(tmp_path) -> None:
+    config_path = sensor_config(tmp_path, "mqtt://127.0.0.1:9", "eth0")
+    (tmp_path / "run").mkdir()
+
+    def status_with(state: str, capturing: bool) -> int:
+        (tmp_path / "run" / "health.json").write_text(json.dumps({
+            "state": state, "reasons": [], "details": [], "time": time.time(), "pid": 1,
+            "capture": "running" if capturing else "starting", "capturing": capturing,
+            "observations": 0, "drop_ratio": 0.0, "pending_alerts": 0, "feeds": {}}))
+        return subprocess.run([sys.executable, "-m", "sensor", "--config", str(config_path),
+                               "status"], capture_output=True).returncode
+
+    assert status_with("starting", capturing=False) == 1
+    assert status_with("ok", capturing=True) == 0
+    assert status_with("alert", capturing=True) == 0
+    assert status_with("degraded", capturing=True) == 1

@@ -129,7 +129,24 @@ class SuricataCapture:
             return None
         if self.supervisor.state is SupervisorState.STARTING:
             return f"suricata is starting again ({transitions[-1].reason})"
-        return transitions[-1].reason
+        error = self.last_error()
+        return transitions[-1].reason + (f"; suricata said: {error}" if error else "")
+
+    def last_error(self) -> str | None:
+        """The first error Suricata printed in its last run (e.g. the interface it cannot open)."""
+        try:
+            with (self.supervisor.settings.workdir / "suricata.out").open("rb") as output:
+                output.seek(max(0, output.seek(0, os.SEEK_END) - 16_384))
+                lines = output.read().decode(errors="replace").splitlines()
+        except FileNotFoundError:
+            return None
+        last_run = max((i for i, line in enumerate(lines) if "This is Suricata version" in line),
+                       default=0)
+        errors = [line[3:] for line in lines[last_run:] if line.startswith("E: ")]
+        return errors[0] if errors else None
+
+    def gave_up(self) -> bool:
+        return self.supervisor.state is SupervisorState.FATAL
 
     def drop_ratio(self) -> float | None:
         stats = self.supervisor.last_stats  # refreshed by the supervising thread, no I/O here
@@ -180,6 +197,9 @@ class LiteCapture:
     def problem(self) -> str | None:
         return None if self.running() else "the sniffer has not started"
 
+    def gave_up(self) -> bool:
+        return False
+
     def drop_ratio(self) -> float | None:
         seen = self.source.stats.records + self.source.stats.skipped_total
         return self.source.stats.skipped_total / seen if seen else 0.0
@@ -209,7 +229,7 @@ class SensorDaemon:
         self.capture = SuricataCapture(config, self.feeds,
                                        config.daemon.state_directory / "suricata") \
             if source == "suricata" else LiteCapture(config)
-        self._last_traffic = clock()
+        self._last_traffic = self._started = clock()
         self._drop_ratio = 0.0
         self._observations = 0
         self._ready = False
@@ -257,11 +277,19 @@ class SensorDaemon:
 
     def _check_health(self, book: AlertBook, sender: MqttPublisher) -> None:
         running = self.capture.running()
-        starting = not self._ready and not running
+        since_start = self._clock() - self._started
+        deadline = self.config.daemon.start_deadline_seconds
+        # Start-up ends with the first capture, a definitive failure or the deadline:
+        # after that, "not capturing" is a reason, never an endless "starting".
+        starting = not (self._ready or running or self.capture.gave_up() or
+                        since_start > deadline)
+        problem = self.capture.problem()
+        if not running and problem is None:
+            problem = f"capture has not started {since_start:.0f} s after start"
         delivery = sender.health()
         severities = book.severity_counts()
         self.health = assess(HealthInputs(
-            capture_running=running, capture_problem=self.capture.problem(),
+            capture_running=running, capture_problem=problem,
             drop_ratio=self._drop_ratio,
             seconds_since_traffic=self._clock() - self._last_traffic,
             feeds_age_days=self._feeds_age_days(),
@@ -269,23 +297,28 @@ class SensorDaemon:
             broker_unreachable=None if delivery.connected or starting else delivery.problem,
             serious_alerts=severities.get(Severity.MEDIUM.value, 0) +
             severities.get(Severity.HIGH.value, 0),
-            starting=starting),
+            starting=starting, clock_synchronised=self._clock_synchronised(),
+            seconds_since_start=since_start),
             HealthThresholds(max_drop_ratio=self.config.daemon.max_drop_ratio,
                              silent_after_seconds=self.config.daemon.silent_after_minutes * 60,
-                             stale_after_days=self.config.feeds.max_age_days))
-        self._write_health(book.pending_count())
+                             stale_after_days=self.config.feeds.max_age_days,
+                             clock_grace_seconds=self.config.daemon.clock_grace_seconds))
+        self._write_health(book.pending_count(), running)
         summary = f"{self.health.state}: " + (", ".join(self.health.details) or
                                               f"{self._observations} records")
-        if not self._ready and running:
+        if not self._ready and not starting:
+            # READY=1 even when degraded: systemd must not kill and restart a sensor in a
+            # loop over a wrong interface name; the status says what is wrong.
             self.notifier.ready(summary)
             self._ready = True
         self.notifier.status(summary)
         self.notifier.watchdog()
 
-    def _write_health(self, pending: int) -> None:
+    def _write_health(self, pending: int, capturing: bool) -> None:
         self.health_file.parent.mkdir(parents=True, exist_ok=True)
         record = {**asdict(self.health), "time": self._wall_clock(), "pid": os.getpid(),
-                  "capture": self.capture.state_name(), "observations": self._observations,
+                  "capture": self.capture.state_name(), "capturing": capturing,
+                  "observations": self._observations,
                   "drop_ratio": self._drop_ratio, "pending_alerts": pending,
                   "feeds": feed_versions(self.feeds)}
         replace_file(self.health_file, json.dumps(record, indent=2), durable=False)
@@ -330,7 +363,7 @@ class SensorDaemon:
         sender.start()
         capture_stop = threading.Event()
         self.capture.start(capture_stop)
-        started = self._clock()
+        started = self._started = self._clock()
         due = {"health": started, "beacons": started + BEACON_EVERY, "drops": started,
                "feeds": started + self.config.daemon.feeds_check_seconds,
                "retention": started}
