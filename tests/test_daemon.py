@@ -78,7 +78,7 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         [sys.executable, "-m", "sensor", "--config", str(config), "run",
          *(arg for path in feeds for arg in ("--feed", str(path)))],
         env={**os.environ, "NOTIFY_SOCKET": str(notify_path)}, stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "daemon.log").open("w"))
+        stderr=(tmp_path / "daemon.log").open("w"), umask=0o077)  # as the unit runs it
 
     def log_tail() -> str:
         return (tmp_path / "daemon.log").read_text()[-3000:]
@@ -92,7 +92,7 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
                        check=True, capture_output=True)
 
     def suricata_pid() -> int:
-        return int(subprocess.run(["pgrep", "-f", f"suricata -c {tmp_path}/state/suricata"],
+        return int(subprocess.run(["pgrep", "-f", f"suricata -c {tmp_path}/run/suricata"],
                                   capture_output=True, text=True).stdout.split()[0])
 
     def health() -> dict:
@@ -103,6 +103,13 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
 
     try:
         assert until(lambda: health().get("capture") == "running", 90), log_tail()
+        # Admins in the veilleuse group read the health; Suricata's files stay private
+        # and in RAM (runtime_directory), nothing under the state directory.
+        assert (_mode(health_file), _mode(health_file.parent)) == (0o640, 0o750)
+        assert _mode(tmp_path / "run" / "suricata") == 0o700
+        assert set(health()) == {"state", "reasons", "details", "time", "pid", "capture",
+                                 "capturing", "observations", "drop_ratio", "pending_alerts",
+                                 "feeds"}, "no secret and no device data in the health file"
         before = _datagrams(notify, until=lambda m: m.startswith("READY=1"), timeout=20)
         assert before and before[-1].startswith("READY=1"), before
         after = _datagrams(notify, until=lambda m: "WATCHDOG=1" in m, timeout=20)
@@ -117,6 +124,9 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         assert core.wait_for(lambda c: any(p["indicator"] == "copy9.com" for p in c.received),
                              60)
         assert until(lambda: health().get("state") == "alert", 30)
+        assert {"eve.json", "eve.offset", "suricata.yaml", "veilleuse.rules"} <= \
+            {p.name for p in (tmp_path / "run" / "suricata").iterdir()}
+        assert not (tmp_path / "state").exists()
 
         os.kill(suricata_pid(), signal.SIGKILL)
         assert until(lambda: "suricata_down" in health().get("reasons", ()), 30)
@@ -155,9 +165,13 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         notify.close()
         broker.stop()
     assert code == 0
-    leftovers = subprocess.run(["pgrep", "-f", f"suricata -c {tmp_path}/state/suricata"],
+    leftovers = subprocess.run(["pgrep", "-f", f"suricata -c {tmp_path}/run/suricata"],
                                capture_output=True, text=True).stdout
     assert leftovers == "", "Suricata must stop with the daemon"
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
 
 
 def _datagrams(sock: socket.socket, until: Callable[[str], bool], timeout: float) -> list[str]:

@@ -51,6 +51,8 @@ from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, Suri
 log = logging.getLogger(__name__)
 
 HEALTH_EVERY = 2.0
+HEALTH_FILE_MODE = 0o640       # the veilleuse group (admins over SSH) reads `veilleuse status`
+RUNTIME_DIRECTORY_MODE = 0o750
 BEACON_EVERY = 60.0
 DROPS_EVERY = 30.0
 RETENTION_EVERY = 3600.0
@@ -60,7 +62,8 @@ class SuricataCapture:
     """Suricata supervised on the interface, its EVE file tailed."""
 
     def __init__(self, config: Config, feeds: Sequence[Feed], workdir: Path) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
+        # EVE holds who talked to whom: readable by the sensor alone.
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.rules = workdir / "veilleuse.rules"
         self._write_rules(feeds)
         self.supervisor = SuricataSupervisor(SupervisorSettings(
@@ -226,8 +229,11 @@ class SensorDaemon:
         self.engine = build_engine(config, build_matcher(self.feeds, config, [SELFTEST_INDICATOR]))
         self.health_file = config.daemon.runtime_directory / "health.json"
         self.health = Health("starting", (), ())
+        # Suricata's files and the EVE offset live in RAM (/run): the SD card is written
+        # only for the alert book, the feeds and the pseudonym key. A reboot loses both
+        # the file and its offset together, so nothing is read twice or skipped.
         self.capture = SuricataCapture(config, self.feeds,
-                                       config.daemon.state_directory / "suricata") \
+                                       config.daemon.runtime_directory / "suricata") \
             if source == "suricata" else LiteCapture(config)
         self._last_traffic = self._started = clock()
         self._drop_ratio = 0.0
@@ -315,13 +321,18 @@ class SensorDaemon:
         self.notifier.watchdog()
 
     def _write_health(self, pending: int, capturing: bool) -> None:
-        self.health_file.parent.mkdir(parents=True, exist_ok=True)
+        """The health file: no secrets and no device data, since admins read it."""
+        directory = self.health_file.parent
+        directory.mkdir(mode=RUNTIME_DIRECTORY_MODE, parents=True, exist_ok=True)
+        if directory.stat().st_uid == os.geteuid():
+            directory.chmod(RUNTIME_DIRECTORY_MODE)
         record = {**asdict(self.health), "time": self._wall_clock(), "pid": os.getpid(),
                   "capture": self.capture.state_name(), "capturing": capturing,
                   "observations": self._observations,
                   "drop_ratio": self._drop_ratio, "pending_alerts": pending,
                   "feeds": feed_versions(self.feeds)}
-        replace_file(self.health_file, json.dumps(record, indent=2), durable=False)
+        replace_file(self.health_file, json.dumps(record, indent=2), durable=False,
+                     mode=HEALTH_FILE_MODE)
 
     # -- the loop ---------------------------------------------------------------------
 
