@@ -35,7 +35,7 @@ from sensor.config import Config
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
 from sensor.daemon.notify import SystemdNotifier
-from sensor.daemon.selftest import SELFTEST_INDICATOR, run_selftest
+from sensor.daemon.selftest import SELFTEST_INDICATOR, SelftestRunner, run_selftest
 from sensor.detect.model import Severity
 from sensor.errors import VeilleuseError
 from sensor.feeds.model import Feed
@@ -240,6 +240,7 @@ class SensorDaemon:
         self._observations = 0
         self._ready = False
         self._feeds_signature = self._signature()
+        self.selftests = SelftestRunner(lambda: run_selftest(config))
 
     # -- feeds --------------------------------------------------------------------------
 
@@ -341,12 +342,7 @@ class SensorDaemon:
         if command != "selftest":
             log.warning("unknown command %r from the screen ignored", command)
             return
-
-        def selftest() -> None:
-            result = run_selftest(self.config)
-            (log.info if result.passed else log.error)("%s", result.message)
-
-        threading.Thread(target=selftest, name="selftest", daemon=True).start()
+        self.selftests.request()
 
     def _turn(self, alerts: AlertQueue, sender: MqttPublisher, rescore: bool) -> None:
         """One pass: new records through detection into the book, then the offset."""
