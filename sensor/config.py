@@ -283,6 +283,9 @@ class DaemonConfig(_Section):
         90.0, gt=0, description="If capture is not running this long after start, the sensor "
         "is degraded (with Suricata's error), tells systemd it is ready anyway (so it is not "
         "restarted in a loop) and `veilleuse status` exits 1.")
+    mirror_check_seconds: float = Field(
+        60.0, gt=0, description="How often the mirror interface is checked to be passive (no "
+        "address, nothing sent but the self-test probes); otherwise: mirror_not_passive.")
     clock_grace_seconds: float = Field(
         300.0, ge=0, description="A system clock still not synchronised (NTP) this long after "
         "start makes the sensor degraded (clock_unsynchronised): alert times would be wrong "

@@ -25,6 +25,7 @@ class HealthInputs:
     starting: bool = False
     clock_synchronised: bool = True
     seconds_since_start: float = 0.0
+    mirror_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,8 @@ def assess(inputs: HealthInputs, thresholds: HealthThresholds | None = None) -> 
                          f"{inputs.seconds_since_start / 60:.0f} min after start: alert times "
                          "may be wrong and TLS to the core may fail; check that the box "
                          "reaches an NTP server (timedatectl timesync-status)"))
+    if inputs.mirror_problem:
+        problems.append(("mirror_not_passive", inputs.mirror_problem))
     if inputs.delivery_problem:
         problems.append(("broker_refused_alert", inputs.delivery_problem))
     if inputs.broker_unreachable:

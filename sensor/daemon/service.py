@@ -35,13 +35,19 @@ from sensor.config import Config
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
 from sensor.daemon.notify import SystemdNotifier
-from sensor.daemon.selftest import SELFTEST_INDICATOR, SelftestRunner, run_selftest
+from sensor.daemon.passive import PassiveWatch
+from sensor.daemon.selftest import (
+    SELFTEST_DOMAIN,
+    SELFTEST_INDICATOR,
+    SelftestRunner,
+    run_selftest,
+)
 from sensor.detect.model import Severity
 from sensor.errors import VeilleuseError
 from sensor.feeds.model import Feed
 from sensor.feeds.store import FeedStore
 from sensor.files import replace_file
-from sensor.observations import Observation
+from sensor.observations import DnsQuery, Observation
 from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher
 from sensor.outputs.mqtt import MqttPublisher
 from sensor.suricata.config import SuricataSettings
@@ -241,6 +247,9 @@ class SensorDaemon:
         self._ready = False
         self._feeds_signature = self._signature()
         self.selftests = SelftestRunner(lambda: run_selftest(config))
+        self.passive = PassiveWatch(config.network.interface)
+        self._mirror_problem: str | None = None
+        self._probes_seen = 0  # self-test queries captured, ours or `veilleuse selftest`'s
 
     # -- feeds --------------------------------------------------------------------------
 
@@ -305,7 +314,7 @@ class SensorDaemon:
             serious_alerts=severities.get(Severity.MEDIUM.value, 0) +
             severities.get(Severity.HIGH.value, 0),
             starting=starting, clock_synchronised=self._clock_synchronised(),
-            seconds_since_start=since_start),
+            seconds_since_start=since_start, mirror_problem=self._mirror_problem),
             HealthThresholds(max_drop_ratio=self.config.daemon.max_drop_ratio,
                              silent_after_seconds=self.config.daemon.silent_after_minutes * 60,
                              stale_after_days=self.config.feeds.max_age_days,
@@ -357,6 +366,8 @@ class SensorDaemon:
         if batch:
             self._last_traffic = self._clock()
             self._observations += len(batch)
+            self._probes_seen += sum(isinstance(o, DnsQuery) and
+                                     o.name.endswith(SELFTEST_DOMAIN) for o in batch)
 
     def run(self, stop: threading.Event) -> None:
         book = AlertBook(self.config.alerts.database)
@@ -373,7 +384,7 @@ class SensorDaemon:
         started = self._started = self._clock()
         due = {"health": started, "beacons": started + BEACON_EVERY, "drops": started,
                "feeds": started + self.config.daemon.feeds_check_seconds,
-               "retention": started}
+               "retention": started, "mirror": started}
         try:
             while not stop.wait(0.5):
                 now = self._clock()
@@ -387,6 +398,10 @@ class SensorDaemon:
                 if now >= due["feeds"]:
                     self._reload_feeds_if_changed(sender)
                     due["feeds"] = now + self.config.daemon.feeds_check_seconds
+                if now >= due["mirror"]:
+                    self._mirror_problem = self.passive.check(
+                        max(self.selftests.started, self._probes_seen))
+                    due["mirror"] = now + self.config.daemon.mirror_check_seconds
                 if now >= due["retention"]:
                     apply_retention(book, self.config.alerts.retention_days,
                                     self._wall_clock(), self._clock_synchronised())
