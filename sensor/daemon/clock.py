@@ -29,7 +29,12 @@ class _Timex(ctypes.Structure):
 
 
 def kernel_synchronised() -> bool:
-    """The kernel's view (adjtimex with modes=0, read-only): chrony and ntpd keep it up to date."""
+    """The kernel's view (adjtimex with modes=0, read-only): chrony and ntpd keep it up to date.
+
+    A sandbox that filters the call (systemd's ProtectClock=yes denies the
+    @clock system calls, adjtimex included) makes it fail: that reads as
+    unsynchronised, so such a unit relies on timesyncd's flag file.
+    """
     libc = ctypes.CDLL(None)  # the C library already loaded in this process
     timex = _Timex()  # modes = 0: read, change nothing
     state = libc.adjtimex(ctypes.byref(timex))
