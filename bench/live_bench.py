@@ -132,8 +132,8 @@ def main() -> None:
                                    f"--duration={args.seconds}", "-i", inner, str(pcap)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         samples = []
-        eve, offset = workdir / "state" / "suricata" / "eve.json", \
-            workdir / "state" / "suricata" / "eve.offset"
+        eve, offset = workdir / "run" / "suricata" / "eve.json", \
+            workdir / "run" / "suricata" / "eve.offset"
         previous = {pid: _cpu_seconds(pid) for pid in (daemon.pid, suricata)}
         while replay.poll() is None:
             time.sleep(5)

@@ -35,6 +35,7 @@ from sensor.config_docs import render_config_docs
 from sensor.feeds.store import FeedStore
 from sensor.feeds.update import UpdateStatus, update_feeds
 from sensor.messages import LANGUAGES, language_from_environment, load_catalogue
+from sensor.mirror import NETWORKD_DIRECTORY, NETWORKMANAGER_DIRECTORY
 from sensor.report import write_jsonl, write_text
 
 if TYPE_CHECKING:
@@ -72,10 +73,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
                      help="indicator file (repeatable); default: the installed feeds")
     commands.add_parser("status", help="the live sensor's health, for SSH maintenance "
-                        "(exit 0 ok/alert, 1 degraded, 3 not running)")
+                        "(exit 0 ok/alert and capturing, 1 degraded or not capturing, "
+                        "3 not running)")
     selftest = commands.add_parser("selftest", help="send a harmless probe through the running "
                                    "sensor and check it comes out as an alert, delivered")
     selftest.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
+
+    mirror = commands.add_parser("mirror", help="the mirror interface (run as root, before "
+                                 "the network comes up: veilleuse-mirror.service)")
+    mirror_commands = mirror.add_subparsers(dest="mirror_command", required=True,
+                                            metavar="ACTION")
+    apply = mirror_commands.add_parser(
+        "apply", help="keep network.interface passive: networkd and NetworkManager drop-ins, "
+        "link settings, nftables table inet veilleuse")
+    apply.add_argument("--dry-run", action="store_true", help="print what would be done")
+    apply.add_argument("--interface", help="override network.interface")
+    apply.add_argument("--networkd-dir", type=Path, default=NETWORKD_DIRECTORY, metavar="DIR",
+                       help=f"where the .network file goes (default {NETWORKD_DIRECTORY})")
+    apply.add_argument("--networkmanager-dir", type=Path, default=NETWORKMANAGER_DIRECTORY,
+                       metavar="DIR", help="where the NetworkManager drop-in goes (default "
+                       f"{NETWORKMANAGER_DIRECTORY})")
 
     rules = commands.add_parser("rules", help="compile the feeds into Suricata rules")
     rules.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
@@ -169,20 +186,9 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
 def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
              feed_versions: dict[str, str] | None = None) -> int:
     """Publish the book's pending alerts; 0 when all are acknowledged, else 1 (they stay)."""
-    from sensor.outputs.delivery import publisher
+    from sensor.outputs.delivery import deliver_pending
 
-    sender = publisher(config, book, url)
-    sender.feed_versions = feed_versions or {}
-    sender.start()
-    try:
-        delivered = sender.wait_until_delivered(timeout)
-    finally:
-        sender.stop()
-    health = sender.health()
-    purged = book.purge(older_than=time.time() - config.alerts.retention_days * 86_400)
-    if purged:
-        log.info("retention: deleted %d delivered alert(s) not seen for %d days", purged,
-                 config.alerts.retention_days)
+    delivered, health = deliver_pending(config, book, url, timeout, feed_versions)
     if delivered:
         log.info("all alerts delivered (%d this run)", health.delivered)
         return 0
@@ -240,7 +246,8 @@ def _status(args: argparse.Namespace) -> int:
           f"drops: {health['drop_ratio']:.2%}; alerts waiting for the broker: "
           f"{health['pending_alerts']}")
     print("feeds: " + ", ".join(f"{n} {v[:8]}" for n, v in health["feeds"].items()))
-    return 1 if health["state"] == "degraded" else 0
+    capturing = health.get("capturing", health["capture"] == "running")
+    return 0 if capturing and health["state"] in ("ok", "alert") else 1
 
 
 def _selftest(args: argparse.Namespace) -> int:
@@ -250,6 +257,23 @@ def _selftest(args: argparse.Namespace) -> int:
     result = run_selftest(config, args.timeout)
     print(result.message)
     return 0 if result.passed else 1
+
+
+def _mirror(args: argparse.Namespace) -> int:
+    from sensor.mirror import apply_mirror, plan_mirror
+
+    config, _ = _config(args)
+    plan = plan_mirror(args.interface or config.network.interface,
+                       networkd_directory=args.networkd_dir,
+                       networkmanager_directory=args.networkmanager_dir)
+    if args.dry_run:
+        sys.stdout.write(plan.describe())
+        return 0
+    apply_mirror(plan)
+    state = "set passive" if plan.commands else "absent now (set when it appears, by networkd)"
+    print(f"mirror interface {plan.interface}: {state}; drop-ins written; nftables table "
+          "inet veilleuse loaded")
+    return 0
 
 
 def _rules(args: argparse.Namespace) -> int:
@@ -328,31 +352,19 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_docs(args: argparse.Namespace) -> int:
+    sys.stdout.write(render_config_docs())
+    return 0
+
+
+_COMMANDS = {"analyze": lambda args: _analyze(args, args.capture, args.feed), "demo": _demo,
+             "feeds": _feeds, "publish": _publish, "mirror": _mirror, "rules": _rules,
+             "run": _run_daemon, "status": _status, "selftest": _selftest, "tail": _tail,
+             "check-config": _check_config, "config-docs": _config_docs}
+
+
 def _run(args: argparse.Namespace) -> int:
-    if args.command == "analyze":
-        return _analyze(args, args.capture, args.feed)
-    if args.command == "demo":
-        return _demo(args)
-    if args.command == "feeds":
-        return _feeds(args)
-    if args.command == "publish":
-        return _publish(args)
-    if args.command == "rules":
-        return _rules(args)
-    if args.command == "run":
-        return _run_daemon(args)
-    if args.command == "status":
-        return _status(args)
-    if args.command == "selftest":
-        return _selftest(args)
-    if args.command == "tail":
-        return _tail(args)
-    if args.command == "check-config":
-        return _check_config(args)
-    if args.command == "config-docs":
-        sys.stdout.write(render_config_docs())
-        return 0
-    raise AssertionError(f"unhandled command {args.command}")
+    return _COMMANDS[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -260,18 +260,36 @@ class ScreenConfig(_Section):
 
 
 class DaemonConfig(_Section):
-    state_directory: Path = Field(Path("/var/lib/veilleuse"), description="Where the live "
-                                  "sensor keeps Suricata's files and the EVE offset.")
-    runtime_directory: Path = Field(Path("/run/veilleuse"), description="Where the health "
-                                    "file `veilleuse status` reads is written.")
+    state_directory: Path = Field(Path("/var/lib/veilleuse"), description="No longer used "
+                                  "by the sensor (Suricata's files moved to "
+                                  "runtime_directory); kept so existing files stay valid.")
+    runtime_directory: Path = Field(Path("/run/veilleuse"), description="In RAM: the health "
+                                    "file `veilleuse status` reads (mode 0640, directory "
+                                    "0750) and, in suricata/ (0700), Suricata's generated "
+                                    "config, rules, eve.json, logs, command socket and the "
+                                    "EVE offset. Keep it across service restarts (systemd: "
+                                    "RuntimeDirectoryPreserve=yes); a reboot clears file and "
+                                    "offset together.")
     max_drop_ratio: float = Field(0.05, ge=0, le=1, description="Capture drops above this "
                                   "share of packets make the sensor degraded.")
     silent_after_minutes: float = Field(10.0, gt=0, description="No mirrored traffic for "
                                         "this long makes the sensor degraded.")
     feeds_check_seconds: float = Field(60.0, gt=0, description="How often the sensor looks "
                                        "for updated feeds and reloads its rules.")
-    max_eve_megabytes: int = Field(64, ge=1, description="Suricata's eve.json is rotated past "
-                                   "this size (one previous file is kept until read).")
+    max_eve_megabytes: int = Field(16, ge=1, description="Suricata's eve.json is rotated past "
+                                   "this size; one previous file is kept until read, so up to "
+                                   "twice this lives in runtime_directory (RAM).")
+    start_deadline_seconds: float = Field(
+        90.0, gt=0, description="If capture is not running this long after start, the sensor "
+        "is degraded (with Suricata's error), tells systemd it is ready anyway (so it is not "
+        "restarted in a loop) and `veilleuse status` exits 1.")
+    mirror_check_seconds: float = Field(
+        60.0, gt=0, description="How often the mirror interface is checked to be passive (no "
+        "address, nothing sent but the self-test probes); otherwise: mirror_not_passive.")
+    clock_grace_seconds: float = Field(
+        300.0, ge=0, description="A system clock still not synchronised (NTP) this long after "
+        "start makes the sensor degraded (clock_unsynchronised): alert times would be wrong "
+        "and TLS to the core fails. Until then it is only noted in each alert.")
 
 
 class SuricataSection(_Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -96,17 +97,24 @@ def tshark() -> str:
 
 
 @pytest.fixture
-def veth() -> Iterator[tuple[str, str]]:
-    """(host-side interface, namespace) of a veth pair whose other end is in the namespace."""
+def veth(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """(host-side interface, namespace) of a veth pair whose other end is in the namespace.
+
+    Names differ per test: scapy caches interfaces by name, so a second pair
+    under the same name would be sniffed through a stale index. The host end
+    is passive as `veilleuse mirror apply` leaves a mirror port (no IPv6, ARP
+    or multicast), so it sends nothing the sensor would call a leak.
+    """
     if os.geteuid() != 0:
         unavailable("needs root to create a network namespace")
     require_tool("ip")
-    suffix = str(os.getpid())[-6:]
+    suffix = hashlib.sha1(f"{os.getpid()} {request.node.nodeid}".encode()).hexdigest()[:8]
     namespace, host, inner = f"vl{suffix}", f"vlh{suffix}", f"vli{suffix}"
     commands = [["ip", "netns", "add", namespace],
                 ["ip", "link", "add", host, "type", "veth", "peer", "name", inner, "netns",
                  namespace],
-                ["ip", "link", "set", host, "up"],
+                ["sysctl", "-q", "-w", f"net.ipv6.conf.{host}.disable_ipv6=1"],
+                ["ip", "link", "set", host, "arp", "off", "multicast", "off", "up"],
                 ["ip", "-n", namespace, "link", "set", inner, "up"]]
     for command in commands:
         subprocess.run(command, check=True, capture_output=True)

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from sensor.config import load_config
 from sensor.daemon.health import HealthInputs, assess
 from sensor.demo.traffic import Traffic
 from tests.broker import Core, Mosquitto
 from tests.conftest import require_tool, until
+from tests.daemons import health_of, sensor_config
 
 
 def _inputs(**changes: object) -> HealthInputs:
@@ -40,22 +42,14 @@ def _inputs(**changes: object) -> HealthInputs:
     ({"feeds_age_days": None}, "degraded", ("feeds_stale",)),
     ({"delivery_problem": "refused", "broker_unreachable": "down"}, "degraded",
      ("broker_refused_alert", "broker_unreachable")),
+    ({"clock_synchronised": False, "seconds_since_start": 60.0}, "ok", ()),
+    ({"clock_synchronised": False, "seconds_since_start": 600.0}, "degraded",
+     ("clock_unsynchronised",)),
 ])
 def test_health_rules(changes, state, reasons) -> None:
     health = assess(_inputs(**changes))
     assert (health.state, health.reasons) == (state, reasons)
     assert len(health.details) == len(health.reasons)
-
-
-def _sensor_config(tmp_path: Path, broker: Mosquitto, interface: str, **daemon: object) -> Path:
-    config = tmp_path / "veilleuse.yaml"
-    config.write_text(json.dumps({
-        "site": "shelter-a", "sensor": "box1", "network": {"interface": interface},
-        "alerts": {"database": str(tmp_path / "alerts.sqlite")}, "mqtt": {"url": broker.url},
-        "privacy": {"secret_file": str(tmp_path / "key")},
-        "daemon": {"state_directory": str(tmp_path / "state"),
-                   "runtime_directory": str(tmp_path / "run"), **daemon}}))
-    return config
 
 
 def _broker(tmp_path: Path) -> Mosquitto:
@@ -68,7 +62,7 @@ def _broker(tmp_path: Path) -> Mosquitto:
 def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> None:
     host, namespace = veth
     broker = _broker(tmp_path)
-    config = _sensor_config(tmp_path, broker, host, feeds_check_seconds=1)
+    config = sensor_config(tmp_path, broker.url, host, feeds_check_seconds=1)
     feeds = []
     for path in echap_files:
         copy = tmp_path / path.name
@@ -84,7 +78,7 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         [sys.executable, "-m", "sensor", "--config", str(config), "run",
          *(arg for path in feeds for arg in ("--feed", str(path)))],
         env={**os.environ, "NOTIFY_SOCKET": str(notify_path)}, stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "daemon.log").open("w"))
+        stderr=(tmp_path / "daemon.log").open("w"), umask=0o077)  # as the unit runs it
 
     def log_tail() -> str:
         return (tmp_path / "daemon.log").read_text()[-3000:]
@@ -98,7 +92,7 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
                        check=True, capture_output=True)
 
     def suricata_pid() -> int:
-        return int(subprocess.run(["pgrep", "-f", f"suricata -c {tmp_path}/state/suricata"],
+        return int(subprocess.run(["pgrep", "-f", f"suricata -c {tmp_path}/run/suricata"],
                                   capture_output=True, text=True).stdout.split()[0])
 
     def health() -> dict:
@@ -109,6 +103,13 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
 
     try:
         assert until(lambda: health().get("capture") == "running", 90), log_tail()
+        # Admins in the veilleuse group read the health; Suricata's files stay private
+        # and in RAM (runtime_directory), nothing under the state directory.
+        assert (_mode(health_file), _mode(health_file.parent)) == (0o640, 0o750)
+        assert _mode(tmp_path / "run" / "suricata") == 0o700
+        assert set(health()) == {"state", "reasons", "details", "time", "pid", "capture",
+                                 "capturing", "observations", "drop_ratio", "pending_alerts",
+                                 "feeds"}, "no secret and no device data in the health file"
         before = _datagrams(notify, until=lambda m: m.startswith("READY=1"), timeout=20)
         assert before and before[-1].startswith("READY=1"), before
         after = _datagrams(notify, until=lambda m: "WATCHDOG=1" in m, timeout=20)
@@ -123,6 +124,9 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         assert core.wait_for(lambda c: any(p["indicator"] == "copy9.com" for p in c.received),
                              60)
         assert until(lambda: health().get("state") == "alert", 30)
+        assert {"eve.json", "eve.offset", "suricata.yaml", "veilleuse.rules"} <= \
+            {p.name for p in (tmp_path / "run" / "suricata").iterdir()}
+        assert not (tmp_path / "state").exists()
 
         os.kill(suricata_pid(), signal.SIGKILL)
         assert until(lambda: "suricata_down" in health().get("reasons", ()), 30)
@@ -161,9 +165,13 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         notify.close()
         broker.stop()
     assert code == 0
-    leftovers = subprocess.run(["pgrep", "-f", f"suricata -c {tmp_path}/state/suricata"],
+    leftovers = subprocess.run(["pgrep", "-f", f"suricata -c {tmp_path}/run/suricata"],
                                capture_output=True, text=True).stdout
     assert leftovers == "", "Suricata must stop with the daemon"
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
 
 
 def _datagrams(sock: socket.socket, until: Callable[[str], bool], timeout: float) -> list[str]:
@@ -185,7 +193,7 @@ def _datagrams(sock: socket.socket, until: Callable[[str], bool], timeout: float
 def test_the_lite_sensor_without_suricata(tmp_path, veth, echap_files) -> None:
     host, namespace = veth
     broker = _broker(tmp_path)
-    config = _sensor_config(tmp_path, broker, host)
+    config = sensor_config(tmp_path, broker.url, host)
     health_file = tmp_path / "run" / "health.json"
     core = Core(broker)
     daemon = subprocess.Popen(
@@ -210,3 +218,57 @@ def test_the_lite_sensor_without_suricata(tmp_path, veth, echap_files) -> None:
         core.close()
         broker.stop()
     assert code == 0
+
+
+def test_a_sensor_that_never_captures_says_so_after_the_start_deadline(tmp_path, suricata,
+                                                                        echap_files) -> None:
+    """A wrong interface name: DEGRADED with Suricata's error, READY=1 anyway, status exits 1."""
+    config = sensor_config(tmp_path, "mqtt://127.0.0.1:9", f"vlnone{os.getpid() % 10**6}",
+                           start_deadline_seconds=3)
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(0.5)
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "sensor", "--config", str(config), "run",
+         *(arg for path in echap_files for arg in ("--feed", str(path)))],
+        env={**os.environ, "NOTIFY_SOCKET": str(notify_path)}, stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "daemon.log").open("w"))
+    loaded = load_config(config)
+    try:
+        ready = _datagrams(notify, until=lambda m: m.startswith("READY=1"), timeout=60)
+        assert ready and ready[-1].startswith("READY=1\nSTATUS=degraded: "), ready
+        draining = threading.Thread(target=_datagrams, args=(notify, lambda m: False, 120),
+                                    daemon=True)
+        draining.start()
+        assert until(lambda: "No such device" in " ".join(health_of(loaded).get("details", ())),
+                     60), (tmp_path / "daemon.log").read_text()[-2000:]
+        assert health_of(loaded)["reasons"][0] == "suricata_down"
+        assert health_of(loaded)["capturing"] is False
+        status = subprocess.run([sys.executable, "-m", "sensor", "--config", str(config),
+                                 "status"], capture_output=True, text=True)
+        assert status.returncode == 1, status.stdout
+        assert status.stdout.startswith("health: DEGRADED\n  - suricata_down: ")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(60)
+        notify.close()
+    assert code == 0
+
+
+def test_status_exits_1_while_the_sensor_is_not_capturing_yet(tmp_path) -> None:
+    config_path = sensor_config(tmp_path, "mqtt://127.0.0.1:9", "eth0")
+    (tmp_path / "run").mkdir()
+
+    def status_with(state: str, capturing: bool) -> int:
+        (tmp_path / "run" / "health.json").write_text(json.dumps({
+            "state": state, "reasons": [], "details": [], "time": time.time(), "pid": 1,
+            "capture": "running" if capturing else "starting", "capturing": capturing,
+            "observations": 0, "drop_ratio": 0.0, "pending_alerts": 0, "feeds": {}}))
+        return subprocess.run([sys.executable, "-m", "sensor", "--config", str(config_path),
+                               "status"], capture_output=True).returncode
+
+    assert status_with("starting", capturing=False) == 1
+    assert status_with("ok", capturing=True) == 0
+    assert status_with("alert", capturing=True) == 0
+    assert status_with("degraded", capturing=True) == 1

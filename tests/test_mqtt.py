@@ -21,7 +21,7 @@ from sensor.alerts.book import AlertBook
 from sensor.analysis import analyze_capture, build_engine, open_source
 from sensor.config import Config
 from sensor.detect.model import Alert, AlertKind, Severity
-from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher
+from sensor.outputs.delivery import AlertQueue, deliver_pending, pseudonymizer, publisher
 from tests.broker import Core, Mosquitto
 from tests.conftest import require_tool
 from tests.scenarios import build_everything
@@ -191,7 +191,7 @@ def test_a_newer_version_is_not_retired_by_an_older_acknowledgement(tmp_path) ->
     book = AlertBook(tmp_path / "a.sqlite")
     fields = {"kind": "domain", "severity": "high", "device": "d", "indicator": "i",
               "first_seen": 1.0, "record": "{}", "now": 1.0}
-    payload = lambda first, last, count: f"seen {count} times until {last}"  # noqa: E731
+    payload = lambda first, last, count, synced: f"seen {count} times until {last}"  # noqa: E731
     first = book.record("a", last_seen=1.0, count_added=1, payload=payload, **fields)
     second = book.record("a", last_seen=2.0, count_added=2, payload=payload, **fields)
     assert (first, second) == (1, 2)
@@ -237,21 +237,21 @@ def test_analyze_with_mqtt_keeps_alerts_until_the_broker_takes_them(tmp_path, br
     core.close()
 
 
-def test_publish_applies_retention_to_delivered_alerts_only(tmp_path, broker) -> None:
+@pytest.mark.parametrize(("synchronised", "left"), [(True, 0), (False, 3)])
+def test_publish_applies_retention_to_delivered_alerts_only(tmp_path, broker, synchronised,
+                                                            left) -> None:
     config = make_config(tmp_path, broker)
-    config_path = tmp_path / "veilleuse.yaml"
-    config_path.write_text(json.dumps(config.model_dump(mode="json")))
     old = synthetic_alerts(3)  # last seen on 2026-01-01
     queue(config, old)
-    command = [sys.executable, "-m", "sensor", "--config", str(config_path), "publish",
-               "--timeout", "30"]
-    broker.stop()
-    assert subprocess.run([*command[:-2], "--timeout", "1"], capture_output=True).returncode == 1
     book = AlertBook(config.alerts.database)
+    broker.stop()
+    assert deliver_pending(config, book, None, 1, clock_synchronised=lambda: True)[0] is False
     assert len(book.alerts()) == 3, "undelivered alerts are kept whatever their age"
     broker.start()
-    assert subprocess.run(command, capture_output=True).returncode == 0
-    assert book.alerts() == [], "delivered and older than retention_days (90): deleted"
+    assert deliver_pending(config, book, None, 30, clock_synchronised=lambda: synchronised)[0]
+    # Delivered and older than retention_days (90): deleted, unless the clock that
+    # says they are old is not synchronised.
+    assert len(book.alerts()) == left
 
 
 def test_counts_add_up_across_engines_instead_of_overwriting(tmp_path) -> None:

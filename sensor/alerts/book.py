@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     count INTEGER NOT NULL,
     record TEXT NOT NULL,
     updated_at REAL NOT NULL,
-    delivered_at REAL
+    delivered_at REAL,
+    clock_synchronised INTEGER
 );
 CREATE TABLE IF NOT EXISTS outbox (
     alert_id TEXT PRIMARY KEY REFERENCES alerts(id),
@@ -73,6 +74,7 @@ class StoredAlert:
     count: int
     record: str
     delivered: bool
+    clock_synchronised: bool | None
 
 
 class AlertBook:
@@ -86,11 +88,18 @@ class AlertBook:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as error:
             raise AlertBookError(f"{self.path}: cannot open the alert book ({error}); check "
                                  "that the directory exists and belongs to the veilleuse user") \
                 from None
         self._lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        """Add the columns later versions introduced to a book an older version created."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
+        if "clock_synchronised" not in columns:
+            self._db.execute("ALTER TABLE alerts ADD COLUMN clock_synchronised INTEGER")
 
     def close(self) -> None:
         with self._lock:
@@ -110,27 +119,37 @@ class AlertBook:
 
     def record(self, alert_id: str, *, kind: str, severity: str, device: str, indicator: str,
                first_seen: float, last_seen: float, count_added: int, record: str,
-               payload: Callable[[float, float, int], str], now: float) -> int:
+               payload: Callable[[float, float, int, bool | None], str], now: float,
+               clock_synchronised: bool | None = None) -> int:
         """Merge the alert in and queue its payload for delivery; returns the queued version.
 
         ``count_added`` sightings are added to the stored count, so several
         detection engines over time (restarts, feed reloads) add up instead of
-        overwriting each other. ``payload(first_seen, last_seen, count)`` is
-        built from the merged row, in the same transaction.
+        overwriting each other. ``clock_synchronised`` merges to false once any
+        sighting was stored on an unsynchronised clock (its times may be wrong),
+        and stays null only while every sighting came from a capture file.
+        ``payload(first_seen, last_seen, count, clock_synchronised)`` is built
+        from the merged row, in the same transaction.
         """
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO alerts (id, kind, severity, device, indicator, first_seen, "
-                "last_seen, count, record, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?) "
+                "last_seen, count, record, updated_at, clock_synchronised) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET severity=excluded.severity, "
                 "first_seen=min(first_seen, excluded.first_seen), "
                 "last_seen=max(last_seen, excluded.last_seen), count=count + excluded.count, "
-                "record=excluded.record, updated_at=excluded.updated_at",
+                "record=excluded.record, updated_at=excluded.updated_at, "
+                "clock_synchronised=CASE WHEN 0 IN (clock_synchronised, "
+                "excluded.clock_synchronised) THEN 0 WHEN 1 IN (clock_synchronised, "
+                "excluded.clock_synchronised) THEN 1 END",
                 (alert_id, kind, severity, device, indicator, first_seen, last_seen,
-                 count_added, record, now))
-            merged = db.execute("SELECT first_seen, last_seen, count FROM alerts WHERE id=?",
-                                (alert_id,)).fetchone()
-            payload_text = payload(*merged)
+                 count_added, record, now, clock_synchronised))
+            first, last, count, synchronised = db.execute(
+                "SELECT first_seen, last_seen, count, clock_synchronised FROM alerts WHERE id=?",
+                (alert_id,)).fetchone()
+            payload_text = payload(first, last, count,
+                                   None if synchronised is None else bool(synchronised))
             row = db.execute("SELECT version FROM outbox WHERE alert_id=?",
                              (alert_id,)).fetchone()
             version = 1 if row is None else row[0] + 1
@@ -182,9 +201,11 @@ class AlertBook:
         with self._lock:
             rows = self._db.execute(
                 "SELECT a.id, kind, severity, device, indicator, first_seen, last_seen, count, "
-                "record, o.alert_id IS NULL FROM alerts a LEFT JOIN outbox o ON o.alert_id=a.id "
-                "ORDER BY last_seen DESC").fetchall()
-        return [StoredAlert(*row[:9], delivered=bool(row[9])) for row in rows]
+                "record, o.alert_id IS NULL, clock_synchronised FROM alerts a LEFT JOIN outbox o "
+                "ON o.alert_id=a.id ORDER BY last_seen DESC").fetchall()
+        return [StoredAlert(*row[:9], delivered=bool(row[9]),
+                            clock_synchronised=None if row[10] is None else bool(row[10]))
+                for row in rows]
 
     def purge(self, older_than: float) -> int:
         """Delete delivered alerts last seen before ``older_than``; undelivered ones stay."""

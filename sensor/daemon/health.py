@@ -23,6 +23,9 @@ class HealthInputs:
     serious_alerts: int
     broker_unreachable: str | None = None
     starting: bool = False
+    clock_synchronised: bool = True
+    seconds_since_start: float = 0.0
+    mirror_problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class HealthThresholds:
     max_drop_ratio: float = 0.05
     silent_after_seconds: float = 600.0
     stale_after_days: float = 14.0
+    clock_grace_seconds: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,14 @@ def assess(inputs: HealthInputs, thresholds: HealthThresholds | None = None) -> 
         age = "no feed installed" if inputs.feeds_age_days is None else \
             f"feeds are {inputs.feeds_age_days:.0f} days old"
         problems.append(("feeds_stale", age))
+    if not inputs.clock_synchronised and \
+            inputs.seconds_since_start > limits.clock_grace_seconds:
+        problems.append(("clock_unsynchronised", "the system clock is not synchronised "
+                         f"{inputs.seconds_since_start / 60:.0f} min after start: alert times "
+                         "may be wrong and TLS to the core may fail; check that the box "
+                         "reaches an NTP server (timedatectl timesync-status)"))
+    if inputs.mirror_problem:
+        problems.append(("mirror_not_passive", inputs.mirror_problem))
     if inputs.delivery_problem:
         problems.append(("broker_refused_alert", inputs.delivery_problem))
     if inputs.broker_unreachable:

@@ -10,9 +10,11 @@ the broker. Nothing reaches the network beyond the mirror port's wire.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sensor.alerts.book import AlertBook
@@ -22,6 +24,9 @@ from sensor.feeds.model import Category, Indicator
 SELFTEST_DOMAIN = "selftest.veilleuse.invalid"
 SELFTEST_INDICATOR = Indicator(SELFTEST_DOMAIN, Category.SELFTEST, "Veilleuse self-test")
 PROBE_SOURCE, PROBE_DESTINATION = "192.0.2.2", "192.0.2.1"  # RFC 5737, never routed
+SELFTEST_MIN_INTERVAL = 30.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +89,51 @@ def run_selftest(config: Config, timeout: float = 60.0) -> SelftestResult:
                           f"self-test failed: the probe sent on {config.network.interface} "
                           f"did not become an alert within {timeout:.0f} s; is capture "
                           "running on that interface? (see `veilleuse status`)")
+
+
+class SelftestRunner:
+    """Self-tests on request (the screen's button): one at a time, one per ``min_interval`` s.
+
+    A flood of requests on the command topic must cost nothing: without this,
+    1,000 requests started 511 threads and stalled the sensor's loop. Extra
+    requests are dropped, with one log line per burst.
+    """
+
+    def __init__(self, run: Callable[[], SelftestResult],
+                 min_interval: float = SELFTEST_MIN_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._run, self._min_interval, self._clock = run, min_interval, clock
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._last_start: float | None = None
+        self._dropped = 0
+        self.requested = 0
+        self.started = 0
+
+    def request(self) -> bool:
+        """Start a self-test in the background unless one runs or ran recently; True if started."""
+        with self._lock:
+            self.requested += 1
+            now = self._clock()
+            busy = self._thread is not None and self._thread.is_alive()
+            recent = self._last_start is not None and now - self._last_start < self._min_interval
+            if busy or recent:
+                self._dropped += 1
+                if self._dropped == 1:
+                    log.warning("self-test request dropped: one is running or ran less than "
+                                "%.0f s ago (more requests are dropped without a log line "
+                                "until the next self-test)", self._min_interval)
+                return False
+            if self._dropped:
+                log.info("%d self-test request(s) were dropped since the last self-test",
+                         self._dropped)
+            self._dropped, self._last_start = 0, now
+            self.started += 1
+            self._thread = threading.Thread(target=self._run_and_log, name="selftest",
+                                            daemon=True)
+            self._thread.start()
+            return True
+
+    def _run_and_log(self) -> None:
+        result = self._run()
+        (log.info if result.passed else log.error)("%s", result.message)

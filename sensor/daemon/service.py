@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sensor.alerts.book import AlertBook
+from sensor.alerts.retention import apply_retention
 from sensor.analysis import (
     build_engine,
     build_matcher,
@@ -31,15 +32,22 @@ from sensor.analysis import (
 from sensor.capture.eve_tail import EveTailer, rotated_path
 from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
+from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
 from sensor.daemon.notify import SystemdNotifier
-from sensor.daemon.selftest import SELFTEST_INDICATOR, run_selftest
+from sensor.daemon.passive import PassiveWatch
+from sensor.daemon.selftest import (
+    SELFTEST_DOMAIN,
+    SELFTEST_INDICATOR,
+    SelftestRunner,
+    run_selftest,
+)
 from sensor.detect.model import Severity
 from sensor.errors import VeilleuseError
 from sensor.feeds.model import Feed
 from sensor.feeds.store import FeedStore
 from sensor.files import replace_file
-from sensor.observations import Observation
+from sensor.observations import DnsQuery, Observation
 from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher
 from sensor.outputs.mqtt import MqttPublisher
 from sensor.suricata.config import SuricataSettings
@@ -49,15 +57,19 @@ from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, Suri
 log = logging.getLogger(__name__)
 
 HEALTH_EVERY = 2.0
+HEALTH_FILE_MODE = 0o640       # the veilleuse group (admins over SSH) reads `veilleuse status`
+RUNTIME_DIRECTORY_MODE = 0o750
 BEACON_EVERY = 60.0
 DROPS_EVERY = 30.0
+RETENTION_EVERY = 3600.0
 
 
 class SuricataCapture:
     """Suricata supervised on the interface, its EVE file tailed."""
 
     def __init__(self, config: Config, feeds: Sequence[Feed], workdir: Path) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
+        # EVE holds who talked to whom: readable by the sensor alone.
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.rules = workdir / "veilleuse.rules"
         self._write_rules(feeds)
         self.supervisor = SuricataSupervisor(SupervisorSettings(
@@ -126,7 +138,24 @@ class SuricataCapture:
             return None
         if self.supervisor.state is SupervisorState.STARTING:
             return f"suricata is starting again ({transitions[-1].reason})"
-        return transitions[-1].reason
+        error = self.last_error()
+        return transitions[-1].reason + (f"; suricata said: {error}" if error else "")
+
+    def last_error(self) -> str | None:
+        """The first error Suricata printed in its last run (e.g. the interface it cannot open)."""
+        try:
+            with (self.supervisor.settings.workdir / "suricata.out").open("rb") as output:
+                output.seek(max(0, output.seek(0, os.SEEK_END) - 16_384))
+                lines = output.read().decode(errors="replace").splitlines()
+        except FileNotFoundError:
+            return None
+        last_run = max((i for i, line in enumerate(lines) if "This is Suricata version" in line),
+                       default=0)
+        errors = [line[3:] for line in lines[last_run:] if line.startswith("E: ")]
+        return errors[0] if errors else None
+
+    def gave_up(self) -> bool:
+        return self.supervisor.state is SupervisorState.FATAL
 
     def drop_ratio(self) -> float | None:
         stats = self.supervisor.last_stats  # refreshed by the supervising thread, no I/O here
@@ -177,6 +206,9 @@ class LiteCapture:
     def problem(self) -> str | None:
         return None if self.running() else "the sniffer has not started"
 
+    def gave_up(self) -> bool:
+        return False
+
     def drop_ratio(self) -> float | None:
         seen = self.source.stats.records + self.source.stats.skipped_total
         return self.source.stats.skipped_total / seen if seen else 0.0
@@ -192,23 +224,32 @@ class SensorDaemon:
     def __init__(self, config: Config, *, source: str = "suricata",
                  feed_files: Sequence[Path] = (), notifier: SystemdNotifier | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 clock_synchronised: ClockProbe | None = None) -> None:
         self.config = config
         self.notifier = notifier or SystemdNotifier()
         self._clock, self._wall_clock = clock, wall_clock
+        self._clock_synchronised = clock_synchronised or SystemClock()
         self.feeds = load_feeds(config, feed_files)
         self._feed_files = feed_files
         self.engine = build_engine(config, build_matcher(self.feeds, config, [SELFTEST_INDICATOR]))
         self.health_file = config.daemon.runtime_directory / "health.json"
         self.health = Health("starting", (), ())
+        # Suricata's files and the EVE offset live in RAM (/run): the SD card is written
+        # only for the alert book, the feeds and the pseudonym key. A reboot loses both
+        # the file and its offset together, so nothing is read twice or skipped.
         self.capture = SuricataCapture(config, self.feeds,
-                                       config.daemon.state_directory / "suricata") \
+                                       config.daemon.runtime_directory / "suricata") \
             if source == "suricata" else LiteCapture(config)
-        self._last_traffic = clock()
+        self._last_traffic = self._started = clock()
         self._drop_ratio = 0.0
         self._observations = 0
         self._ready = False
         self._feeds_signature = self._signature()
+        self.selftests = SelftestRunner(lambda: run_selftest(config))
+        self.passive = PassiveWatch(config.network.interface)
+        self._mirror_problem: str | None = None
+        self._probes_seen = 0  # self-test queries captured, ours or `veilleuse selftest`'s
 
     # -- feeds --------------------------------------------------------------------------
 
@@ -252,11 +293,19 @@ class SensorDaemon:
 
     def _check_health(self, book: AlertBook, sender: MqttPublisher) -> None:
         running = self.capture.running()
-        starting = not self._ready and not running
+        since_start = self._clock() - self._started
+        deadline = self.config.daemon.start_deadline_seconds
+        # Start-up ends with the first capture, a definitive failure or the deadline:
+        # after that, "not capturing" is a reason, never an endless "starting".
+        starting = not (self._ready or running or self.capture.gave_up() or
+                        since_start > deadline)
+        problem = self.capture.problem()
+        if not running and problem is None:
+            problem = f"capture has not started {since_start:.0f} s after start"
         delivery = sender.health()
         severities = book.severity_counts()
         self.health = assess(HealthInputs(
-            capture_running=running, capture_problem=self.capture.problem(),
+            capture_running=running, capture_problem=problem,
             drop_ratio=self._drop_ratio,
             seconds_since_traffic=self._clock() - self._last_traffic,
             feeds_age_days=self._feeds_age_days(),
@@ -264,26 +313,36 @@ class SensorDaemon:
             broker_unreachable=None if delivery.connected or starting else delivery.problem,
             serious_alerts=severities.get(Severity.MEDIUM.value, 0) +
             severities.get(Severity.HIGH.value, 0),
-            starting=starting),
+            starting=starting, clock_synchronised=self._clock_synchronised(),
+            seconds_since_start=since_start, mirror_problem=self._mirror_problem),
             HealthThresholds(max_drop_ratio=self.config.daemon.max_drop_ratio,
                              silent_after_seconds=self.config.daemon.silent_after_minutes * 60,
-                             stale_after_days=self.config.feeds.max_age_days))
-        self._write_health(book.pending_count())
+                             stale_after_days=self.config.feeds.max_age_days,
+                             clock_grace_seconds=self.config.daemon.clock_grace_seconds))
+        self._write_health(book.pending_count(), running)
         summary = f"{self.health.state}: " + (", ".join(self.health.details) or
                                               f"{self._observations} records")
-        if not self._ready and running:
+        if not self._ready and not starting:
+            # READY=1 even when degraded: systemd must not kill and restart a sensor in a
+            # loop over a wrong interface name; the status says what is wrong.
             self.notifier.ready(summary)
             self._ready = True
         self.notifier.status(summary)
         self.notifier.watchdog()
 
-    def _write_health(self, pending: int) -> None:
-        self.health_file.parent.mkdir(parents=True, exist_ok=True)
+    def _write_health(self, pending: int, capturing: bool) -> None:
+        """The health file: no secrets and no device data, since admins read it."""
+        directory = self.health_file.parent
+        directory.mkdir(mode=RUNTIME_DIRECTORY_MODE, parents=True, exist_ok=True)
+        if directory.stat().st_uid == os.geteuid():
+            directory.chmod(RUNTIME_DIRECTORY_MODE)
         record = {**asdict(self.health), "time": self._wall_clock(), "pid": os.getpid(),
-                  "capture": self.capture.state_name(), "observations": self._observations,
+                  "capture": self.capture.state_name(), "capturing": capturing,
+                  "observations": self._observations,
                   "drop_ratio": self._drop_ratio, "pending_alerts": pending,
                   "feeds": feed_versions(self.feeds)}
-        replace_file(self.health_file, json.dumps(record, indent=2), durable=False)
+        replace_file(self.health_file, json.dumps(record, indent=2), durable=False,
+                     mode=HEALTH_FILE_MODE)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -292,12 +351,7 @@ class SensorDaemon:
         if command != "selftest":
             log.warning("unknown command %r from the screen ignored", command)
             return
-
-        def selftest() -> None:
-            result = run_selftest(self.config)
-            (log.info if result.passed else log.error)("%s", result.message)
-
-        threading.Thread(target=selftest, name="selftest", daemon=True).start()
+        self.selftests.request()
 
     def _turn(self, alerts: AlertQueue, sender: MqttPublisher, rescore: bool) -> None:
         """One pass: new records through detection into the book, then the offset."""
@@ -312,10 +366,13 @@ class SensorDaemon:
         if batch:
             self._last_traffic = self._clock()
             self._observations += len(batch)
+            self._probes_seen += sum(isinstance(o, DnsQuery) and
+                                     o.name.endswith(SELFTEST_DOMAIN) for o in batch)
 
     def run(self, stop: threading.Event) -> None:
         book = AlertBook(self.config.alerts.database)
-        alerts = AlertQueue(book, self.config, pseudonymizer(self.config), self._wall_clock)
+        alerts = AlertQueue(book, self.config, pseudonymizer(self.config), self._wall_clock,
+                            self._clock_synchronised)
         sender = publisher(self.config, book)
         sender.feed_versions = feed_versions(self.feeds)
         sender.health_source = lambda: (self.health.state, self.health.reasons,
@@ -324,9 +381,10 @@ class SensorDaemon:
         sender.start()
         capture_stop = threading.Event()
         self.capture.start(capture_stop)
-        started = self._clock()
+        started = self._started = self._clock()
         due = {"health": started, "beacons": started + BEACON_EVERY, "drops": started,
-               "feeds": started + self.config.daemon.feeds_check_seconds}
+               "feeds": started + self.config.daemon.feeds_check_seconds,
+               "retention": started, "mirror": started}
         try:
             while not stop.wait(0.5):
                 now = self._clock()
@@ -340,6 +398,14 @@ class SensorDaemon:
                 if now >= due["feeds"]:
                     self._reload_feeds_if_changed(sender)
                     due["feeds"] = now + self.config.daemon.feeds_check_seconds
+                if now >= due["mirror"]:
+                    self._mirror_problem = self.passive.check(
+                        max(self.selftests.started, self._probes_seen))
+                    due["mirror"] = now + self.config.daemon.mirror_check_seconds
+                if now >= due["retention"]:
+                    apply_retention(book, self.config.alerts.retention_days,
+                                    self._wall_clock(), self._clock_synchronised())
+                    due["retention"] = now + RETENTION_EVERY
                 if now >= due["health"]:
                     self._check_health(book, sender)
                     due["health"] = now + HEALTH_EVERY

@@ -85,3 +85,6 @@ class Alert:
     last_seen: float
     count: int
     details: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    # True/False: the live sensor's clock was (not) synchronised when it stored the
+    # sightings; None: the times come from a capture file's packets.
+    clock_synchronised: bool | None = None

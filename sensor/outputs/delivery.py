@@ -7,26 +7,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 
 from sensor.alerts.book import AlertBook
 from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
+from sensor.alerts.retention import apply_retention
 from sensor.config import Config
+from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.detect.model import Alert
 from sensor.errors import VeilleuseError
-from sensor.outputs.mqtt import MqttPublisher, MqttSettings
+from sensor.outputs.mqtt import MqttPublisher, MqttSettings, PublisherHealth
 from sensor.outputs.payloads import alert_payload
 from sensor.outputs.topics import Topics
 from sensor.report import all_catalogues
 
 
 class AlertQueue:
-    """Writes each new or updated alert, and its outgoing payload, to the book."""
+    """Writes each new or updated alert, and its outgoing payload, to the book.
+
+    ``clock_synchronised`` is the live sensor's clock probe, asked as each
+    alert is stored; None for a capture file, whose times are the packets'.
+    """
 
     def __init__(self, book: AlertBook, config: Config, pseudonyms: Pseudonymizer | None,
-                 wall_clock: Callable[[], float]) -> None:
+                 wall_clock: Callable[[], float],
+                 clock_synchronised: ClockProbe | None = None) -> None:
         self.book = book
+        self._clock_synchronised = clock_synchronised
         self._config = config
         self._pseudonyms = pseudonyms
         self._catalogues = all_catalogues()
@@ -39,9 +48,14 @@ class AlertQueue:
         added = alert.count - self._counted.get(alert.id, 0)
         self._counted[alert.id] = alert.count
 
-        def payload(first_seen: float, last_seen: float, count: int) -> str:
+        synchronised = None if self._clock_synchronised is None else \
+            self._clock_synchronised()
+        alert = dataclasses.replace(alert, clock_synchronised=synchronised)
+
+        def payload(first_seen: float, last_seen: float, count: int,
+                    clock_synchronised: bool | None) -> str:
             merged = dataclasses.replace(alert, first_seen=first_seen, last_seen=last_seen,
-                                         count=count)
+                                         count=count, clock_synchronised=clock_synchronised)
             return alert_payload(merged, self._catalogues, site=self._config.site,
                                  sensor=self._config.sensor, pseudonyms=self._pseudonyms,
                                  queued_at=now)
@@ -50,7 +64,8 @@ class AlertQueue:
         self.book.record(alert.id, kind=alert.kind.value, severity=alert.severity.value,
                          device=alert.device, indicator=alert.indicator,
                          first_seen=alert.first_seen, last_seen=alert.last_seen,
-                         count_added=added, record=json.dumps(record), payload=payload, now=now)
+                         count_added=added, record=json.dumps(record), payload=payload, now=now,
+                         clock_synchronised=synchronised)
 
     def add_all(self, alerts: Iterable[Alert]) -> int:
         count = 0
@@ -91,3 +106,19 @@ def topics(config: Config) -> Topics:
 def publisher(config: Config, book: AlertBook, url: str | None = None) -> MqttPublisher:
     return MqttPublisher(mqtt_settings(config, url), topics(config), book)
 
+
+
+def deliver_pending(config: Config, book: AlertBook, url: str | None, timeout: float,
+                    feed_versions: dict[str, str] | None = None,
+                    clock_synchronised: ClockProbe | None = None) -> tuple[bool, PublisherHealth]:
+    """Publish the book's pending alerts, then apply retention; (all acknowledged, health)."""
+    sender = publisher(config, book, url)
+    sender.feed_versions = feed_versions or {}
+    sender.start()
+    try:
+        delivered = sender.wait_until_delivered(timeout)
+    finally:
+        sender.stop()
+    apply_retention(book, config.alerts.retention_days, time.time(),
+                    (clock_synchronised or SystemClock())())
+    return delivered, sender.health()

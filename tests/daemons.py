@@ -1,0 +1,48 @@
+"""Run the live sensor in tests: its configuration, and the daemon in a thread of the test."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from sensor.config import Config, load_config
+from sensor.daemon.service import SensorDaemon
+
+
+def sensor_config(tmp_path: Path, mqtt_url: str, interface: str, **daemon: object) -> Path:
+    """A configuration file whose every path is under ``tmp_path``."""
+    config = tmp_path / "veilleuse.yaml"
+    config.write_text(json.dumps({
+        "site": "shelter-a", "sensor": "box1", "network": {"interface": interface},
+        "alerts": {"database": str(tmp_path / "alerts.sqlite")}, "mqtt": {"url": mqtt_url},
+        "privacy": {"secret_file": str(tmp_path / "key")},
+        "daemon": {"state_directory": str(tmp_path / "state"),
+                   "runtime_directory": str(tmp_path / "run"), **daemon}}))
+    return config
+
+
+def health_of(config: Config) -> dict:
+    """The health file as the daemon last wrote it ({} before the first one)."""
+    try:
+        return json.loads((config.daemon.runtime_directory / "health.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+@contextmanager
+def daemon_in_thread(config_path: Path, feeds: Sequence[Path], *, source: str = "scapy",
+                     **options: object) -> Iterator[SensorDaemon]:
+    """``veilleuse run`` in this process (options: injected clocks, probe, notifier)."""
+    daemon = SensorDaemon(load_config(config_path), source=source, feed_files=feeds, **options)
+    stop = threading.Event()
+    thread = threading.Thread(target=daemon.run, args=(stop,), name="test-daemon")
+    thread.start()
+    try:
+        yield daemon
+    finally:
+        stop.set()
+        thread.join(60)
+        assert not thread.is_alive(), "the daemon did not stop"
