@@ -120,6 +120,8 @@ def test_rules_suricata_rejects_fall_back_to_no_rules_and_capture_goes_on(
         assert "suricata rejects its configuration or rules" in supervisor.rules_problem
         assert "no Suricata rules" in supervisor.rules_problem
         assert _drive_until(supervisor, SupervisorState.RUNNING), _log(supervisor)
+        # What Suricata writes (raw addresses) is private whatever our umask.
+        assert supervisor.eve_path.stat().st_mode & 0o077 == 0
     finally:
         supervisor.stop()
 

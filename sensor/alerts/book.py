@@ -1,5 +1,8 @@
 """The alert book: SQLite (WAL, synchronous=FULL), the source of truth for alerts.
 
+The book and its -wal and -shm files are mode 0600 whatever the umask: they
+hold raw device addresses.
+
 An alert is written here, and the write reaches the disk, before anything is
 published; the outbox row goes away only when the broker acknowledged that
 exact version. An alert that changes while a copy is in flight gets a new
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sensor.errors import VeilleuseError
+from sensor.files import create_private
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -43,6 +47,10 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_queued ON outbox (queued_at);
 """
+
+
+def _sidecars(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
 
 
 class AlertBookError(VeilleuseError):
@@ -82,6 +90,9 @@ class AlertBook:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            for private in (self.path, *_sidecars(self.path)):
+                if private == self.path or private.exists():
+                    create_private(private)  # SQLite gives -wal and -shm the book's mode
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
