@@ -7,6 +7,7 @@ devices by their raw addresses.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -55,3 +56,8 @@ def create_private(path: Path) -> None:
             os.fchmod(descriptor, PRIVATE)
     finally:
         os.close(descriptor)
+
+
+def is_disk_full(error: OSError) -> bool:
+    """True for "no space left on device" and "disk quota exceeded"."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
