@@ -171,7 +171,7 @@ def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
     """Publish the book's pending alerts; 0 when all are acknowledged, else 1 (they stay)."""
     from sensor.outputs.delivery import publisher
 
-    sender = publisher(config, book, url)
+    sender = publisher(config, book, url, role="publish")
     sender.feed_versions = feed_versions or {}
     sender.start()
     try:
@@ -283,8 +283,8 @@ def _tail(args: argparse.Namespace) -> int:
 
     config, from_file = _config(args)
     language = args.lang or (config.language if from_file else language_from_environment())
-    follow(mqtt_settings(config, args.mqtt), config.mqtt.topic_prefix, sys.stdout, language,
-           raw=args.json, limit=args.count)
+    follow(mqtt_settings(config, args.mqtt, role="tail"), config.mqtt.topic_prefix, sys.stdout,
+           language, raw=args.json, limit=args.count)
     return 0
 
 

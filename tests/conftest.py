@@ -16,6 +16,7 @@ import pytest
 from sensor.feeds.matcher import IndicatorMatcher
 from sensor.feeds.model import Feed
 from sensor.feeds.store import load_feed_file
+from tests.broker import Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
 ECHAP_DIR = Path(os.environ.get("VEILLEUSE_ECHAP_DIR",
@@ -132,14 +133,30 @@ class SmallDisk:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
-    """A 4 MiB tmpfs mounted for this test only (root needed)."""
+    """A 16 MiB tmpfs mounted for this test only (root needed)."""
     if os.geteuid() != 0:
         unavailable("needs root to mount a tmpfs")
     path = tmp_path / "disk"
     path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(path)],
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(path)],
                    check=True, capture_output=True)
     try:
         yield SmallDisk(path)
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def mosquitto_binary() -> str:
+    return require_tool("mosquitto")
+
+
+@pytest.fixture
+def broker(tmp_path: Path, mosquitto_binary: str) -> Iterator[Mosquitto]:
+    """A real Mosquitto on 127.0.0.1 (a free port), for this test only."""
+    directory = tmp_path / "broker"
+    directory.mkdir()
+    server = Mosquitto(directory, mosquitto_binary)
+    server.start()
+    yield server
+    server.stop()
