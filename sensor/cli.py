@@ -153,6 +153,7 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
     engine = build_engine(config, build_matcher(feeds, config))
     result = analyze_capture(capture, open_source(args.source, config), engine)
     _report(args, config, from_file, capture, describe_feeds(feeds), result)
+    status = 0
     if getattr(args, "mqtt", None):
         from sensor.alerts.book import AlertBook
         from sensor.outputs.delivery import AlertQueue, pseudonymizer
@@ -160,10 +161,15 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
         book = AlertBook(config.alerts.database)
         try:
             AlertQueue(book, config, pseudonymizer(config), time.time).add_all(result.alerts)
-            return _deliver(config, book, args.mqtt, args.mqtt_timeout, feed_versions(feeds))
+            status = _deliver(config, book, args.mqtt, args.mqtt_timeout, feed_versions(feeds))
         finally:
             book.close()
-    return 0
+    if result.damaged:
+        print(f"veilleuse: error: {capture}: {result.damaged}; the report above covers only "
+              f"what was read before the damage ({result.records} {result.source} records)",
+              file=sys.stderr)
+        return 1
+    return status
 
 
 def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
