@@ -112,6 +112,8 @@ class AnalysisResult:
     observations: int
     skipped: int
     detector_errors: int
+    damaged: str | None = None
+    """The capture is damaged: only the packets before the damage were analysed."""
 
 
 def analyze_capture(capture: Path, source: CaptureSource,
@@ -126,7 +128,8 @@ def analyze_capture(capture: Path, source: CaptureSource,
     return AnalysisResult(capture=capture, source=source.name, alerts=alerts,
                           records=source.stats.records, observations=engine.observations,
                           skipped=source.stats.skipped_total,
-                          detector_errors=sum(engine.errors.values()))
+                          detector_errors=sum(engine.errors.values()),
+                          damaged=source.stats.damaged)
 
 
 def describe_feeds(feeds: Sequence[Feed]) -> str:

@@ -170,6 +170,7 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
     engine = build_engine(config, build_matcher(feeds, config))
     result = analyze_capture(capture, open_source(args.source, config), engine)
     _report(args, config, from_file, capture, describe_feeds(feeds), result)
+    status = 0
     if getattr(args, "mqtt", None):
         from sensor.alerts.book import AlertBook
         from sensor.outputs.delivery import AlertQueue, pseudonymizer
@@ -177,10 +178,15 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
         book = AlertBook(config.alerts.database)
         try:
             AlertQueue(book, config, pseudonymizer(config), time.time).add_all(result.alerts)
-            return _deliver(config, book, args.mqtt, args.mqtt_timeout, feed_versions(feeds))
+            status = _deliver(config, book, args.mqtt, args.mqtt_timeout, feed_versions(feeds))
         finally:
             book.close()
-    return 0
+    if result.damaged:
+        print(f"veilleuse: error: {capture}: {result.damaged}; the report above covers only "
+              f"what was read before the damage ({result.records} {result.source} records)",
+              file=sys.stderr)
+        return 1
+    return status
 
 
 def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
@@ -307,8 +313,8 @@ def _tail(args: argparse.Namespace) -> int:
 
     config, from_file = _config(args)
     language = args.lang or (config.language if from_file else language_from_environment())
-    follow(mqtt_settings(config, args.mqtt), config.mqtt.topic_prefix, sys.stdout, language,
-           raw=args.json, limit=args.count)
+    follow(mqtt_settings(config, args.mqtt, role="tail"), config.mqtt.topic_prefix, sys.stdout,
+           language, raw=args.json, limit=args.count)
     return 0
 
 

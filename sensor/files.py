@@ -1,14 +1,22 @@
-"""Replace a file atomically: readers see the old content or the new, never half of it."""
+"""Replace a file atomically: readers see the old content or the new, never half of it.
+
+Every file the sensor writes is private to its user (mode 0600 unless told
+otherwise), whatever the process umask: alerts, offsets and health name
+devices by their raw addresses.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
 
+PRIVATE = 0o600
+
 
 def replace_file(path: Path, content: bytes | str, *, durable: bool = True,
-                 mode: int | None = None) -> None:
+                 mode: int = PRIVATE) -> None:
     """Write ``content`` to a temporary file beside ``path``, then rename it over ``path``.
 
     ``durable`` also fsyncs the file and its directory, so a power cut keeps
@@ -20,8 +28,7 @@ def replace_file(path: Path, content: bytes | str, *, durable: bool = True,
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            if mode is not None:
-                os.fchmod(handle.fileno(), mode)
+            os.fchmod(handle.fileno(), mode)
             handle.write(data)
             if durable:
                 handle.flush()
@@ -36,3 +43,21 @@ def replace_file(path: Path, content: bytes | str, *, durable: bool = True,
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist; tighten it if it does.
+
+    For files another library creates with the umask's mode (SQLite).
+    """
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE)
+    try:
+        if os.fstat(descriptor).st_mode & 0o077:
+            os.fchmod(descriptor, PRIVATE)
+    finally:
+        os.close(descriptor)
+
+
+def is_disk_full(error: OSError) -> bool:
+    """True for "no space left on device" and "disk quota exceeded"."""
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -16,6 +16,25 @@ from typing import Literal
 Transport = Literal["tcp", "udp"]
 
 
+MAX_TIME = 253_402_300_800.0  # 10000-01-01: dates past it cannot be shown or stored
+
+
+def packet_time(value: float) -> float:
+    """``value`` if it is a time a packet can have (1970 to 9999); ValueError otherwise.
+
+    >>> packet_time(1.5e9)
+    1500000000.0
+    >>> packet_time(1e12)
+    Traceback (most recent call last):
+    ValueError: packet timestamp 1000000000000.0 is past the year 9999
+    """
+    value = float(value)
+    if not 0.0 <= value < MAX_TIME:
+        raise ValueError(f"packet timestamp {value} is " +
+                         ("before 1970" if value < MAX_TIME else "past the year 9999"))
+    return value
+
+
 @functools.lru_cache(maxsize=65536)
 def canonical_ip(text: str) -> str:
     """The canonical text of an IP address (ValueError if it is not one).

@@ -26,22 +26,28 @@ def free_port() -> int:
 class Mosquitto:
     """Start, stop, restart and reconfigure one broker; its sessions persist across restarts."""
 
-    def __init__(self, directory: Path, binary: str, acl: str | None = None) -> None:
+    def __init__(self, directory: Path, binary: str, acl: str | None = None,
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
+        """``tls``: (CA, certificate, key) PEM files make the listener a TLS one."""
         self.directory = directory
         self.binary = binary
         self.port = free_port()
         self.acl = acl
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
                  "persistence true", f"persistence_location {self.directory}/",
                  f"log_dest file {self.directory}/mosquitto.log", "log_type all",
                  "max_queued_messages 100000"]
+        if self.tls is not None:
+            ca, certificate, key = self.tls
+            lines += [f"cafile {ca}", f"certfile {certificate}", f"keyfile {key}"]
         if os.geteuid() == 0:
             lines.append("user root")
         if self.acl is not None:

@@ -17,6 +17,7 @@ import pytest
 from sensor.feeds.matcher import IndicatorMatcher
 from sensor.feeds.model import Feed
 from sensor.feeds.store import load_feed_file
+from tests.broker import Mosquitto
 
 REPO = Path(__file__).resolve().parent.parent
 ECHAP_DIR = Path(os.environ.get("VEILLEUSE_ECHAP_DIR",
@@ -121,3 +122,63 @@ def veth(request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     yield host, namespace
     subprocess.run(["ip", "link", "del", host], capture_output=True)
     subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+class SmallDisk:
+    """A real small tmpfs: ``fill`` takes every free byte, ``free`` gives them back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._filler = path / "filler"
+
+    def fill(self) -> None:
+        """Write until the kernel says ENOSPC (big blocks first, then small ones)."""
+        import errno
+
+        descriptor = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for block in (1 << 16, 4096, 512, 1):
+                while True:
+                    try:
+                        os.write(descriptor, bytes(block))
+                    except OSError as error:
+                        if error.errno != errno.ENOSPC:
+                            raise
+                        break
+        finally:
+            os.close(descriptor)
+        assert os.statvfs(self.path).f_bavail == 0
+
+    def free(self) -> None:
+        self._filler.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A 16 MiB tmpfs mounted for this test only (root needed)."""
+    if os.geteuid() != 0:
+        unavailable("needs root to mount a tmpfs")
+    path = tmp_path / "disk"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(path)],
+                   check=True, capture_output=True)
+    try:
+        yield SmallDisk(path)
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture
+def mosquitto_binary() -> str:
+    return require_tool("mosquitto")
+
+
+@pytest.fixture
+def broker(tmp_path: Path, mosquitto_binary: str) -> Iterator[Mosquitto]:
+    """A real Mosquitto on 127.0.0.1 (a free port), for this test only."""
+    directory = tmp_path / "broker"
+    directory.mkdir()
+    server = Mosquitto(directory, mosquitto_binary)
+    server.start()
+    yield server
+    server.stop()

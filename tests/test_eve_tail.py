@@ -114,3 +114,21 @@ def test_the_daemon_rotates_only_when_nothing_can_be_lost(tmp_path: Path,
     assert names == ["a.example"] * 5000 + ["b.example"] * 5000
     capture.rotate_if_needed(limit_bytes=2**20)
     assert len(capture.supervisor._requests) == 2, "on the new file again: rotation allowed"
+
+
+def test_a_full_disk_keeps_reading_and_saves_the_position_when_space_returns(
+        tmp_path: Path, small_disk) -> None:
+    eve, offsets = tmp_path / "eve.json", small_disk.path / "eve.offset"
+    eve.write_bytes(_line("a.example"))
+    tailer = EveTailer(eve, offsets)
+    assert _names(tailer) == ["a.example"] and not tailer.disk_full
+    small_disk.fill()
+    with eve.open("ab") as handle:
+        handle.write(_line("b.example"))
+    assert _names(tailer) == ["b.example"]  # commit did not raise
+    assert tailer.disk_full
+    assert EveTailer(eve, offsets).position.offset == len(_line("a.example"))
+    small_disk.free()
+    tailer.commit()
+    assert not tailer.disk_full
+    assert EveTailer(eve, offsets).position.offset == 2 * len(_line("a.example"))

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,25 +22,9 @@ from sensor.config import Config
 from sensor.detect.model import Alert, AlertKind, Severity
 from sensor.outputs.delivery import AlertQueue, deliver_pending, pseudonymizer, publisher
 from tests.broker import Core, Mosquitto
-from tests.conftest import require_tool
 from tests.scenarios import build_everything
 
 DEADLINE = 30.0
-
-
-@pytest.fixture
-def mosquitto_binary() -> str:
-    return require_tool("mosquitto")
-
-
-@pytest.fixture
-def broker(tmp_path, mosquitto_binary) -> Iterator[Mosquitto]:
-    directory = tmp_path / "broker"
-    directory.mkdir()
-    server = Mosquitto(directory, mosquitto_binary)
-    server.start()
-    yield server
-    server.stop()
 
 
 def make_config(tmp_path: Path, broker: Mosquitto, **privacy: str) -> Config:

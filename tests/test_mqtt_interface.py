@@ -5,16 +5,14 @@ from __future__ import annotations
 import io
 import json
 import threading
-from pathlib import Path
 
 import jsonschema
-import pytest
 
 from sensor.alerts.book import AlertBook
 from sensor.outputs.delivery import mqtt_settings, publisher
 from sensor.outputs.tail import follow, format_message
-from tests.broker import Core, Mosquitto
-from tests.conftest import REPO, require_tool
+from tests.broker import Core
+from tests.conftest import REPO
 from tests.test_mqtt import make_config, queue, synthetic_alerts
 
 SCHEMAS = REPO / "docs" / "schemas"
@@ -25,16 +23,6 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
-
-
-@pytest.fixture
-def broker(tmp_path: Path):
-    directory = tmp_path / "broker"
-    directory.mkdir()
-    server = Mosquitto(directory, require_tool("mosquitto"))
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_published_payloads_match_the_documented_schemas(tmp_path, broker) -> None:

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from sensor.demo.traffic import DEFAULT_START, Traffic
+from sensor.errors import CaptureError
 from sensor.feeds.model import Category, Indicator
 from sensor.suricata.rules import compile_rules, render_rules
 from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, SuricataSupervisor
 from tests.conftest import require_tool, until
 
 READY = 90.0
+BAD_RULE = 'alert dns any any -> any any (msg:"x"; nosuchkeyword; sid:1;)\n'
 
 
 def _supervisor(tmp_path: Path, interface: str, **overrides: object) -> SuricataSupervisor:
@@ -91,19 +93,91 @@ def test_a_crash_is_restarted_and_rules_reload_without_a_restart(running, tmp_pa
                       SupervisorState.BACKOFF, SupervisorState.STARTING, SupervisorState.RUNNING]
 
 
-def test_an_interface_that_does_not_exist_ends_in_fatal(tmp_path, suricata) -> None:
-    supervisor = _supervisor(tmp_path, "nosuchif0", max_quick_failures=3, start_timeout=20)
+def test_an_interface_that_does_not_exist_ends_in_fatal_and_is_retried_slowly(
+        tmp_path, suricata) -> None:
+    supervisor = _supervisor(tmp_path, "nosuchif0", max_quick_failures=3, start_timeout=20,
+                             fatal_retry=0.5, fatal_retry_max=1.0)
     supervisor.start()
     assert _drive_until(supervisor, SupervisorState.FATAL, 120), supervisor.transitions
-    assert "3 failed starts in a row" in supervisor.transitions[-1].reason
+    fatal = supervisor.transitions[-1].reason
+    assert "3 failed starts in a row" in fatal and "trying again in 0 s" in fatal
     assert [t.new for t in supervisor.transitions].count(SupervisorState.BACKOFF) == 2
+    # FATAL is a reported state, never the end: the supervisor starts Suricata again.
+    assert _drive_until(supervisor, SupervisorState.STARTING, 30), supervisor.transitions
+    assert _drive_until(supervisor, SupervisorState.FATAL, 60), supervisor.transitions
+    assert "trying again in 1 s" in supervisor.transitions[-1].reason
+    supervisor.stop()
 
 
-def test_rules_suricata_rejects_never_start(tmp_path, suricata) -> None:
+def test_rules_suricata_rejects_fall_back_to_no_rules_and_capture_goes_on(
+        tmp_path, suricata) -> None:
     supervisor = _supervisor(tmp_path, "lo")
-    Path(supervisor.settings.rule_files[0]).write_text(
-        'alert dns any any -> any any (msg:"x"; nosuchkeyword; sid:1;)\n')
+    Path(supervisor.settings.rule_files[0]).write_text(BAD_RULE)
     supervisor.start()
-    assert supervisor.state is SupervisorState.FATAL
-    assert "suricata rejects its configuration or rules" in supervisor.transitions[-1].reason
-    assert supervisor.process is None
+    try:
+        assert supervisor.state is SupervisorState.STARTING, supervisor.transitions
+        assert supervisor.rules_in_use == ()
+        assert "suricata rejects its configuration or rules" in supervisor.rules_problem
+        assert "no Suricata rules" in supervisor.rules_problem
+        assert _drive_until(supervisor, SupervisorState.RUNNING), _log(supervisor)
+        # What Suricata writes (raw addresses) is private whatever our umask.
+        assert supervisor.eve_path.stat().st_mode & 0o077 == 0
+    finally:
+        supervisor.stop()
+
+
+def test_rejected_rules_fall_back_to_the_last_good_ones(tmp_path, suricata) -> None:
+    supervisor = _supervisor(tmp_path, "lo")
+    rules = Path(supervisor.settings.rule_files[0])
+    good = rules.read_text()
+    supervisor.start()  # accepted: kept as the last good rules
+    assert supervisor.rules_problem is None
+    assert _drive_until(supervisor, SupervisorState.RUNNING), _log(supervisor)
+    # A reload of rejected rules raises and leaves Suricata running as it was.
+    rules.write_text(BAD_RULE)
+    with pytest.raises(CaptureError, match="rejects"):
+        supervisor.reload_rules()
+    assert supervisor.state is SupervisorState.RUNNING
+    assert str(rules) in supervisor.config_path.read_text()
+    supervisor.stop()
+    # A restart with the bad file on disk uses the copy of the good one.
+    supervisor.start()
+    try:
+        assert supervisor.state is SupervisorState.STARTING, supervisor.transitions
+        assert "the last good rules" in supervisor.rules_problem
+        [copy] = supervisor.rules_in_use
+        assert Path(copy).read_text() == good and copy in supervisor.config_path.read_text()
+        assert _drive_until(supervisor, SupervisorState.RUNNING), _log(supervisor)
+        rules.write_text(good)  # fixed: a reload goes back to the configured file
+        supervisor.reload_rules()
+        assert supervisor.rules_problem is None and supervisor.rules_in_use == (str(rules),)
+    finally:
+        supervisor.stop()
+
+
+def test_an_unexpected_error_in_the_supervising_thread_is_reported_and_survived(
+        tmp_path, suricata) -> None:
+    import threading
+
+    supervisor = _supervisor(tmp_path, "lo")
+    real_poll, failures = supervisor.poll, []
+
+    def poll_failing_twice() -> SupervisorState:
+        if len(failures) < 2:
+            failures.append(1)
+            raise KeyError("injected")
+        return real_poll()
+
+    supervisor.poll = poll_failing_twice
+    stop = threading.Event()
+    worker = threading.Thread(target=supervisor.run, args=(stop, 0.05))
+    worker.start()
+    try:
+        assert until(lambda: supervisor.errors.count == 2 and
+                     supervisor.state is SupervisorState.RUNNING, READY), _log(supervisor)
+        assert supervisor.errors.problem is None  # over: the last pass went through
+        assert "KeyError: 'injected'" in supervisor.errors.last
+    finally:
+        stop.set()
+        worker.join()
+    assert supervisor.state is SupervisorState.STOPPED

@@ -53,3 +53,20 @@ def test_reading_to_the_end_leaves_nothing_behind(tmp_path, tshark) -> None:
     capture, _ = build_everything(tmp_path / "c.pcap")
     assert len(list(TsharkSource().read(capture))) > 50
     assert _leftovers(capture) == []
+
+
+def test_a_tshark_killed_mid_run_is_an_error_with_the_partial_results(tmp_path, tshark) -> None:
+    import signal
+
+    capture, _ = build_everything(tmp_path / "c.pcap")
+    source = TsharkSource(batch=1)
+    records = source.read(capture)
+    first = [next(records)]
+    [pid] = [pid for pid, (_, command) in _commands().items()
+             if command.startswith(tshark) or (" -r " in command and str(capture) in command
+                                                and "tshark" in command.split()[0])]
+    os.kill(pid, signal.SIGKILL)
+    rest = list(records)  # no exception: what was read is kept ...
+    assert first and source.stats.observations == len(first) + len(rest)
+    assert source.stats.damaged == "tshark failed (killed by signal 9)"  # ... and reported
+    assert _leftovers(capture) == []

@@ -1,5 +1,8 @@
 """The alert book: SQLite (WAL, synchronous=FULL), the source of truth for alerts.
 
+The book and its -wal and -shm files are mode 0600 whatever the umask: they
+hold raw device addresses.
+
 An alert is written here, and the write reaches the disk, before anything is
 published; the outbox row goes away only when the broker acknowledged that
 exact version. An alert that changes while a copy is in flight gets a new
@@ -10,14 +13,19 @@ a broker (``sensor.outputs.mqtt``).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sensor.errors import VeilleuseError
+from sensor.files import create_private
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -43,11 +51,35 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_queued ON outbox (queued_at);
+CREATE TABLE IF NOT EXISTS quarantine (
+    outbox_rowid INTEGER,
+    alert_id BLOB,
+    version BLOB,
+    payload BLOB,
+    queued_at BLOB,
+    reason TEXT NOT NULL,
+    quarantined_at REAL NOT NULL
+);
 """
+SQLITE_FULL = 13
+
+
+def _sidecars(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
 
 
 class AlertBookError(VeilleuseError):
     """The alert database cannot be opened or written."""
+
+
+class AlertBookFull(AlertBookError):
+    """The disk holding the alert book is full: nothing can be written until space is freed."""
+
+
+def _write_error(path: Path, error: sqlite3.Error) -> AlertBookError:
+    if getattr(error, "sqlite_errorcode", 0) & 0xFF == SQLITE_FULL:
+        return AlertBookFull(f"{path}: the disk is full ({error}); free some space on it")
+    return AlertBookError(f"{path}: write failed ({error})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +116,9 @@ class AlertBook:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            for private in (self.path, *_sidecars(self.path)):
+                if private == self.path or private.exists():
+                    create_private(private)  # SQLite gives -wal and -shm the book's mode
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -115,7 +150,17 @@ class AlertBook:
             except sqlite3.Error as error:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise AlertBookError(f"{self.path}: write failed ({error})") from None
+                raise _write_error(self.path, error) from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as error:
+                raise AlertBookError(f"{self.path}: read failed ({error}); the book may be "
+                                     "damaged: `sqlite3 <book> 'PRAGMA integrity_check'` "
+                                     "says where") from None
 
     def record(self, alert_id: str, *, kind: str, severity: str, device: str, indicator: str,
                first_seen: float, last_seen: float, count_added: int, record: str,
@@ -160,12 +205,57 @@ class AlertBook:
         return version
 
     def pending(self, limit: int = 100, exclude: frozenset[str] = frozenset()) -> list[OutboxEntry]:
-        """Oldest undelivered alerts first, skipping ids in ``exclude`` (already in flight)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT alert_id, version, payload, attempts FROM outbox ORDER BY queued_at "
-                "LIMIT ?", (limit + len(exclude),)).fetchall()
-        return [OutboxEntry(*row) for row in rows if row[0] not in exclude][:limit]
+        """Oldest undelivered alerts first, skipping ids in ``exclude`` (already in flight).
+
+        Rows are read one by one: a row that cannot be read or makes no sense
+        (a damaged disk, a hand edit) is moved to the ``quarantine`` table,
+        named in the log, and the others are still delivered.
+        """
+        with self._reading() as db:
+            rowids = [row[0] for row in db.execute(
+                "SELECT rowid FROM outbox ORDER BY queued_at LIMIT ?", (limit + len(exclude),))]
+        entries = []
+        for rowid in rowids:
+            entry = self._outbox_row(rowid)
+            if entry is not None and entry.alert_id not in exclude:
+                entries.append(entry)
+        return entries[:limit]
+
+    def _outbox_row(self, rowid: int) -> OutboxEntry | None:
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT alert_id, version, payload, attempts FROM outbox "
+                                       "WHERE rowid=?", (rowid,)).fetchone()
+            if row is None:
+                return None  # delivered meanwhile
+            entry = OutboxEntry(*row)
+            if not (isinstance(entry.alert_id, str) and isinstance(entry.version, int) and
+                    isinstance(entry.attempts, int) and isinstance(entry.payload, str)):
+                raise TypeError(f"a field has the wrong type: {row!r:.200}")
+        except (sqlite3.Error, TypeError) as error:
+            self._quarantine(rowid, f"{type(error).__name__}: {error}")
+            return None
+        return entry
+
+    def _quarantine(self, rowid: int, reason: str) -> None:
+        """Move one unusable outbox row aside, whole and as raw bytes, and say so."""
+        with self._transaction() as db:
+            raw_id = db.execute("SELECT CAST(alert_id AS BLOB) FROM outbox WHERE rowid=?",
+                                (rowid,)).fetchone()
+            db.execute(
+                "INSERT INTO quarantine SELECT rowid, CAST(alert_id AS BLOB), "
+                "CAST(version AS BLOB), CAST(payload AS BLOB), CAST(queued_at AS BLOB), ?, ? "
+                "FROM outbox WHERE rowid=?", (reason, time.time(), rowid))
+            db.execute("DELETE FROM outbox WHERE rowid=?", (rowid,))
+        alert_id = bytes(raw_id[0]).decode("utf-8", "replace") if raw_id and raw_id[0] else "?"
+        log.error("alert book %s: outbox row %d (alert %s) is unreadable (%s); moved to its "
+                  "quarantine table, the other alerts are delivered. Inspect it with: sqlite3 "
+                  "%s 'SELECT * FROM quarantine'", self.path, rowid, alert_id, reason, self.path)
+
+    def quarantined_count(self) -> int:
+        """How many outbox rows were moved aside as unreadable (ever, in this book)."""
+        with self._reading() as db:
+            return db.execute("SELECT count(*) FROM quarantine").fetchone()[0]
 
     def mark_delivered(self, alert_id: str, version: int, now: float) -> bool:
         """Retire the outbox row if it still holds ``version``; False if it changed since."""
@@ -189,12 +279,12 @@ class AlertBook:
 
     def severity_counts(self) -> dict[str, int]:
         """How many stored alerts there are of each severity."""
-        with self._lock:
+        with self._reading():
             return dict(self._db.execute(
                 "SELECT severity, count(*) FROM alerts GROUP BY severity").fetchall())
 
     def pending_count(self) -> int:
-        with self._lock:
+        with self._reading():
             return self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
     def alerts(self) -> list[StoredAlert]:

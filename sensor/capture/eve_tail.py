@@ -10,11 +10,16 @@ reopen its logs): the file being read stays open, so it is read to its end
 before the tailer moves to the new ``eve.json``; after a restart in the
 middle, the saved inode is found again under ``eve.json.1``. A file that
 shrank is read again from its start.
+
+A full disk does not stop the tailer: the position is kept in memory,
+``disk_full`` says so, and it is saved by the first ``commit`` that has room
+(a crash meanwhile replays from the last saved position: nothing is skipped).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +28,10 @@ from typing import BinaryIO
 
 from sensor.capture.stats import SourceStats
 from sensor.capture.suricata import read_eve_lines
-from sensor.files import replace_file
+from sensor.files import is_disk_full, replace_file
 from sensor.observations import Observation
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 
@@ -49,6 +56,7 @@ class EveTailer:
         self.position = self._load()
         self._handle: BinaryIO | None = None
         self._pending: Position | None = None
+        self.disk_full = False
 
     def _load(self) -> Position:
         try:
@@ -113,9 +121,22 @@ class EveTailer:
         self._commit_position()
 
     def _commit_position(self) -> None:
-        replace_file(self.offset_file, json.dumps({"inode": self.position.inode,
-                                                  "offset": self.position.offset}),
-                     durable=False)
+        try:
+            replace_file(self.offset_file, json.dumps({"inode": self.position.inode,
+                                                      "offset": self.position.offset}),
+                         durable=False)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            if not self.disk_full:
+                log.error("%s: cannot save the EVE position (%s); reading goes on and the "
+                          "position is saved once the disk has room", self.offset_file,
+                          error.strerror)
+            self.disk_full = True
+            return
+        if self.disk_full:
+            log.info("%s: the EVE position is saved again", self.offset_file)
+        self.disk_full = False
 
     @property
     def reading_rotated(self) -> bool:

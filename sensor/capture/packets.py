@@ -23,6 +23,7 @@ from scapy.packet import Packet
 
 from sensor.capture.flows import FlowState, FlowTracker, PacketSummary
 from sensor.capture.quic import QuicError, is_client_initial, open_client_initial
+from sensor.capture.stats import SourceStats
 from sensor.observations import (
     DnsAnswer,
     DnsQuery,
@@ -33,6 +34,7 @@ from sensor.observations import (
     QuicHello,
     TlsHello,
     canonical_ip,
+    packet_time,
 )
 
 DNS_PORT = 53
@@ -76,7 +78,7 @@ class PacketDecoder:
         is_tcp = isinstance(transport, TCP)
         flags = int(transport.flags) if is_tcp else 0
         summary = PacketSummary(
-            time=float(packet.time), source=canonical_ip(network.src),
+            time=_time(packet), source=canonical_ip(network.src),
             destination=canonical_ip(network.dst),
             source_port=int(transport.sport), destination_port=int(transport.dport),
             transport="tcp" if is_tcp else "udp", length=len(packet),
@@ -87,6 +89,20 @@ class PacketDecoder:
         payload = bytes(transport.payload)
         if payload:
             observations.extend(self._application(summary, state, payload))
+        return observations
+
+    def decode_counted(self, packet: Packet, stats: SourceStats) -> list[Observation]:
+        """``decode``, counting the packet in ``stats``; a packet that fails is skipped there."""
+        stats.records += 1
+        try:
+            observations = self.decode(packet)
+        except PacketDecodeError as error:
+            stats.skip("undecodable packet", str(error))
+            return []
+        except Exception as error:  # noqa: BLE001 - the record boundary: count, go on
+            stats.skip("malformed packet", f"{type(error).__name__}: {error}")
+            return []
+        stats.observations += len(observations)
         return observations
 
     def finish(self) -> list[Observation]:
@@ -117,6 +133,13 @@ class PacketDecoder:
         elif summary.transport == "udp" and from_client and not state.hello_seen and \
                 endpoints.server_port in QUIC_PORTS and is_client_initial(payload):
             yield from _quic(summary, endpoints, state, payload)
+
+
+def _time(packet: Packet) -> float:
+    try:
+        return packet_time(packet.time)
+    except ValueError as error:
+        raise PacketDecodeError(str(error)) from None
 
 
 def _quic(summary: PacketSummary, endpoints: Endpoints, state: FlowState,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from scapy.packet import Packet
 from scapy.sendrecv import AsyncSniffer
 
-from sensor.capture.packets import PacketDecodeError, PacketDecoder
+from sensor.capture.packets import PacketDecoder
 from sensor.capture.stats import SourceStats
 from sensor.errors import CaptureError
 from sensor.observations import Observation
@@ -82,24 +82,11 @@ class ScapyLiveSource:
                 except queue.Empty:
                     yield from decoder.expire(self._clock())
                     continue
-                yield from self._decode(decoder, packet)
+                yield from decoder.decode_counted(packet, self.stats)
         finally:
             if sniffer.running:
                 sniffer.stop()
         while not self._packets.empty():
-            yield from self._decode(decoder, self._packets.get_nowait())
+            yield from decoder.decode_counted(self._packets.get_nowait(), self.stats)
         yield from decoder.finish()
         log.info("%s", self.stats.summary())
-
-    def _decode(self, decoder: PacketDecoder, packet: Packet) -> list[Observation]:
-        self.stats.records += 1
-        try:
-            observations = decoder.decode(packet)
-        except PacketDecodeError as error:
-            self.stats.skip("undecodable packet", str(error))
-            return []
-        except Exception as error:  # noqa: BLE001 - the record boundary: count, go on
-            self.stats.skip("malformed packet", f"{type(error).__name__}: {error}")
-            return []
-        self.stats.observations += len(observations)
-        return observations

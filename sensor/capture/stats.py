@@ -17,6 +17,8 @@ class SourceStats:
     records: int = 0
     observations: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    damaged: str | None = None
+    """Why reading stopped early (the records before it were read), or None."""
 
     def skip(self, reason: str, detail: str = "") -> None:
         """Count an unusable record; the first of each reason is logged with a next step."""
@@ -33,4 +35,5 @@ class SourceStats:
     def summary(self) -> str:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in self.skipped.most_common())
         return (f"{self.source}: {self.records} records, {self.observations} observations, "
-                f"{self.skipped_total} skipped" + (f" ({reasons})" if reasons else ""))
+                f"{self.skipped_total} skipped" + (f" ({reasons})" if reasons else "") +
+                (f"; damaged: {self.damaged}" if self.damaged else ""))

@@ -1,7 +1,10 @@
 """Suricata as a capture source: ``suricata -r`` on a pcap, its EVE records as they come.
 
 Offline only here; the live supervisor reuses ``read_eve_lines``. A Suricata
-failure is reported with its exit code and the end of its log.
+failure is reported with its exit code and the end of its log. The file is
+checked first (``scan_capture``): Suricata exits 0, or waits a minute, on files
+it cannot read. A link type Suricata 7 cannot decode (Linux cooked v2, from
+``tcpdump -i any``) is read with the scapy source instead, and the log says so.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from sensor.capture import check_capture_file
+from sensor.capture import scan_capture
 from sensor.capture.eve import EveRecordError, UnknownEventType, parse_eve_line
 from sensor.capture.stats import SourceStats
 from sensor.errors import CaptureError, CaptureToolMissing
@@ -65,7 +68,11 @@ class SuricataSource:
         binary = shutil.which(self.settings.binary)
         if binary is None:
             raise CaptureToolMissing(self.settings.binary, "-t bookworm-backports suricata")
-        pcap = check_capture_file(pcap)
+        capture = scan_capture(pcap)
+        if not capture.readable_by_suricata():
+            yield from self._read_with_scapy(capture.path, capture.linktypes)
+            return
+        self.stats.damaged = capture.damage
         with tempfile.TemporaryDirectory(prefix="veilleuse-suricata-") as name:
             workdir = Path(name)
             config = workdir / "suricata.yaml"
@@ -98,6 +105,17 @@ class SuricataSource:
                 raise CaptureError(f"suricata failed on {pcap} (exit {process.returncode}):\n"
                                    f"{tail}")
         log.info("%s", self.stats.summary())
+
+
+    def _read_with_scapy(self, pcap: Path, linktypes: tuple[int, ...]) -> Iterator[Observation]:
+        from sensor.capture.scapy_reader import ScapySource
+
+        log.warning("%s: Suricata 7 cannot read link type %s (Linux cooked v2 is what "
+                    "`tcpdump -i any` writes); reading it with the scapy source instead",
+                    pcap, ", ".join(map(str, linktypes)))
+        fallback = ScapySource()
+        self.stats, self.name = fallback.stats, "scapy (Suricata cannot read this link type)"
+        yield from fallback.read(pcap)
 
 
 def _close_after_exit(process: subprocess.Popen[bytes], keeper: int) -> None:

@@ -5,6 +5,11 @@ its consumer stops early, so it runs in a child process of its own: the
 parent only receives observation batches, and whatever happens (an error, the
 consumer stopping, Ctrl-C) the child closes its capture and is joined or
 terminated. Slower than Suricata; meant for offline analysis.
+
+tshark's exit status is checked (pyshark kills it at end-of-file before
+looking): a crash or a capture tshark finds damaged ends the run with the
+observations read so far and the reason in ``stats.damaged``, never a clean
+"no alert" and never a traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sensor.capture import check_capture_file
+from sensor.capture import scan_capture
 from sensor.capture.stats import SourceStats
 from sensor.errors import CaptureError, CaptureToolMissing
 from sensor.observations import Observation
@@ -45,7 +50,9 @@ class TsharkSource:
         tshark = shutil.which(self.binary)
         if tshark is None:
             raise CaptureToolMissing(self.binary, "tshark")
-        pcap = check_capture_file(pcap)
+        capture = scan_capture(pcap)
+        pcap = capture.path
+        self.stats.damaged = capture.damage
         context = multiprocessing.get_context("spawn")
         channel: multiprocessing.Queue[tuple[str, Any]] = context.Queue(maxsize=64)
         worker = context.Process(target=_run_worker, args=(str(pcap), tshark, self.batch,
@@ -84,6 +91,12 @@ class TsharkSource:
             elif kind == "done":
                 self.stats.records += payload
                 return
+            elif kind == "damaged":
+                packets, reason = payload
+                self.stats.records += packets
+                self.stats.damaged = reason if self.stats.damaged is None else \
+                    f"{self.stats.damaged}; {reason}"
+                return
             else:
                 raise CaptureError(f"tshark failed: {payload}")
 
@@ -97,12 +110,13 @@ def _run_worker(pcap: str, tshark: str, batch_size: int, channel: Any) -> None:
     from sensor.capture.tshark_packets import TsharkDecoder, TsharkFieldError
 
     capture = None
+    decoder = TsharkDecoder()
+    batch: list[Observation] = []
+    packets = 0
+    failure: str | None = None
     try:
-        capture = pyshark.FileCapture(pcap, keep_packets=False, display_filter=DISPLAY_FILTER,
-                                      tshark_path=tshark)
-        decoder = TsharkDecoder()
-        batch: list[Observation] = []
-        packets = 0
+        capture = _checked_capture(pyshark)(pcap, keep_packets=False,
+                                            display_filter=DISPLAY_FILTER, tshark_path=tshark)
         for packet in capture:
             packets += 1
             try:
@@ -114,11 +128,44 @@ def _run_worker(pcap: str, tshark: str, batch_size: int, channel: Any) -> None:
             if len(batch) >= batch_size:
                 channel.put(("batch", batch))
                 batch = []
-        batch.extend(decoder.finish())
-        channel.put(("batch", batch))
-        channel.put(("done", packets))
-    except Exception as error:  # noqa: BLE001 - reported to the parent, which raises
-        channel.put(("error", f"{type(error).__name__}: {error}"))
+    except Exception as error:  # noqa: BLE001 - reported to the parent with what was read
+        failure = f"tshark stopped after {packets} packet(s): {type(error).__name__}: " \
+            f"{str(error).splitlines()[0] if str(error) else ''}"
     finally:
         if capture is not None:
             capture.close()
+    failure = failure or (capture.failure() if capture is not None else None)
+    batch.extend(decoder.finish())
+    channel.put(("batch", batch))
+    channel.put(("damaged", (packets, failure)) if failure else ("done", packets))
+
+
+def _checked_capture(pyshark: Any) -> type:
+    """pyshark's FileCapture, keeping tshark's exit status instead of killing it unchecked."""
+    import asyncio
+    import contextlib
+
+    class CheckedCapture(pyshark.FileCapture):
+        exit_codes: list[int]
+
+        async def _cleanup_subprocess(self, process: Any) -> None:
+            if process.returncode is None and self._eof_reached:
+                # At the end of its output tshark is exiting: wait for its real status.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(process.wait(), 10)
+            if process.returncode is None:
+                await super()._cleanup_subprocess(process)
+                return
+            self.__dict__.setdefault("exit_codes", []).append(process.returncode)
+
+        def failure(self) -> str | None:
+            bad = [code for code in self.__dict__.get("exit_codes", []) if code != 0]
+            if not bad:
+                return None
+            how = f"killed by signal {-bad[0]}" if bad[0] < 0 else f"exit code {bad[0]}"
+            last = (self._last_error_line or "").strip()
+            if last.startswith("Running as user"):  # tshark's warning under root, not a reason
+                last = ""
+            return f"tshark failed ({how})" + (f": {last}" if last else "")
+
+    return CheckedCapture

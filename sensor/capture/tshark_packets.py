@@ -23,6 +23,7 @@ from sensor.observations import (
     QuicHello,
     TlsHello,
     canonical_ip,
+    packet_time,
 )
 
 _ADDRESS_FIELDS = {"A": "a", "AAAA": "aaaa", "CNAME": "cname"}
@@ -66,7 +67,7 @@ class TsharkDecoder:
             is_tcp = transport.layer_name == "tcp"
             flags = int(str(transport.flags), 16) if is_tcp else 0
             summary = PacketSummary(
-                time=float(packet.sniff_timestamp), source=canonical_ip(str(network.src)),
+                time=packet_time(packet.sniff_timestamp), source=canonical_ip(str(network.src)),
                 destination=canonical_ip(str(network.dst)), source_port=int(transport.srcport),
                 destination_port=int(transport.dstport), transport="tcp" if is_tcp else "udp",
                 length=int(packet.length), syn=bool(flags & 0x02), ack=bool(flags & 0x10),

@@ -93,7 +93,7 @@ class SuricataCapture:
             if ok:
                 log.info("suricata: %s", message)
             else:
-                self.rules.write_bytes(previous)
+                replace_file(self.rules, previous, durable=False)
                 log.error("new rules not loaded, the previous ones stay: %s", message)
 
         # If Suricata is not running, its next start reads the new file.

@@ -1,17 +1,20 @@
 """Queue alerts in the book with the payload that will leave the box, and publish them.
 
 The glue between detection and the MQTT publisher, built from the config.
+When the book's disk is full, alerts wait in memory (up to ``MAX_HELD``
+distinct alerts) and are written, oldest first, as soon as it has room.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 
-from sensor.alerts.book import AlertBook
+from sensor.alerts.book import AlertBook, AlertBookFull
 from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
 from sensor.alerts.retention import apply_retention
 from sensor.config import Config
@@ -23,17 +26,25 @@ from sensor.outputs.payloads import alert_payload
 from sensor.outputs.topics import Topics
 from sensor.report import all_catalogues
 
+log = logging.getLogger(__name__)
+
+MAX_HELD = 10_000
+
 
 class AlertQueue:
     """Writes each new or updated alert, and its outgoing payload, to the book.
 
     ``clock_synchronised`` is the live sensor's clock probe, asked as each
     alert is stored; None for a capture file, whose times are the packets'.
+    ``disk_full``, ``held`` and ``dropped`` are for health: while the disk is
+    full, alerts wait in memory; past ``max_held`` distinct alerts, a new one
+    is not kept (logged at ERROR and counted in ``dropped``) and is written
+    with all its sightings the next time detection reports it.
     """
 
     def __init__(self, book: AlertBook, config: Config, pseudonyms: Pseudonymizer | None,
-                 wall_clock: Callable[[], float],
-                 clock_synchronised: ClockProbe | None = None) -> None:
+                 wall_clock: Callable[[], float], clock_synchronised: ClockProbe | None = None,
+                 max_held: int = MAX_HELD) -> None:
         self.book = book
         self._clock_synchronised = clock_synchronised
         self._config = config
@@ -41,12 +52,61 @@ class AlertQueue:
         self._catalogues = all_catalogues()
         self._clock = wall_clock
         self._counted: dict[str, int] = {}
+        self._held: dict[str, tuple[Alert, int]] = {}
+        self.max_held = max_held
+        self.dropped = 0
+        self.disk_full = False
+
+    @property
+    def held(self) -> int:
+        """Alerts waiting in memory for room on the disk."""
+        return len(self._held)
 
     def add(self, alert: Alert) -> None:
         """Store the sightings this alert gained since it was last added, and queue it."""
-        now = self._clock()
         added = alert.count - self._counted.get(alert.id, 0)
         self._counted[alert.id] = alert.count
+        if self._held:
+            self._hold(alert, added)
+            return
+        try:
+            self._write(alert, added)
+        except AlertBookFull as error:
+            log.error("%s; alerts wait in memory (up to %d) until it has room", error,
+                      self.max_held)
+            self.disk_full = True
+            self._hold(alert, added)
+
+    def _hold(self, alert: Alert, added: int) -> None:
+        if alert.id in self._held:
+            self._held[alert.id] = (alert, self._held[alert.id][1] + added)
+        elif len(self._held) < self.max_held:
+            self._held[alert.id] = (alert, added)
+        else:
+            self._counted[alert.id] -= added  # written in full when it is seen again
+            self.dropped += 1
+            log.error("DISK FULL: alert %s (%s %s) NOT KEPT: %d alerts already wait in memory; "
+                      "%d not kept so far. Free space on the disk of %s now", alert.id,
+                      alert.kind.value, alert.indicator, len(self._held), self.dropped,
+                      self.book.path)
+
+    def write_held(self) -> int:
+        """Write the alerts waiting in memory, oldest first; returns how many were written."""
+        written = 0
+        for alert_id, (alert, added) in list(self._held.items()):
+            try:
+                self._write(alert, added)
+            except AlertBookFull:
+                return written
+            del self._held[alert_id]
+            written += 1
+        if self.disk_full:
+            log.info("alert book writable again: %d alert(s) written from memory", written)
+        self.disk_full = False
+        return written
+
+    def _write(self, alert: Alert, added: int) -> None:
+        now = self._clock()
 
         synchronised = None if self._clock_synchronised is None else \
             self._clock_synchronised()
@@ -68,6 +128,9 @@ class AlertQueue:
                          clock_synchronised=synchronised)
 
     def add_all(self, alerts: Iterable[Alert]) -> int:
+        """``add`` each; alerts waiting in memory are written first, if there is room now."""
+        if self._held:
+            self.write_held()
         count = 0
         for alert in alerts:
             self.add(alert)
@@ -81,7 +144,12 @@ def pseudonymizer(config: Config) -> Pseudonymizer | None:
     return Pseudonymizer(load_or_create_secret(config.privacy.secret_file))
 
 
-def mqtt_settings(config: Config, url: str | None = None) -> MqttSettings:
+def mqtt_settings(config: Config, url: str | None = None, role: str = "sensor") -> MqttSettings:
+    """Settings from the config; the client id is ``veilleuse-<site>-<sensor>-<role>``.
+
+    One role per process (``sensor`` for the daemon, ``publish``, ``tail``):
+    two clients on one id would take the session from each other.
+    """
     mqtt = config.mqtt
     password = None
     if mqtt.password_file is not None:
@@ -95,7 +163,7 @@ def mqtt_settings(config: Config, url: str | None = None) -> MqttSettings:
         ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
         cert_file=str(mqtt.cert_file) if mqtt.cert_file else None,
         key_file=str(mqtt.key_file) if mqtt.key_file else None,
-        client_id=f"veilleuse-{config.site}-{config.sensor}",
+        client_id=f"veilleuse-{config.site}-{config.sensor}-{role}",
         session_expiry=mqtt.session_expiry_seconds)
 
 
@@ -103,16 +171,16 @@ def topics(config: Config) -> Topics:
     return Topics(site=config.site, sensor=config.sensor, prefix=config.mqtt.topic_prefix)
 
 
-def publisher(config: Config, book: AlertBook, url: str | None = None) -> MqttPublisher:
-    return MqttPublisher(mqtt_settings(config, url), topics(config), book)
-
+def publisher(config: Config, book: AlertBook, url: str | None = None,
+              role: str = "sensor") -> MqttPublisher:
+    return MqttPublisher(mqtt_settings(config, url, role), topics(config), book)
 
 
 def deliver_pending(config: Config, book: AlertBook, url: str | None, timeout: float,
                     feed_versions: dict[str, str] | None = None,
                     clock_synchronised: ClockProbe | None = None) -> tuple[bool, PublisherHealth]:
     """Publish the book's pending alerts, then apply retention; (all acknowledged, health)."""
-    sender = publisher(config, book, url)
+    sender = publisher(config, book, url, role="publish")
     sender.feed_versions = feed_versions or {}
     sender.start()
     try:

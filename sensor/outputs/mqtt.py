@@ -7,6 +7,14 @@ on a successful PUBACK for that id, checking the v5 reason code (a refused
 publish is not a delivery). A refusal, a refused connection or a lost broker
 is visible in ``health()`` and in the retained state topic. Duplicates are
 possible (a PUBACK lost with the connection) and harmless: ids are stable.
+
+A connection that fails says why (TLS certificate, host name, TLS to a plain
+port, refused...), never just "not connected". Another client taking the
+session over (same client id) is reported, and reconnection slows down to
+``takeover_retry`` instead of fighting. A PUBACK whose retirement cannot be
+written (a full disk) is remembered in memory, the alert is not published
+again, and the row is retired when the disk allows. An unexpected error in
+the owner thread is logged once, counted and survived (``health().errors``).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import json
 import logging
 import queue
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,10 +38,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sensor.alerts.book import AlertBook
+from sensor.alerts.book import AlertBook, AlertBookFull
 from sensor.errors import VeilleuseError
 from sensor.outputs.payloads import state_payload, status_payload
 from sensor.outputs.topics import Topics
+from sensor.workers import WorkerErrors
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,7 @@ class MqttSettings:
     state_interval: float = 60.0
     ack_timeout: float = 60.0
     retry_backoff_max: float = 300.0
+    takeover_retry: float = 300.0
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> MqttSettings:
@@ -95,6 +106,14 @@ class PublisherHealth:
     delivered: int
     refused: int
     last_refusal: str | None
+    errors: int = 0
+    """Unexpected errors the owner thread survived."""
+    quarantined: int = 0
+    """Outbox rows moved aside as unreadable (see the book's quarantine table)."""
+    disk_full: bool = False
+    """The book's disk is full: acknowledged alerts wait in memory to be retired."""
+    unretired: int = 0
+    """Acknowledged alerts whose retirement is not written yet (kept in memory)."""
 
 
 @dataclass(slots=True)
@@ -132,6 +151,12 @@ class MqttPublisher:
         self._retry_after: dict[str, float] = {}
         self._refusals: dict[str, int] = {}
         self._acknowledged_batch: list[tuple[str, int]] = []
+        self._unretired: dict[str, int] = {}
+        self._disk_full = False
+        self.errors = WorkerErrors("MQTT publisher")
+        self._stopping = threading.Event()
+        self._connected_at = float("-inf")
+        self._short_sessions = 0
         self.feed_versions: dict[str, str] = {}
         self.on_command: Callable[[str], None] | None = None
         self.health_source: Callable[[], tuple[str, tuple[str, ...], tuple[str, ...]]] | None = \
@@ -155,6 +180,7 @@ class MqttPublisher:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
                              protocol=MQTTProtocolVersion.MQTTv5)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -189,6 +215,7 @@ class MqttPublisher:
         """Say ``offline`` (stopped) on the status topic, then disconnect."""
         if self._owner is None:
             return
+        self._stopping.set()
         self._events.put(("stop", None))
         self._owner.join(timeout)
         if self._connected:
@@ -215,22 +242,40 @@ class MqttPublisher:
             return self._changed.wait_for(lambda: predicate(self.health()), timeout)
 
     def health(self) -> PublisherHealth:
-        return PublisherHealth(connected=self._connected, problem=self._problem,
+        return PublisherHealth(connected=self._connected,
+                               problem=self.errors.problem or self._problem,
                                pending=self.book.pending_count(), in_flight=len(self._in_flight),
                                delivered=self._delivered, refused=self._refused,
-                               last_refusal=self._last_refusal)
+                               last_refusal=self._last_refusal, errors=self.errors.count,
+                               quarantined=self.book.quarantined_count(),
+                               disk_full=self._disk_full, unretired=len(self._unretired))
 
     # -- paho callbacks (network thread): hand over, nothing else ----------------
 
     @_guarded
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     properties: Any) -> None:
+        self._connected_at = self._clock()
         self._events.put(("connect", (reason, flags.session_present)))
+
+    @_guarded
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        """paho calls this inside its ``except OSError``: the exception is the real reason."""
+        self._events.put(("connect_failed", _connection_error(sys.exception(),
+                                                             self.settings.tls)))
 
     @_guarded
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Any) -> None:
-        self._events.put(("disconnect", reason))
+        short = self._clock() - self._connected_at < _SHORT_SESSION
+        self._short_sessions = self._short_sessions + 1 if short else 0
+        taken_over = getattr(reason, "value", None) == _SESSION_TAKEN_OVER or \
+            self._short_sessions >= _SHORT_SESSIONS_FOR_TAKEOVER
+        if taken_over:
+            # Here, before paho computes its reconnect wait: do not take the session back.
+            retry = int(self.settings.takeover_retry)
+            client.reconnect_delay_set(min_delay=retry, max_delay=retry)
+        self._events.put(("disconnect", (reason, taken_over)))
 
     @_guarded
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
@@ -261,19 +306,29 @@ class MqttPublisher:
             events = self._next_events()
             if any(kind == "stop" for kind, _ in events):
                 return
+            pause = 0.0
             try:
-                for kind, value in events:
-                    self._handle(kind, value)
-                self._retire_acknowledged()
-                self._expire_in_flight()
-                if self._connected:
-                    self._fill()
-                    self._publish_state()
+                self._pass(events)
             except VeilleuseError as error:
                 self._problem = str(error)
                 log.error("alert delivery paused: %s", error)
+            except Exception as error:  # noqa: BLE001 - the worker boundary: report, go on
+                pause = self.errors.record(error)
+            else:
+                self.errors.succeeded()
             with self._changed:
                 self._changed.notify_all()
+            if pause and self._stopping.wait(pause):
+                return
+
+    def _pass(self, events: list[tuple[str, Any]]) -> None:
+        for kind, value in events:
+            self._handle(kind, value)
+        self._retire_acknowledged()
+        self._expire_in_flight()
+        if self._connected:
+            self._fill()
+            self._publish_state()
 
     def _handle(self, kind: str, value: Any) -> None:
         if kind == "connect":
@@ -284,21 +339,40 @@ class MqttPublisher:
                 log.error("MQTT %s:%d: %s", self.settings.host, self.settings.port, self._problem)
                 return
             self._connected, self._problem = True, None
+            self._client.reconnect_delay_set(min_delay=1, max_delay=30)
             log.info("MQTT connected to %s:%d (session present: %s)", self.settings.host,
                      self.settings.port, session_present)
             self._client.publish(self.topics.status, status_payload(
                 "online", self._wall_clock()), qos=1, retain=True)
             if self.on_command is not None:
                 self._client.subscribe(f"{self.topics.base}/command", qos=1)
+        elif kind == "connect_failed":
+            problem = f"cannot connect to {self.settings.host}:{self.settings.port}: {value}"
+            if problem != self._problem:
+                log.error("MQTT %s; alerts wait in the book", problem)
+            self._connected, self._problem = False, problem
         elif kind == "disconnect":
-            self._connected = False
-            self._problem = f"broker unreachable ({value})"
-            log.warning("MQTT disconnected from %s:%d (%s); alerts wait in the book",
-                        self.settings.host, self.settings.port, value)
+            self._disconnected(*value)
         elif kind == "puback":
             self._acknowledged(*value)
         elif kind == "command":
             self._command(value)
+
+    def _disconnected(self, reason: ReasonCode, taken_over: bool) -> None:
+        """A lost connection; a taken-over session (the broker says so, or the connection
+        keeps closing right after it opens) is not fought for: reconnection slows down."""
+        self._connected = False
+        if taken_over:
+            retry = self.settings.takeover_retry
+            self._problem = (f"another client with the same client id ({self.settings.client_id}) "
+                             f"took over the MQTT session, or the broker keeps closing it right "
+                             f"after it opens ({reason}); trying again in {retry:.0f} s. Give "
+                             "each process its own client id, or stop the other one")
+            log.error("MQTT %s:%d: %s", self.settings.host, self.settings.port, self._problem)
+            return
+        self._problem = f"broker unreachable ({reason})"
+        log.warning("MQTT disconnected from %s:%d (%s); alerts wait in the book",
+                    self.settings.host, self.settings.port, reason)
 
     def _command(self, payload: bytes) -> None:
         """A request from the screen (``veilleuse.command/1``); unknown ones are logged."""
@@ -337,10 +411,30 @@ class MqttPublisher:
             self._problem = None
 
     def _retire_acknowledged(self) -> None:
-        """One transaction (one fsync) for every PUBACK of this batch of events."""
-        if self._acknowledged_batch:
-            batch, self._acknowledged_batch = self._acknowledged_batch, []
-            self._delivered += self.book.mark_all_delivered(batch, self._wall_clock())
+        """One transaction (one fsync) for every PUBACK of this batch of events.
+
+        If the book cannot be written (a full disk), the acknowledged versions
+        stay in memory, are not published again, and are retired on a later pass.
+        """
+        if not self._acknowledged_batch and not self._unretired:
+            return
+        self._unretired.update(self._acknowledged_batch)
+        self._acknowledged_batch = []
+        try:
+            self._delivered += self.book.mark_all_delivered(list(self._unretired.items()),
+                                                            self._wall_clock())
+        except AlertBookFull as error:
+            if not self._disk_full:
+                log.error("%s; %d acknowledged alert(s) are remembered in memory and retired "
+                          "once space is freed (they are not sent again)", error,
+                          len(self._unretired))
+            self._disk_full = True
+            return
+        if self._disk_full:
+            log.info("alert book writable again: %d acknowledged alert(s) retired",
+                     len(self._unretired))
+        self._unretired.clear()
+        self._disk_full = False
 
     def state(self) -> tuple[str, list[str], list[str], dict[str, int]]:
         """Health (ok / alert / degraded), reason codes, their details, and counters.
@@ -396,9 +490,32 @@ class MqttPublisher:
         busy = frozenset(entry.alert_id for entry in self._in_flight.values())
         now = self._clock()
         waiting = frozenset(a for a, when in self._retry_after.items() if when > now)
-        for entry in self.book.pending(limit=room, exclude=busy | waiting):
+        acknowledged = frozenset(self._unretired)
+        for entry in self.book.pending(limit=room, exclude=busy | waiting | acknowledged):
             info = self._client.publish(self.topics.alert, entry.payload, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 log.debug("publish of %s deferred (%s)", entry.alert_id, info.rc)
                 break
             self._in_flight[info.mid] = _InFlight(entry.alert_id, entry.version, now)
+
+
+_SESSION_TAKEN_OVER = 0x8E
+_SHORT_SESSION = 10.0  # seconds; Mosquitto 2.0 closes a taken-over session without a reason
+_SHORT_SESSIONS_FOR_TAKEOVER = 3
+
+
+def _connection_error(error: BaseException | None, tls: bool) -> str:
+    """The reason a connection attempt failed, in the words an operator can act on."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"TLS certificate verify failed: {error.verify_message} (check mqtt.ca_file "
+                "and that the URL's host name is in the broker's certificate)")
+    if isinstance(error, ssl.SSLError):
+        return (f"TLS failed: {error.reason or error} (is this port a TLS listener? check "
+                "the URL's scheme and port)")
+    if tls and isinstance(error, ConnectionResetError | BrokenPipeError | ssl.SSLEOFError):
+        return (f"TLS failed: the server closed the connection during the handshake "
+                f"({error.strerror or error}); is this port a TLS listener? check the URL's "
+                "scheme and port")
+    if isinstance(error, OSError):
+        return error.strerror or str(error) or type(error).__name__
+    return "the connection failed for an unknown reason"

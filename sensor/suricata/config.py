@@ -47,6 +47,7 @@ def suricata_config(settings: SuricataSettings, log_dir: Path, *,
             "enabled": True,
             "filetype": "regular",
             "filename": eve_filename,
+            "filemode": "600",  # raw addresses: private whatever the umask
             "types": [
                 {"alert": {"tagged-packets": False}},
                 {"dns": {"enabled": True, "requests": True, "responses": True,

@@ -3,16 +3,24 @@
 STOPPED -> STARTING -> RUNNING; a crash goes to BACKOFF (1 s, 2 s, 4 s ... up
 to ``backoff_max``) and is started again; ``max_quick_failures`` failures in a
 row, each within ``startsecs`` of its start, go to FATAL (a broken config or
-interface: restarting would only hide it). STARTING becomes RUNNING once the
-command socket answers and the process has lived ``startsecs``. Every
-transition is logged and kept in ``transitions``; intervals use the
-monotonic clock. The configuration is checked with ``suricata -T`` before
-every start; rules are reloaded through the socket, without a restart.
-Not the job of this module: reading EVE records.
+interface, reported as such). FATAL never gives up for good: it is retried
+slowly, after ``fatal_retry`` seconds growing to ``fatal_retry_max``, forever
+(an interface that comes back, a disk that frees up). STARTING becomes
+RUNNING once the command socket answers and the process has lived
+``startsecs``. Every transition is logged and kept in ``transitions``;
+intervals use the monotonic clock.
+
+The configuration is checked with ``suricata -T`` before every start. Rules
+it rejects never blind capture: the last rule files it accepted are used
+instead, else no rules at all (the Python matcher does the detection; the
+rules only add Suricata's own alert records), and ``rules_problem`` says so.
+Rules are reloaded through the socket, without a restart. Not the job of this
+module: reading EVE records.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -29,6 +37,7 @@ from sensor.errors import CaptureError, CaptureToolMissing
 from sensor.files import replace_file
 from sensor.suricata.config import SuricataSettings, render_suricata_config
 from sensor.suricata.control import InterfaceStats, SuricataControl, SuricataControlError
+from sensor.workers import WorkerErrors
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,8 @@ class SupervisorSettings:
     max_quick_failures: int = 5
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    fatal_retry: float = 300.0
+    fatal_retry_max: float = 600.0
     stats_every: float = 10.0
 
 
@@ -77,12 +88,17 @@ class SuricataSupervisor:
         self._started_at = 0.0
         self._retry_at = 0.0
         self._quick_failures = 0
+        self._fatal_retries = 0
         self._changed = threading.Condition()
         self.last_stats: InterfaceStats | None = None
         self._stats_at = float("-inf")
         self._requests: list[tuple[str, Callable[[], None], Callable[[bool, str], None]]] = []
         self.eve_path = settings.workdir / "eve.json"
         self.config_path = settings.workdir / "suricata.yaml"
+        self.last_good_dir = settings.workdir / "rules-last-good"
+        self.rules_in_use: tuple[str, ...] = settings.rule_files
+        self.rules_problem: str | None = None
+        self.errors = WorkerErrors("suricata supervisor")
 
     # -- transitions ------------------------------------------------------------------
 
@@ -108,13 +124,60 @@ class SuricataSupervisor:
                                      "-t bookworm-backports suricata")
         return binary
 
-    def write_config(self) -> None:
+    def write_config(self, rule_files: tuple[str, ...] | None = None) -> None:
+        """suricata.yaml with ``rule_files`` (default: the configured ones)."""
         self.settings.workdir.mkdir(parents=True, exist_ok=True)
-        text = render_suricata_config(self.settings.suricata, self.settings.workdir,
-                                      self.settings.rule_files,
+        rules = self.settings.rule_files if rule_files is None else rule_files
+        text = render_suricata_config(dataclasses.replace(self.settings.suricata,
+                                                          rule_files=rules),
+                                      self.settings.workdir, rules,
                                       interface=self.settings.interface,
                                       command_socket=self.control.socket_path)
         replace_file(self.config_path, text, durable=False)
+
+    def _last_good_paths(self) -> tuple[str, ...]:
+        return tuple(str(self.last_good_dir / f"{index}-{Path(name).name}")
+                     for index, name in enumerate(self.settings.rule_files))
+
+    def _save_last_good(self) -> None:
+        """Keep a copy of the rule files ``suricata -T`` just accepted."""
+        self.last_good_dir.mkdir(mode=0o700, exist_ok=True)
+        for source, copy in zip(self.settings.rule_files, self._last_good_paths(), strict=True):
+            replace_file(Path(copy), Path(source).read_bytes(), durable=False)
+
+    def _choose_rules(self) -> None:
+        """Write a suricata.yaml that ``suricata -T`` accepts: configured rules, else the
+        last good ones, else none. CaptureError if even no rules fail (a broken config)."""
+        candidates = [self.settings.rule_files]
+        last_good = self._last_good_paths()
+        if last_good and all(Path(name).exists() for name in last_good):
+            candidates.append(last_good)
+        candidates.append(())
+        rejection: CaptureError | None = None
+        for rules in dict.fromkeys(candidates):
+            self.write_config(rules)
+            try:
+                self.test_configuration()
+            except CaptureError as error:
+                rejection = rejection or error
+                continue
+            self._use_rules(rules, rejection)
+            return
+        assert rejection is not None
+        raise rejection
+
+    def _use_rules(self, rules: tuple[str, ...], rejection: CaptureError | None) -> None:
+        self.rules_in_use = rules
+        if rules == self.settings.rule_files:
+            self.rules_problem = None
+            if rules:
+                self._save_last_good()
+            return
+        fallback = "the last good rules" if rules else "no Suricata rules (the Veilleuse " \
+            "matcher still detects everything)"
+        self.rules_problem = (f"{rejection}\ncapture goes on with {fallback}; fix the rule "
+                              f"files {', '.join(self.settings.rule_files)}")
+        log.error("suricata rejected its rules: %s", self.rules_problem)
 
     def test_configuration(self) -> None:
         """``suricata -T``: CaptureError with Suricata's own words if config or rules are bad."""
@@ -126,20 +189,29 @@ class SuricataSupervisor:
             raise CaptureError(f"suricata rejects its configuration or rules:\n{tail}")
 
     def start(self) -> None:
-        self.write_config()
-        try:
-            self.test_configuration()
-        except CaptureError as error:
-            self._to(SupervisorState.FATAL, str(error))
-            return
-        self.control.socket_path.unlink(missing_ok=True)
-        log_file = (self.settings.workdir / "suricata.out").open("ab")
-        self.process = subprocess.Popen(
-            [self._binary(), "-c", str(self.config_path), f"--af-packet={self.settings.interface}",
-             "-l", str(self.settings.workdir), "-k", "none"],
-            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "TZ": "UTC"})
-        log_file.close()
+        """Check the configuration (choosing rules that pass) and start Suricata.
+
+        A failure (a configuration Suricata rejects even without rules, a
+        full disk, a missing binary) is a failed start: BACKOFF, then FATAL,
+        and retried either way.
+        """
         self._started_at = self._clock()
+        try:
+            self._choose_rules()
+            self.control.socket_path.unlink(missing_ok=True)
+            descriptor = os.open(self.settings.workdir / "suricata.out",
+                                 os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(descriptor, "ab") as log_file:
+                self.process = subprocess.Popen(
+                    [self._binary(), "-c", str(self.config_path),
+                     f"--af-packet={self.settings.interface}", "-l",
+                     str(self.settings.workdir), "-k", "none"],
+                    stdout=log_file, stderr=subprocess.STDOUT, umask=0o077,
+                    env={**os.environ, "TZ": "UTC"})
+        except (CaptureError, OSError) as error:
+            self.process = None
+            self._failed(f"suricata cannot start: {_reason(error)}", quick=True)
+            return
         self._to(SupervisorState.STARTING, f"pid {self.process.pid}")
 
     def stop(self) -> None:
@@ -154,8 +226,18 @@ class SuricataSupervisor:
             self._to(SupervisorState.STOPPED, "stopped")
 
     def reload_rules(self) -> None:
-        """After the rule files changed: test them, then reload without a restart."""
-        self.test_configuration()
+        """After the rule files changed: test them, then reload without a restart.
+
+        Rules ``suricata -T`` rejects raise CaptureError and leave suricata.yaml
+        as it was (Suricata keeps running with the rules it has).
+        """
+        self.write_config()
+        try:
+            self.test_configuration()
+        except CaptureError:
+            self.write_config(self.rules_in_use)
+            raise
+        self._use_rules(self.settings.rule_files, None)
         self.control.reload_rules()
         log.info("suricata: rules reloaded without a restart")
 
@@ -187,7 +269,7 @@ class SuricataSupervisor:
     def poll(self) -> SupervisorState:
         now = self._clock()
         state = self.state
-        if state is SupervisorState.BACKOFF and now >= self._retry_at:
+        if state in (SupervisorState.BACKOFF, SupervisorState.FATAL) and now >= self._retry_at:
             self.start()
         elif state in (SupervisorState.STARTING, SupervisorState.RUNNING):
             assert self.process is not None
@@ -225,16 +307,21 @@ class SuricataSupervisor:
             self.control.uptime()
         except SuricataControlError:
             return
-        self._quick_failures = 0
+        self._quick_failures = self._fatal_retries = 0
         self._to(SupervisorState.RUNNING, "ready on its command socket")
 
-    def _failed(self, reason: str) -> None:
-        quick = self._clock() - self._started_at < self.settings.startsecs or \
+    def _failed(self, reason: str, quick: bool = False) -> None:
+        quick = quick or self._clock() - self._started_at < self.settings.startsecs or \
             self.state is SupervisorState.STARTING
         self._quick_failures = self._quick_failures + 1 if quick else 1
         if self._quick_failures >= self.settings.max_quick_failures:
+            delay = min(self.settings.fatal_retry_max,
+                        self.settings.fatal_retry * 2 ** self._fatal_retries)
+            self._fatal_retries += 1
+            self._retry_at = self._clock() + delay
             self._to(SupervisorState.FATAL, f"{reason}; {self._quick_failures} failed starts "
-                     "in a row, giving up (check the interface and the logs)")
+                     f"in a row (check the interface and the logs); trying again in "
+                     f"{delay:.0f} s")
             return
         delay = min(self.settings.backoff_max,
                     self.settings.backoff_initial * 2 ** (self._quick_failures - 1))
@@ -242,13 +329,35 @@ class SuricataSupervisor:
         self._to(SupervisorState.BACKOFF, f"{reason}; restarting in {delay:.0f} s")
 
     def run(self, stop: threading.Event, interval: float = 0.5) -> None:
-        """Start and supervise until ``stop``; then stop Suricata."""
-        self.start()
+        """Start and supervise until ``stop``; then stop Suricata.
+
+        An unexpected error in a pass is logged, counted in ``errors`` (its
+        ``problem`` is a health detail) and the loop carries on after a pause.
+        """
+        pause = interval
         try:
-            while not stop.wait(interval):
-                self.poll()
+            while True:
+                try:
+                    if self.state is SupervisorState.STOPPED:
+                        self.start()
+                    else:
+                        self.poll()
+                except Exception as error:  # noqa: BLE001 - the worker boundary: report, go on
+                    pause = self.errors.record(error)
+                else:
+                    self.errors.succeeded()
+                    pause = interval
+                if stop.wait(pause):
+                    return
         finally:
             self.stop()
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename else ""
+        return f"{where}{error.strerror}"
+    return str(error)
 
 
 def _describe(code: int) -> str:
