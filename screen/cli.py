@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import signal
 import sys
@@ -74,8 +73,7 @@ def run(config: Config) -> int:
         app.controls = Controls(settings.button_pin, settings.led_pin, app.gesture)
     except Exception as error:  # noqa: BLE001 - gpiozero raises many kinds when there is no GPIO
         log.warning("running without button and LED: %s", error)
-    mqtt = mqtt_settings(config)
-    app.connect(dataclasses.replace(mqtt, client_id=f"{mqtt.client_id}-screen"), problem)
+    app.connect(mqtt_settings(config, role="screen"), problem)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

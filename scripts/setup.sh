@@ -27,7 +27,15 @@ as_root apt-get install -y -q --no-install-recommends -t bookworm-backports suri
 as_root apt-get install -y -q --no-install-recommends \
     tshark mosquitto tcpdump tcpreplay iproute2 systemd procps \
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
-    fonts-dejavu-core libjpeg-dev zlib1g-dev libfreetype-dev
+    fonts-dejavu-core libjpeg-dev zlib1g-dev libfreetype-dev nftables
+# Building the Debian package and testing it on a booted system (amd64, and arm64
+# under qemu-user): root file systems from mmdebstrap, booted with systemd-nspawn.
+as_root apt-get install -y -q --no-install-recommends \
+    mmdebstrap arch-test systemd-container qemu-user-static binfmt-support \
+    dpkg-dev git shellcheck
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    as_root update-binfmts --enable qemu-aarch64 || true
+fi
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -67,14 +67,19 @@ def make_allowlist(entries: Iterable[str]) -> Allowlist:
     return Allowlist(domains, networks)
 
 
-def load_feeds(config: Config, files: Sequence[Path] = ()) -> list[Feed]:
-    """Feeds from ``files`` if given, else the installed ones; plus local indicators."""
+def load_feeds(config: Config, files: Sequence[Path] = (), *,
+               required: bool = True) -> list[Feed]:
+    """Feeds from ``files`` if given, else the installed ones; plus local indicators.
+
+    The live sensor passes ``required=False``: a box fresh out of its box has no
+    feed until its first update, and runs (degraded, ``feeds_stale``) until then.
+    """
     if files:
         feeds = [load_feed_file(path) for path in files]
     else:
         store = FeedStore(config.feeds.directory)
         feeds = store.load([source.name for source in config.feeds.sources])
-        if not feeds:
+        if not feeds and required:
             raise FeedError(str(config.feeds.directory),
                             "no indicator feed is installed; run `veilleuse feeds update` "
                             "(needs internet access) or pass --feed FILE")

@@ -12,7 +12,7 @@ import pytest
 from sensor.alerts.book import AlertBook
 from sensor.alerts.retention import apply_retention
 from sensor.config import Config, load_config
-from sensor.daemon.clock import SystemClock, kernel_synchronised
+from sensor.daemon.clock import SystemClock, kernel_synchronised, timedated_synchronised
 from sensor.detect.model import Alert, AlertKind, Severity
 from sensor.outputs.delivery import AlertQueue
 from tests.conftest import until
@@ -23,11 +23,28 @@ FOUR_HUNDRED_DAYS = 400 * 86_400
 
 def test_the_timesyncd_flag_says_synchronised_whatever_the_kernel_says(tmp_path) -> None:
     flag = tmp_path / "synchronized"
-    probe = SystemClock(flag_file=flag, kernel=lambda: False)
+    probe = SystemClock(flag_file=flag, kernel=lambda: False, cache_seconds=0)
     assert not probe()
     flag.touch()
     assert probe()
     assert SystemClock(flag_file=tmp_path / "absent", kernel=lambda: True)()
+
+
+def test_the_answer_is_kept_a_while_then_asked_again(tmp_path) -> None:
+    asked = []
+    probe = SystemClock(flag_file=tmp_path / "absent", kernel=lambda: asked.append(1) or True,
+                        cache_seconds=3600)
+    assert probe() and probe()
+    assert len(asked) == 1
+    probe.cache_seconds = 0
+    assert probe()
+    assert len(asked) == 2
+
+
+def test_timedated_and_the_kernel_agree() -> None:
+    # Where timedated answers (a booted system) it reads the same adjtimex state; where it
+    # cannot (no systemd here), the direct read is used.
+    assert timedated_synchronised() == kernel_synchronised()
 
 
 def test_the_kernel_state_is_read_without_changing_the_clock() -> None:

@@ -230,7 +230,11 @@ class SensorDaemon:
         self.notifier = notifier or SystemdNotifier()
         self._clock, self._wall_clock = clock, wall_clock
         self._clock_synchronised = clock_synchronised or SystemClock()
-        self.feeds = load_feeds(config, feed_files)
+        self.feeds = load_feeds(config, feed_files, required=False)
+        if not self.feeds:
+            log.warning("no indicator feed is installed yet: the sensor runs degraded "
+                        "(feeds_stale) until `veilleuse feeds update` installs them (the "
+                        "veilleuse-feeds timer runs it 5 minutes after boot, then daily)")
         self._feed_files = feed_files
         self.engine = build_engine(config, build_matcher(self.feeds, config, [SELFTEST_INDICATOR]))
         self.health_file = config.daemon.runtime_directory / "health.json"

@@ -84,8 +84,12 @@ class BootedSystem:
                 self.leader = _descendant_named(self._process.pid, "systemd")
             if self.leader is None:
                 raise BootError(f"no systemd in the container:\n{self.console_tail()}")
-            state = self.run(["systemctl", "is-system-running", "--wait"],
-                             timeout=max(1.0, timeout), check=False).stdout.strip()
+            state = ""
+            while not state and not deadline.is_set():
+                # Empty until systemd inside has opened its bus ("Failed to connect").
+                state = self.run(["systemctl", "is-system-running", "--wait"],
+                                 timeout=max(1.0, timeout), check=False).stdout.strip()
+                deadline.wait(0 if state else 0.2)
         finally:
             timer.cancel()
         subprocess.run(["ip", "link", "set", self.mirror_host, "up"], check=True)
@@ -125,8 +129,8 @@ class BootedSystem:
     def poweroff(self, timeout: float = 90) -> None:
         if self._process is None or self._process.poll() is not None:
             return
-        if self.leader is not None:
-            self.run(["systemctl", "poweroff", "--no-block"], check=False, timeout=30)
+        # systemd-nspawn turns SIGTERM into a clean shutdown of the container.
+        self._process.terminate()
         try:
             self._process.wait(timeout)
         except subprocess.TimeoutExpired:

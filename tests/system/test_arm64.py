@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tests.system.booted import rootfs_tarball, unpack
 from tests.system.conftest import built_package
 

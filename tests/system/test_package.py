@@ -15,7 +15,6 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
@@ -40,7 +39,8 @@ UNITS = ["veilleuse.service", "veilleuse-screen.service", "veilleuse-mirror.serv
 # hardware or kernel interface); documented in README's "Installing" section.
 NSPAWN_ONLY_FAILURES: set[str] = set()
 C2_NAME = "api.copy9.com"  # Echap: TheTruthSpy's server
-CONFIG = {
+# What the test's owner changes in the installed /etc/veilleuse/veilleuse.yaml.
+SETTINGS = {
     "site": "shelter-test", "sensor": "box1", "language": "en",
     "network": {"interface": "mirror0"},
     "feeds": {"sources": [
@@ -76,11 +76,20 @@ def installed(box: BootedSystem) -> dict[str, str]:
     install = box.run(f"DEBIAN_FRONTEND=noninteractive apt-get install -y /root/{deb.name}",
                       timeout=600)
     facts = {"install_output": install.stdout, "install_seconds": f"{time.monotonic() - started}"}
-    box.run("cat > /etc/veilleuse/veilleuse.yaml", input=yaml.safe_dump(CONFIG))
+    # Fresh out of the box: no feed yet, the default interface absent. The sensor
+    # runs and says so; it does not crash-loop.
+    assert until(lambda: "feeds_stale" in _health(box).get("reasons", []), 180), \
+        box.journal("veilleuse.service")
+    restarts = box.run(["systemctl", "show", "--property=NRestarts", "veilleuse.service"])
+    assert restarts.stdout.strip() == "NRestarts=0", box.journal("veilleuse.service")
+    shipped = yaml.safe_load(box.run(["cat", "/etc/veilleuse/veilleuse.yaml"]).stdout)
+    assert shipped["mqtt"]["password_file"] == "/etc/veilleuse/local-broker.password"
+    box.run("cat > /etc/veilleuse/veilleuse.yaml", input=yaml.safe_dump({**shipped, **SETTINGS}))
+    box.run(["veilleuse", "check-config"])
     box.run(["systemd-run", "--unit=feed-host", "python3.11", "-m", "http.server", "8000",
              "--bind", "127.0.0.1", "--directory", "/srv/feeds"])
-    assert until(lambda: box.run("exec 3<>/dev/tcp/127.0.0.1/8000", check=False,
-                                 timeout=10).returncode == 0, 30)
+    assert until(lambda: box.run(["python3.11", "-c", "import socket; socket.create_connection"
+                                  "(('127.0.0.1', 8000), 1)"], check=False).returncode == 0, 30)
     # What the daily timer runs; the sensor picks the new feeds up by itself.
     box.run(["systemctl", "start", "veilleuse-feeds.service"], timeout=300)
     box.run(["systemctl", "restart", "veilleuse-mirror.service", "veilleuse.service",
@@ -152,6 +161,18 @@ def test_a_non_root_admin_reads_the_status_over_ssh(box, installed) -> None:
     assert status.stdout.startswith("health: "), status.stdout
 
 
+def test_the_local_broker_admits_only_the_sensor_and_the_screen(box, installed) -> None:
+    anonymous = box.run(["mosquitto_sub", "-h", "127.0.0.1", "-t", "veilleuse/#", "-C", "1",
+                         "-W", "5"], check=False)
+    assert anonymous.returncode != 0 and "not authorised" in anonymous.stderr.lower(), \
+        anonymous
+    wrong = box.run(["mosquitto_pub", "-h", "127.0.0.1", "-u", "veilleuse", "-P", "guess",
+                     "-t", "veilleuse/shelter-test/box1/state", "-r", "-m", "{}"], check=False)
+    assert wrong.returncode != 0, wrong
+    modes = box.run(["stat", "-c", "%a %U", "/etc/veilleuse/local-broker.password"]).stdout
+    assert modes.strip() == "600 veilleuse"
+
+
 def test_ssh_takes_keys_only(box, installed) -> None:
     effective = box.run(["sshd", "-T"]).stdout.lower()
     for line in ("passwordauthentication no", "kbdinteractiveauthentication no",
@@ -161,10 +182,9 @@ def test_ssh_takes_keys_only(box, installed) -> None:
 
 def test_selftest_passes_and_a_replayed_capture_reaches_the_broker(box, installed,
                                                                    tmp_path) -> None:
-    listener = box.run(["systemd-run", "--unit=alert-listener", "--property=StandardOutput="
-                        "file:/root/alerts.txt", "mosquitto_sub", "-h", "127.0.0.1", "-v",
-                        "-t", "veilleuse/#"])
-    assert listener.returncode == 0
+    box.run("systemd-run --unit=alert-listener --property=StandardOutput=file:/root/alerts.txt "
+            "mosquitto_sub -h 127.0.0.1 -u veilleuse -v -t 'veilleuse/#' "
+            "-P \"$(cat /etc/veilleuse/local-broker.password)\"")
     selftest = box.run(["veilleuse", "selftest", "--timeout", "90"], check=False, timeout=120)
     assert selftest.returncode == 0, selftest.stdout + selftest.stderr + \
         box.journal("veilleuse.service")
