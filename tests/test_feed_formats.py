@@ -9,10 +9,12 @@ import time
 import pytest
 import yaml
 
+from sensor.demo.traffic import DEFAULT_START, Traffic
 from sensor.errors import FeedError
 from sensor.feeds.formats import detect_format, load_feed
 from sensor.feeds.model import Category
 from sensor.feeds.names import indicator_domain
+from tests.conftest import require_tool
 from tests.feedfiles import (
     echap_style_stix,
     misp_attribute,
@@ -21,6 +23,7 @@ from tests.feedfiles import (
     stix_indicator,
     stix_malware,
 )
+from tests.test_cli import veilleuse
 
 
 def _echap_lists(ioc_yaml) -> dict[str, set[str]]:
@@ -241,3 +244,28 @@ def test_formats_are_recognised_from_the_content(echap_files) -> None:
     assert detect_format(b"[]\n") == "echap"
     assert detect_format(stix_bundle([])) == "stix2"
     assert detect_format(b'  {"response": []}') == "misp"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("source", ["scapy", "suricata"])
+def test_analyze_alerts_on_an_indicator_only_a_stix_feed_lists(tmp_path, source) -> None:
+    if source == "suricata":
+        require_tool("suricata")
+    spy = stix_malware("HelplineSpy")
+    bundle = tmp_path / "helpline.stix2"
+    bundle.write_bytes(stix_bundle([spy, *stix_indicator(
+        "[domain-name:value = 'sync.helplinespy.example' OR ipv4-addr:value = '198.51.100.77']",
+        spy)]))
+    traffic = Traffic()
+    traffic.dns(DEFAULT_START, "192.168.1.10", "192.168.1.1", "eu.sync.helplinespy.example",
+                [("eu.sync.helplinespy.example", "A", "203.0.113.70")])
+    traffic.tcp_connection(DEFAULT_START + 5, "192.168.1.10", "198.51.100.77", 443,
+                           [b"\x16\x03\x01"], [b"\x16\x03\x03"])
+    capture = traffic.write(tmp_path / "stix-only.pcap")
+    result = veilleuse("analyze", str(capture), "--source", source, "--feed", str(bundle),
+                       "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    alerts = {(r["indicator"], r["app"], r["severity"])
+              for r in map(json.loads, result.stdout.splitlines())}
+    assert {("sync.helplinespy.example", "HelplineSpy", "high"),
+            ("198.51.100.77", "HelplineSpy", "high")} <= alerts
