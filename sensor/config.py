@@ -140,13 +140,14 @@ class NetworkConfig(_Section):
 
 
 class FeedSource(_Section):
-    name: TopicName = Field(description="Short name; the file is stored as <name>.yaml "
-                            "(<name>.stix2.json, <name>.misp.json).")
-    url: Url = Field(description="Where to download the feed, in the format below.")
+    name: TopicName = Field(description="Short name; the file is stored as `<name>.yaml` "
+                            "(`<name>.stix2.json`, `<name>.misp.json` in the other formats).")
+    url: Url = Field(description="Where to download the feed, in its `format`.")
     format: FeedFormat = Field("echap", description="What the URL serves: `echap` (Echap's "
                                "YAML, ioc.yaml/watchware.yaml), `stix2` (a STIX 2.1 bundle, "
                                "as Echap, Amnesty and mvt share) or `misp` (one MISP event in "
-                               "JSON: a MISP feed's <uuid>.json, a JSON export or PyMISP's).")
+                               "JSON: a MISP feed's `<uuid>.json`, a JSON export or "
+                               "PyMISP's; not a feed's `manifest.json`).")
 
 
 class FeedsConfig(_Section):
