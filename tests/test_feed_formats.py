@@ -116,18 +116,23 @@ def test_hostile_stix_values_are_skipped_with_their_object_id(caplog) -> None:
     broken = stix_indicator("[domain-name:value = ", spy)
     control = stix_indicator("[url:value = 'http://evil\n.example/']", spy)
     not_text = [{**stix_indicator("[x:y = 'z']")[0], "pattern": 42}]
-    objects = [spy, *good, *scoped, *long_label, *quote, *broken, *not_text, "junk", *control]
+    nested = stix_indicator("(" * 3000 + "[domain-name:value = 'n.example']" + ")" * 3000, spy)
+    huge = stix_indicator(f"[domain-name:value = '{'a' * 20_000}.example']", spy)
+    objects = [spy, *good, *scoped, *long_label, *quote, *broken, *not_text, "junk", *control,
+               *nested, *huge]
     with caplog.at_level(logging.WARNING):
         feed = load_feed(stix_bundle(objects), "hostile.json", "stix2")
     assert [(i.value, i.app) for i in feed.indicators] == [("good.spy.example", "Spy [2J App")]
-    assert feed.rejected == 7
+    assert feed.rejected == 9
     index = {o["id"]: n for n, o in enumerate(objects) if isinstance(o, dict)}
     for (indicator, *_), reason in [(scoped, "has an interface scope"),
                                    (long_label, "is longer than 63 characters"),
                                    (quote, "holds a character a domain name cannot"),
                                    (broken, "not a STIX 2.1 pattern"),
                                    (not_text, "the pattern is not text"),
-                                   (control, "holds control or invisible characters")]:
+                                   (control, "holds control or invisible characters"),
+                                   (nested, "a pattern nested too deeply"),
+                                   (huge, "a pattern of 20032 characters (more than 16384)")]:
         where = f"hostile.json, {indicator['id']} (objects[{index[indicator['id']]}]): skipped"
         assert where in caplog.text and reason in caplog.text.split(where, 1)[1].split("\n")[0]
     assert f"hostile.json, objects[{objects.index('junk')}]: skipped: not a STIX object: 'junk'" \

@@ -54,6 +54,7 @@ _PATHS: dict[str, ValueKind] = {
     "domain-name:resolves_to_refs[*].value": "ip",
     "network-traffic:dst_ref.value": "either",
 }
+MAX_PATTERN_LENGTH = 16_384  # a real one is a few comparisons; parsing is linear but slow
 _WEBSITE_WORDS = frozenset({"website", "vendor-website", "distribution"})
 _ESCAPE = re.compile(r"\\(['\\])")
 _Equal = STIXPatternParser.PropTestEqualContext
@@ -123,11 +124,20 @@ def _read_indicator(item: dict[str, Any], related: list[dict[str, Any]],
         builder.rejected += 1
         builder.warn(where, f"skipped: the pattern is not text: {shown(pattern)}")
         return
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        builder.rejected += 1
+        builder.warn(where, f"skipped: a pattern of {len(pattern)} characters (more than "
+                     f"{MAX_PATTERN_LENGTH})")
+        return
     try:
         tests = _property_tests(Pattern(pattern))
     except ParseException as error:
         builder.rejected += 1
         builder.warn(where, f"skipped: not a STIX 2.1 pattern: {shown(pattern)} ({error})")
+        return
+    except RecursionError:  # the parser recurses once per nested parenthesis
+        builder.rejected += 1
+        builder.warn(where, f"skipped: a pattern nested too deeply: {shown(pattern)}")
         return
     malware = [o for o in related if o.get("type") in ("malware", "tool")]
     names = sorted(str(o["name"]) for o in malware if isinstance(o.get("name"), str))
