@@ -171,6 +171,7 @@ def _helpline_event() -> bytes:
         misp_attribute("url", "https://dl.cerberus.example/cerberus.apk", "Payload delivery"),
         misp_attribute("ip-dst|port", "203.0.113.21|8443"),
         misp_attribute("ip-src", "2001:db8::21"),
+        misp_attribute("domain", "198.51.100.22"),  # Echap's event types one address so
         misp_attribute("domain", "analytics.cerberus.example", to_ids=False),
         misp_attribute("domain", "family.kidwatch.example",
                        Tag=[{"name": "veilleuse:watchware"}]),
@@ -195,6 +196,7 @@ def test_a_helpline_misp_event_loads_with_apps_and_categories(caplog) -> None:
         ("dl.cerberus.example", Category.WEBSITE, event),
         ("203.0.113.21", Category.C2, event),
         ("2001:db8::21", Category.C2, event),
+        ("198.51.100.22", Category.C2, event),
         ("family.kidwatch.example", Category.WATCHWARE, event),
         ("api.monitorminor.example", Category.C2, "MonitorMinor")}
     assert ("helpline-event.json: ignored what cannot be matched on the wire: "
@@ -209,7 +211,7 @@ def test_every_misp_json_envelope_reads_the_same(envelope) -> None:
     document = {"Event": {"Event": event}, "response": {"response": [{"Event": event}]},
                 "bare": event, "list": [{"Event": event}]}[envelope]
     feed = load_feed(json.dumps(document).encode(), "x.json", "misp")
-    assert feed.indicator_count == 8
+    assert feed.indicator_count == 9
 
 
 def test_hostile_misp_values_are_skipped_with_their_attribute(caplog) -> None:

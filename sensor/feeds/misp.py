@@ -38,14 +38,15 @@ from sensor.feeds.model import Category, Feed
 from sensor.feeds.names import shown
 from sensor.feeds.values import ValueKind
 
-# type -> what each "|"-separated part is (None: a part that is not an indicator, a port)
+# type -> what each "|"-separated part is (None: a part that is not an indicator, a port).
+# An address typed as a domain (Echap's event lists one) is read as the address.
 _TYPES: dict[str, tuple[ValueKind | None, ...]] = {
-    "domain": ("domain",),
-    "hostname": ("domain",),
+    "domain": ("either",),
+    "hostname": ("either",),
     "url": ("url",),
     "ip-dst": ("ip",),
     "ip-src": ("ip",),
-    "domain|ip": ("domain", "ip"),
+    "domain|ip": ("either", "ip"),
     "ip-dst|port": ("ip", None),
     "ip-src|port": ("ip", None),
 }
