@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from sensor.errors import ConfigError
+from sensor.feeds.model import FeedFormat
 from sensor.feeds.names import normalize_domain
 from sensor.suricata.config import DEFAULT_HOME_NET
 from sensor.yamlsource import (
@@ -139,8 +140,14 @@ class NetworkConfig(_Section):
 
 
 class FeedSource(_Section):
-    name: TopicName = Field(description="Short name; the file is stored as <name>.yaml.")
-    url: Url = Field(description="Where to download the feed (Echap YAML format).")
+    name: TopicName = Field(description="Short name; the file is stored as `<name>.yaml` "
+                            "(`<name>.stix2.json`, `<name>.misp.json` in the other formats).")
+    url: Url = Field(description="Where to download the feed, in its `format`.")
+    format: FeedFormat = Field("echap", description="What the URL serves: `echap` (Echap's "
+                               "YAML, ioc.yaml/watchware.yaml), `stix2` (a STIX 2.1 bundle, "
+                               "as Echap, Amnesty and mvt share) or `misp` (one MISP event in "
+                               "JSON: a MISP feed's `<uuid>.json`, a JSON export or "
+                               "PyMISP's; not a feed's `manifest.json`).")
 
 
 class FeedsConfig(_Section):

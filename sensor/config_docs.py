@@ -6,6 +6,7 @@ docs/configuration.md is this output; a test fails when they drift apart.
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -35,7 +36,19 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         default = "(required)" if field.is_required() else _default(field.get_default(
             call_default_factory=True))
         rows.append(f"| `{key}` | {default} | {field.description or ''} |")
+        item = _item_model(annotation)
+        if item is not None:  # a list of records: document the keys of one
+            rows.extend(_rows(item, f"{key}[]."))
     return rows
+
+
+def _item_model(annotation: object) -> type[BaseModel] | None:
+    """The record type of a ``tuple[Record, ...]`` field, if it is one."""
+    arguments = typing.get_args(annotation)
+    if typing.get_origin(annotation) is tuple and arguments and isinstance(arguments[0], type) \
+            and issubclass(arguments[0], BaseModel):
+        return arguments[0]
+    return None
 
 
 def render_config_docs() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -9,10 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sensor.config import FeedsConfig, FeedSource
+from sensor.analysis import load_feeds
+from sensor.config import Config, FeedsConfig, FeedSource
 from sensor.feeds.store import FeedStore
 from sensor.feeds.update import UpdateStatus, make_http_pool, update_feeds
 from tests.conftest import alias_bomb
+from tests.feedfiles import echap_style_stix, misp_attribute, misp_event
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SMALL = b"- name: X\n  type: stalkerware\n  c2:\n    domains: [a.example]\n"
@@ -116,3 +119,76 @@ def test_unreachable_server_fails_with_the_reason(tmp_path) -> None:
     (outcome,) = _update(config)
     assert outcome.status is UpdateStatus.FAILED
     assert "download failed" in outcome.message
+
+
+
+def _misp_feed(count: int) -> bytes:
+    return misp_event("Stalkerware C2 seen by the helpline", [
+        misp_attribute("domain", f"c2-{n}.spy.example") for n in range(count)])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("feed_format", "path", "suffix"), [
+    ("stix2", "/stalkerware.stix2", ".stix2.json"),
+    ("misp", "/events/5f1c.json", ".misp.json"),
+])
+def test_stix_and_misp_sources_install_atomically_and_refuse_truncation(
+        server, tmp_path, echap_files, feed_format, path, suffix) -> None:
+    base, routes = server
+    if feed_format == "stix2":
+        first = echap_style_stix(echap_files[0].parent / "network.csv")
+        bundle = json.loads(first)
+        second = json.dumps({**bundle, "objects": bundle["objects"][:-3]}).encode()
+        truncated = json.dumps({**bundle, "objects": bundle["objects"][:300]}).encode()
+    else:
+        first, second, truncated = _misp_feed(200), _misp_feed(199), _misp_feed(40)
+    config = FeedsConfig(directory=tmp_path / "feeds", sources=(
+        FeedSource(name="helpline", url=f"{base}{path}", format=feed_format),))
+    store = FeedStore(config.directory)
+
+    routes.answers[path] = [(200, first)]
+    assert [o.status for o in _update(config)] == [UpdateStatus.UPDATED]
+    installed = config.directory / f"helpline{suffix}"
+    assert installed.read_bytes() == first
+    version = store.info("helpline").version
+    assert store.info("helpline").format == feed_format
+    # What the running sensor reloads from: the store's feeds, read in their format.
+    (feed,) = load_feeds(Config(feeds=config))
+    assert feed.indicator_count == store.info("helpline").indicators > 150
+
+    routes.answers[path] = [(200, second)]
+    assert [o.status for o in _update(config)] == [UpdateStatus.UPDATED]
+    assert installed.read_bytes() == second
+    assert (config.directory / f"helpline{suffix}.prev").read_bytes() == first
+    assert store.info("helpline").version != version  # the daemon's cue to reload
+
+    for answer, status, message in [(truncated, UpdateStatus.REFUSED, "under 50% of the"),
+                                     (second[:len(second) // 2], UpdateStatus.FAILED,
+                                      "not valid JSON")]:
+        routes.answers[path] = [(200, answer)]
+        (outcome,) = _update(config)
+        assert (outcome.status, message in outcome.message) == (status, True), outcome.message
+        assert installed.read_bytes() == second
+    assert sorted(p.name for p in config.directory.iterdir()) == [
+        "helpline.json", f"helpline{suffix}", f"helpline{suffix}.prev"]
+
+
+def test_a_source_switched_to_stix_keeps_its_yaml_until_the_stix_installs(
+        server, tmp_path, echap_files) -> None:
+    base, routes = server
+    routes.answers["/ioc.yaml"] = [(200, echap_files[0].read_bytes())]
+    routes.answers["/ioc.stix2"] = [(404, b"not yet")]
+    config = _config(base, tmp_path)
+    _update(config)
+    switched = FeedsConfig(directory=config.directory, sources=(
+        FeedSource(name="stalkerware", url=f"{base}/ioc.stix2", format="stix2"),))
+    assert [o.status for o in _update(switched)] == [UpdateStatus.FAILED]
+    (feed,) = load_feeds(Config(feeds=switched))
+    assert feed.indicator_count > 1500  # still the YAML copy, read as YAML
+
+    routes.answers["/ioc.stix2"] = [(200, echap_style_stix(echap_files[0].parent /
+                                                           "network.csv"))]
+    assert [o.status for o in _update(switched)] == [UpdateStatus.UPDATED]
+    (feed,) = load_feeds(Config(feeds=switched))
+    assert FeedStore(config.directory).info("stalkerware").format == "stix2"
+    assert {i.category.value for i in feed.indicators} == {"c2"}

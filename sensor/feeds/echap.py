@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from sensor.errors import FeedError
 from sensor.feeds.model import Category, Feed, Indicator
-from sensor.feeds.names import indicator_domain, indicator_ip, shown
+from sensor.feeds.names import shown
+from sensor.feeds.values import ValueKind, checked_indicator
 from sensor.yamlsource import (
     YamlDocument,
     dotted,
@@ -146,20 +147,8 @@ def clean_app_name(name: str) -> str:
 
 
 def _indicator(raw: Any, category: Category, app: str, want_ip: bool | None) -> Indicator:
-    if not isinstance(raw, str):
-        raise ValueError(f"expected text, got {shown(raw)}")
-    if "://" in raw:
+    if isinstance(raw, str) and "://" in raw:
         raise ValueError(f"{shown(raw)} is a URL; only domains and IPs can be matched on the "
                          "wire")
-    if want_ip:
-        return Indicator(indicator_ip(raw), category, app, is_ip=True)
-    if want_ip is False:
-        return Indicator(indicator_domain(raw), category, app)
-    try:
-        return Indicator(indicator_ip(raw), category, app, is_ip=True)
-    except ValueError as not_ip:
-        try:
-            return Indicator(indicator_domain(raw), category, app)
-        except ValueError as not_name:
-            raise ValueError(f"neither an IP address ({not_ip}) nor a domain name "
-                             f"({not_name})") from None
+    kind: ValueKind = "ip" if want_ip else ("domain" if want_ip is False else "either")
+    return checked_indicator(raw, kind, category, app)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
+
+FeedFormat = Literal["echap", "stix2", "misp"]
+"""Echap's YAML, a STIX 2.1 bundle, a MISP event (JSON)."""
 
 
 class Category(StrEnum):

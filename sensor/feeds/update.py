@@ -17,7 +17,7 @@ from urllib3.util.retry import Retry
 
 from sensor.config import FeedsConfig, FeedSource
 from sensor.errors import FeedDownloadError, FeedError
-from sensor.feeds.echap import load_echap
+from sensor.feeds.formats import load_feed
 from sensor.feeds.store import FeedStore
 
 log = logging.getLogger(__name__)
@@ -72,11 +72,12 @@ def update_feed(source: FeedSource, store: FeedStore, pool: urllib3.PoolManager,
                 min_size_ratio: float) -> UpdateOutcome:
     try:
         content = download(pool, source.url)
-        feed = load_echap(content, source.url)
+        feed = load_feed(content, source.url, source.format)
     except FeedError as error:
         return UpdateOutcome(source.name, UpdateStatus.FAILED, str(error))
     current = store.info(source.name)
-    if current is not None and current.version == feed.version:
+    if current is not None and current.version == feed.version \
+            and current.format == source.format:
         return UpdateOutcome(source.name, UpdateStatus.UNCHANGED,
                              f"already at version {feed.version}", feed.version)
     if feed.indicator_count == 0:
@@ -87,7 +88,7 @@ def update_feed(source: FeedSource, store: FeedStore, pool: urllib3.PoolManager,
             source.name, UpdateStatus.REFUSED,
             f"the download has {feed.indicator_count} indicators, under {min_size_ratio:.0%} of "
             f"the {current.indicators} in use; keeping the current copy (a truncated file?)")
-    store.install(source.name, content, feed, source.url, now)
+    store.install(source.name, content, feed, source.url, now, source.format)
     return UpdateOutcome(source.name, UpdateStatus.UPDATED,
                          f"{feed.indicator_count} indicators from {feed.app_count} apps",
                          feed.version)
