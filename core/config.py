@@ -129,8 +129,6 @@ class NotifyConfig(_Section):
                                   description="Most notifications about one sensor per window.")
     overall: RateLimit = Field(RateLimit(count=30, window_seconds=3600),
                                description="Most notifications in all per window.")
-    timeout_seconds: float = Field(10.0, gt=0, description="Give up on a notification "
-                                   "service after this long.")
 
 
 class CoreConfig(_Section):

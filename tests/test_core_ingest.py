@@ -127,3 +127,28 @@ def test_the_documented_example_config_is_valid(tmp_path: Path) -> None:
     path.write_text(example)
     config = load_core_config(path)
     assert config.notify.language == "fr" and config.mqtt.share_group == "veilleuse-core"
+
+
+def test_status_lists_sensors_and_counts_and_fails_when_one_is_degraded(
+        tmp_path: Path, ingest: Ingest, broker, capsys) -> None:
+    import time
+
+    from core.cli import main
+    from tests.corekit import state, status
+
+    sensor = SensorClient(broker.port, "box1")
+    _ready(sensor, ingest)
+    sensor.publish("status", status("online", time.time()), retain=True)
+    sensor.publish("state", state("box1", time.time()), retain=True)
+    assert ingest.wait_for(lambda c: c.messages >= 3, 10)
+    config = str(tmp_path / "core.yaml")
+    assert main(["--config", config, "status"]) == 0
+    output = capsys.readouterr().out
+    assert output.startswith("shelter-a/box1: OK; health ok, status online, last state ")
+    assert output.endswith("alerts: high 0, medium 0, low 1, info 0\n")
+    sensor.publish("state", state("box1", time.time() + 1, "degraded", ("feeds_stale",)))
+    assert ingest.wait_for(lambda c: c.events >= 1, 10)
+    sensor.close()
+    assert main(["--config", config, "status"]) == 1
+    assert "shelter-a/box1: DEGRADED (feeds_stale); health degraded" in capsys.readouterr().out
+    assert main(["--config", config, "check-config"]) == 0
