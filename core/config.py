@@ -1,0 +1,171 @@
+"""The core's one YAML file: schema, defaults, and loading with line-accurate errors.
+
+Validation is pydantic's with ``extra="forbid"`` (a typo is an error, never a
+silent default). Every key has a description; docs/core.md lists them. The
+YAML reader is the sensor's ``yamlsource`` (it imports nothing but PyYAML).
+Not the job of this module: connecting, storing or notifying.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from core.errors import CoreConfigError
+from sensor.yamlsource import (
+    dotted,
+    parse_yaml,
+    yaml_error_key,
+    yaml_error_line,
+    yaml_error_message,
+)
+
+DEFAULT_CONFIG_PATH = Path("/etc/veilleuse/core.yaml")
+_LEVEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _topic_level(value: str) -> str:
+    if not _LEVEL.match(value):
+        raise ValueError(f"{value!r} must be 1-63 lower-case letters, digits, '-' or '_' "
+                         "(it becomes part of MQTT topics)")
+    return value
+
+
+def _broker_url(value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or port == 0:
+        raise ValueError(f"{value!r} is not a broker URL; write mqtt://127.0.0.1:1883 or "
+                         "mqtts://core.example.org:8883")
+    if parts.password:
+        raise ValueError("do not write the password in the URL; use mqtt.password_file")
+    return value
+
+
+TopicLevel = Annotated[str, AfterValidator(_topic_level)]
+BrokerUrl = Annotated[str, AfterValidator(_broker_url)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class CoreMqttConfig(_Section):
+    url: BrokerUrl = Field("mqtt://127.0.0.1:1883", description="The broker the sensors "
+                           "publish to: mqtt://host:port or mqtts://host:port.")
+    username: str | None = Field(None, description="User name, if the broker wants one.")
+    password_file: Path | None = Field(None, description="File holding the password (kept "
+                                       "out of this file; mode 0600).")
+    ca_file: Path | None = Field(None, description="CA certificate to verify the broker "
+                                 "(mqtts).")
+    cert_file: Path | None = Field(None, description="Client certificate (mqtts).")
+    key_file: Path | None = Field(None, description="Client private key (mqtts).")
+    client_id: str = Field("veilleuse-core-1", min_length=1, max_length=128,
+                           description="This ingest process's MQTT client id, stable across "
+                           "restarts (its session holds what was not acknowledged). Each "
+                           "ingest process needs its own: override with --client-id.")
+    topic_prefix: TopicLevel = Field("veilleuse", description="First level of every topic "
+                                     "(the sensors' mqtt.topic_prefix).")
+    share_group: TopicLevel = Field("veilleuse-core", description="Shared-subscription "
+                                    "group: ingest processes in one group share the alerts.")
+    session_expiry_seconds: int = Field(604_800, ge=60, description="How long the broker "
+                                        "keeps an ingest process's session (and queues its "
+                                        "alerts) while it is away.")
+    receive_maximum: int = Field(1000, ge=1, le=65_535, description="How many alerts the "
+                                 "broker may send before the core acknowledges them.")
+    keepalive_seconds: int = Field(30, ge=5, description="MQTT keep-alive.")
+
+    @model_validator(mode="after")
+    def _tls_files_need_mqtts(self) -> CoreMqttConfig:
+        if self.url.startswith("mqtt://") and (self.ca_file or self.cert_file or self.key_file):
+            raise ValueError("ca_file, cert_file and key_file are only used with mqtts://")
+        return self
+
+
+class StoreConfig(_Section):
+    database: Path = Field(Path("/var/lib/veilleuse-core/core.db"), description="The SQLite "
+                           "database (WAL); several ingest processes on one machine may share "
+                           "it.")
+    jsonl: Path | None = Field(None, description="The JSON-lines file for a SIEM; default: "
+                               "events.jsonl beside the database.")
+    batch_max: int = Field(500, ge=1, le=10_000, description="Most messages written in one "
+                           "transaction (one fsync) before they are acknowledged.")
+
+    @property
+    def jsonl_path(self) -> Path:
+        return self.jsonl or self.database.with_name("events.jsonl")
+
+
+class SensorsConfig(_Section):
+    silent_after_seconds: float = Field(300.0, gt=0, description="A sensor with no state "
+                                        "message for this long is silent (sensors send one "
+                                        "at least every minute).")
+    check_interval_seconds: float = Field(30.0, gt=0, description="How often ingest looks "
+                                          "for silent sensors.")
+
+
+class RateLimit(_Section):
+    count: int = Field(ge=1, description="Notifications allowed in the window.")
+    window_seconds: float = Field(gt=0, description="The window's length.")
+
+
+class NotifyConfig(_Section):
+    urls: tuple[str, ...] = Field((), description="Apprise URLs (mailtos://, matrixs://, "
+                                  "signal://, ntfys://, json://...); none: no notification.")
+    language: Literal["fr", "en"] = Field("fr", description="Language of the notifications.")
+    include_identity: bool = Field(False, description="Opt-in: put the device (pseudonym or "
+                                   "address), the app name and the alert's own texts in "
+                                   "notifications. Off: site, sensor, severity and kind only.")
+    per_sensor: RateLimit = Field(RateLimit(count=5, window_seconds=3600),
+                                  description="Most notifications about one sensor per window.")
+    overall: RateLimit = Field(RateLimit(count=30, window_seconds=3600),
+                               description="Most notifications in all per window.")
+
+
+class CoreConfig(_Section):
+    mqtt: CoreMqttConfig = Field(default_factory=CoreMqttConfig, description="The broker.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="Where alerts go.")
+    sensors: SensorsConfig = Field(default_factory=SensorsConfig,
+                                   description="Silent-sensor detection.")
+    notify: NotifyConfig = Field(default_factory=NotifyConfig, description="Notifications.")
+
+
+def load_core_config(path: Path | str) -> CoreConfig:
+    """Read and validate ``path``; CoreConfigError names the line and key of the first problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CoreConfigError(path, "no such file; write one (docs/core.md) or pass "
+                              "--config") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CoreConfigError(path, f"cannot read it: {error}") from None
+    try:
+        document = parse_yaml(text)
+    except yaml.YAMLError as error:
+        raise CoreConfigError(path, yaml_error_message(error), line=yaml_error_line(error),
+                              key=yaml_error_key(error)) from None
+    data = {} if document.data is None else document.data
+    if not isinstance(data, dict):
+        raise CoreConfigError(path, "the file must be a mapping of keys (mqtt:, store: ...)",
+                              line=1)
+    try:
+        return CoreConfig.model_validate_json(json.dumps(data, default=str), strict=True)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        location = tuple(part for part in problem["loc"] if not isinstance(part, str)
+                         or not part.startswith("function-"))
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key (a typo?); see docs/core.md for the valid keys"
+        raise CoreConfigError(path, message, line=document.line_of(location),
+                              key=dotted(location)) from None
