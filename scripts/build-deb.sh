@@ -24,7 +24,7 @@ tar -C "$work/root" -xf "$tarball"
 mkdir -p "$work/root/build/veilleuse"
 # The tracked and new (not ignored) files of the tree, as they are now.
 (cd "$here" && git ls-files -z --cached --others --exclude-standard \
-    | xargs -0 -r -I{} sh -c '[ -e "$1" ] && printf "%s\0" "$1"' _ {} \
+    | while IFS= read -r -d '' file; do [ -e "$file" ] && printf '%s\0' "$file"; done \
     | tar --null -T - -cf -) | tar -C "$work/root/build/veilleuse" -xf -
 
 # pip trusts the certificate authorities of this machine (a TLS-inspecting proxy's too).

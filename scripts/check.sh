@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Run every check CI runs: lint, then the test suite (real Suricata, tshark; doctests).
+# Run every check CI runs: lint (ruff, shellcheck), then the test suite: real Suricata,
+# tshark and Mosquitto, doctests, and tests/system, which builds the Debian packages
+# (amd64, and arm64 under qemu-user) and installs them on booted containers.
+# `./scripts/check.sh -m "not system"` skips the latter (minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check sensor screen core tests bench
+shellcheck scripts/*.sh packaging/*.sh debian/veilleuse.postinst debian/veilleuse.postrm .ci/run
 .venv/bin/python -m pytest "$@"
