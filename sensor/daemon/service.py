@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,9 +28,8 @@ from sensor.analysis import (
     feed_versions,
     load_feeds,
 )
-from sensor.capture.eve_tail import EveTailer, rotated_path
-from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
+from sensor.daemon.captures import LiteCapture, SuricataCapture
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
 from sensor.daemon.notify import SystemdNotifier
@@ -44,15 +42,11 @@ from sensor.daemon.selftest import (
 )
 from sensor.detect.model import Severity
 from sensor.errors import VeilleuseError
-from sensor.feeds.model import Feed
 from sensor.feeds.store import FeedStore
 from sensor.files import replace_file
-from sensor.observations import DnsQuery, Observation
+from sensor.observations import DnsQuery
 from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher
 from sensor.outputs.mqtt import MqttPublisher
-from sensor.suricata.config import SuricataSettings
-from sensor.suricata.rules import compile_rules, render_rules
-from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, SuricataSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -62,162 +56,6 @@ RUNTIME_DIRECTORY_MODE = 0o750
 BEACON_EVERY = 60.0
 DROPS_EVERY = 30.0
 RETENTION_EVERY = 3600.0
-
-
-class SuricataCapture:
-    """Suricata supervised on the interface, its EVE file tailed."""
-
-    def __init__(self, config: Config, feeds: Sequence[Feed], workdir: Path) -> None:
-        # EVE holds who talked to whom: readable by the sensor alone.
-        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.rules = workdir / "veilleuse.rules"
-        self._write_rules(feeds)
-        self.supervisor = SuricataSupervisor(SupervisorSettings(
-            interface=config.network.interface, workdir=workdir,
-            suricata=SuricataSettings(binary=config.suricata.binary,
-                                      home_net=config.network.home_net),
-            rule_files=(str(self.rules),)))
-        self.tailer = EveTailer(self.supervisor.eve_path, workdir / "eve.offset")
-
-    def _write_rules(self, feeds: Sequence[Feed]) -> None:
-        text = render_rules(compile_rules(i for feed in feeds for i in feed.indicators),
-                            header=", ".join(f"{f.name} {f.version}" for f in feeds))
-        replace_file(self.rules, text, durable=False)
-
-    def reload(self, feeds: Sequence[Feed]) -> None:
-        """New rules for new feeds, loaded by the running Suricata (no restart, no gap)."""
-        previous = self.rules.read_bytes()
-        self._write_rules(feeds)
-
-        def reloaded(ok: bool, message: str) -> None:
-            if ok:
-                log.info("suricata: %s", message)
-            else:
-                replace_file(self.rules, previous, durable=False)
-                log.error("new rules not loaded, the previous ones stay: %s", message)
-
-        # If Suricata is not running, its next start reads the new file.
-        self.supervisor.request_reload(reloaded)
-
-    def start(self, stop: threading.Event) -> None:
-        threading.Thread(target=self.supervisor.run, args=(stop,), name="suricata-supervisor",
-                         daemon=True).start()
-
-    def records(self) -> list[Observation]:
-        return list(self.tailer.read_available())
-
-    def rotate_if_needed(self, limit_bytes: int) -> None:
-        """Keep eve.json bounded: rename it past the limit and have Suricata reopen it.
-
-        Only once the tailer has finished the previous rotated file, so at
-        most two files exist and no record is deleted unread.
-        """
-        eve = self.supervisor.eve_path
-        try:
-            size = eve.stat().st_size
-        except FileNotFoundError:
-            return
-        if size < limit_bytes or self.tailer.reading_rotated:
-            return
-        os.replace(eve, rotated_path(eve))
-
-        def reopened(ok: bool, message: str) -> None:
-            (log.info if ok else log.error)("suricata: eve.json rotated, %s", message)
-
-        self.supervisor.request_reopen_logs(reopened)
-
-    def commit(self) -> None:
-        self.tailer.commit()
-
-    def running(self) -> bool:
-        return self.supervisor.state is SupervisorState.RUNNING
-
-    def problem(self) -> str | None:
-        transitions = self.supervisor.transitions
-        if not transitions:
-            return None
-        if self.supervisor.state is SupervisorState.STARTING:
-            return f"suricata is starting again ({transitions[-1].reason})"
-        error = self.last_error()
-        return transitions[-1].reason + (f"; suricata said: {error}" if error else "")
-
-    def last_error(self) -> str | None:
-        """The first error Suricata printed in its last run (e.g. the interface it cannot open)."""
-        try:
-            with (self.supervisor.settings.workdir / "suricata.out").open("rb") as output:
-                output.seek(max(0, output.seek(0, os.SEEK_END) - 16_384))
-                lines = output.read().decode(errors="replace").splitlines()
-        except FileNotFoundError:
-            return None
-        last_run = max((i for i, line in enumerate(lines) if "This is Suricata version" in line),
-                       default=0)
-        errors = [line[3:] for line in lines[last_run:] if line.startswith("E: ")]
-        return errors[0] if errors else None
-
-    def gave_up(self) -> bool:
-        return self.supervisor.state is SupervisorState.FATAL
-
-    def drop_ratio(self) -> float | None:
-        stats = self.supervisor.last_stats  # refreshed by the supervising thread, no I/O here
-        return None if stats is None else stats.drop_ratio
-
-    def state_name(self) -> str:
-        return self.supervisor.state.value
-
-    def stop(self) -> None:
-        self.supervisor.stop()
-
-
-class LiteCapture:
-    """The scapy lite source in a thread; its observations queued for the loop."""
-
-    def __init__(self, config: Config) -> None:
-        self.source = ScapyLiveSource(config.network.interface)
-        self._queue: queue.Queue[Observation] = queue.Queue(maxsize=100_000)
-
-    def start(self, stop: threading.Event) -> None:
-        def pump() -> None:
-            for observation in self.source.read(stop):
-                self._queue.put(observation)
-
-        threading.Thread(target=pump, name="scapy-live", daemon=True).start()
-
-    def records(self) -> list[Observation]:
-        batch = []
-        while len(batch) < 10_000:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
-    def commit(self) -> None:
-        pass
-
-    def reload(self, feeds: Sequence[Feed]) -> None:
-        pass  # the lite source has no rules: the new matcher is all it needs
-
-    def rotate_if_needed(self, limit_bytes: int) -> None:
-        pass  # no files
-
-    def running(self) -> bool:
-        return self.source.started.is_set()
-
-    def problem(self) -> str | None:
-        return None if self.running() else "the sniffer has not started"
-
-    def gave_up(self) -> bool:
-        return False
-
-    def drop_ratio(self) -> float | None:
-        seen = self.source.stats.records + self.source.stats.skipped_total
-        return self.source.stats.skipped_total / seen if seen else 0.0
-
-    def state_name(self) -> str:
-        return "running" if self.running() else "starting"
-
-    def stop(self) -> None:
-        pass
 
 
 class SensorDaemon:
