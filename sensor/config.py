@@ -297,6 +297,10 @@ class DaemonConfig(_Section):
         300.0, ge=0, description="A system clock still not synchronised (NTP) this long after "
         "start makes the sensor degraded (clock_unsynchronised): alert times would be wrong "
         "and TLS to the core fails. Until then it is only noted in each alert.")
+    error_limit_seconds: float = Field(
+        600.0, gt=0, description="An unexpected error in the daemon's loop is logged, counted "
+        "and reported (worker_error) and the loop goes on; if the same error keeps recurring "
+        "for this long, the daemon exits with status 1 so that systemd restarts it.")
 
 
 class SuricataSection(_Section):

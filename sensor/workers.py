@@ -6,13 +6,17 @@ abandoned, the traceback logged once per distinct traceback, the error
 counted and kept as the worker's ``problem``, and the worker goes on after a
 pause that grows with consecutive failures. Not the job of this module:
 deciding what a worker does next (the worker's own loop does that).
+``WorkerThread`` is for a worker's owner: it notices that the thread itself
+has ended and starts it again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +77,68 @@ class WorkerErrors:
                 return None
             return (f"{self.name}: {self.count} unexpected error(s), last: {self.last} "
                     f"(the {self.name} carries on)")
+
+
+class WorkerThread:
+    """A daemon thread its owner restarts if it ends, with a growing pause between restarts.
+
+    Its target should run until its stop event is set. Ending earlier (an
+    exception that escaped the worker's own boundary, even a BaseException)
+    is a death: logged with its traceback, kept as ``failure``, and reported by
+    ``problem`` until ``report_seconds`` after the last restart.
+    """
+
+    def __init__(self, name: str, target: Callable[[], None],
+                 clock: Callable[[], float] = time.monotonic, pause_max: float = 60.0,
+                 report_seconds: float = 600.0) -> None:
+        self.name = name
+        self._target = target
+        self._clock = clock
+        self.pause_max = pause_max
+        self.report_seconds = report_seconds
+        self.restarts = 0
+        self.failure: str | None = None
+        self._thread: threading.Thread | None = None
+        self._restart_at = 0.0
+        self._restarted_at = float("-inf")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self._target()
+        except BaseException as error:  # the thread ends here either way: say why
+            self.failure = f"{type(error).__name__}: {error}"
+            log.error("the %s thread stopped on an error; it is restarted", self.name,
+                      exc_info=error)
+        else:
+            self.failure = "it returned"
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def restart_if_dead(self) -> bool:
+        """Start the thread again if it ended and its pause is over; True if restarted."""
+        now = self._clock()
+        if self._thread is None or self.is_alive or now < self._restart_at:
+            return False
+        self.restarts += 1
+        self._restart_at = now + min(self.pause_max, 2.0 ** (self.restarts - 1))
+        self._restarted_at = now
+        log.error("the %s thread had stopped (%s): restarted (%d restart(s) so far)",
+                  self.name, self.failure, self.restarts)
+        self.start()
+        return True
+
+    @property
+    def problem(self) -> str | None:
+        """A health detail while the thread is dead or was restarted recently, else None."""
+        if self._thread is not None and not self.is_alive:
+            return f"the {self.name} thread stopped ({self.failure}); it is being restarted"
+        if self._clock() - self._restarted_at <= self.report_seconds:
+            return (f"the {self.name} thread stopped and was restarted {self.restarts} time(s) "
+                    f"(last: {self.failure})")
+        return None

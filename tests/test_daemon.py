@@ -45,6 +45,14 @@ def _inputs(**changes: object) -> HealthInputs:
     ({"clock_synchronised": False, "seconds_since_start": 60.0}, "ok", ()),
     ({"clock_synchronised": False, "seconds_since_start": 600.0}, "degraded",
      ("clock_unsynchronised",)),
+    ({"disk_full": "full", "serious_alerts": 1}, "degraded", ("disk_full",)),
+    ({"alert_book_problem": "refused", "starting": True}, "degraded", ("alert_book_error",)),
+    ({"worker_problems": ("a", "b")}, "degraded", ("worker_error",)),
+    ({"rules_problem": "rejected"}, "degraded", ("suricata_rules_rejected",)),
+    ({"quarantined": "1 row"}, "degraded", ("alerts_quarantined",)),
+    ({"capture_running": False, "capture_problem": "exited", "disk_full": "full",
+      "worker_problems": ("x",), "quarantined": "1 row"}, "degraded",
+     ("suricata_down", "disk_full", "worker_error", "alerts_quarantined")),
 ])
 def test_health_rules(changes, state, reasons) -> None:
     health = assess(_inputs(**changes))

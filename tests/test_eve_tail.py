@@ -93,7 +93,7 @@ def test_a_restart_in_the_middle_of_a_rotation_finishes_the_old_file(tmp_path: P
 def test_the_daemon_rotates_only_when_nothing_can_be_lost(tmp_path: Path,
                                                           echap_feeds) -> None:
     from sensor.config import Config
-    from sensor.daemon.service import SuricataCapture
+    from sensor.daemon.captures import SuricataCapture
 
     capture = SuricataCapture(Config(), echap_feeds, tmp_path / "suricata")
     eve = capture.supervisor.eve_path

@@ -48,6 +48,20 @@ def test_screen_texts_exist_in_both_languages_with_the_same_placeholders() -> No
     assert all(placeholders(english[k]) == placeholders(french[k]) for k in english)
 
 
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_health_reason_has_a_text_that_fits_one_line(language: str) -> None:
+    """Each reason of the state schema is translated and fits the 124 pixels of a line uncut."""
+    schema = json.loads((REPO / "docs" / "schemas" / "state.schema.json").read_text())
+    reasons = schema["properties"]["reasons"]["items"]["enum"]
+    texts, font = load_catalogue(language, "screen.locales").messages, load_fonts().body
+    draw = ImageDraw.Draw(Image.new("1", (128, 64)))
+    missing = [r for r in reasons if f"reason.{r}" not in texts]
+    assert not missing, f"add reason texts to screen/locales/{language}.yaml: {missing}"
+    too_wide = {r: texts[f"reason.{r}"] for r in reasons
+                if draw.textlength(texts[f"reason.{r}"], font=font) > 124}
+    assert not too_wide, too_wide
+
+
 class _RecordingDraw:
     """The real ImageDraw, remembering every string it was asked to draw."""
 

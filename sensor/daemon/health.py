@@ -26,6 +26,11 @@ class HealthInputs:
     clock_synchronised: bool = True
     seconds_since_start: float = 0.0
     mirror_problem: str | None = None
+    disk_full: str | None = None
+    alert_book_problem: str | None = None
+    worker_problems: tuple[str, ...] = ()
+    rules_problem: str | None = None
+    quarantined: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,32 +54,8 @@ def assess(inputs: HealthInputs, thresholds: HealthThresholds | None = None) -> 
     >>> assess(HealthInputs(True, None, 0.0, 1.0, 1.0, None, 0)).state
     'ok'
     """
-    limits = thresholds or HealthThresholds()
-    problems: list[tuple[str, str]] = []
-    if not inputs.capture_running and not inputs.starting:
-        problems.append(("suricata_down", inputs.capture_problem or "capture is not running"))
-    if inputs.drop_ratio > limits.max_drop_ratio:
-        problems.append(("packet_drops", f"{inputs.drop_ratio:.1%} of packets dropped"))
-    if inputs.capture_running and inputs.seconds_since_traffic is not None and \
-            inputs.seconds_since_traffic > limits.silent_after_seconds:
-        problems.append(("no_traffic", f"no mirrored traffic for "
-                                       f"{inputs.seconds_since_traffic / 60:.0f} min"))
-    if inputs.feeds_age_days is None or inputs.feeds_age_days > limits.stale_after_days:
-        age = "no feed installed" if inputs.feeds_age_days is None else \
-            f"feeds are {inputs.feeds_age_days:.0f} days old"
-        problems.append(("feeds_stale", age))
-    if not inputs.clock_synchronised and \
-            inputs.seconds_since_start > limits.clock_grace_seconds:
-        problems.append(("clock_unsynchronised", "the system clock is not synchronised "
-                         f"{inputs.seconds_since_start / 60:.0f} min after start: alert times "
-                         "may be wrong and TLS to the core may fail; check that the box "
-                         "reaches an NTP server (timedatectl timesync-status)"))
-    if inputs.mirror_problem:
-        problems.append(("mirror_not_passive", inputs.mirror_problem))
-    if inputs.delivery_problem:
-        problems.append(("broker_refused_alert", inputs.delivery_problem))
-    if inputs.broker_unreachable:
-        problems.append(("broker_unreachable", inputs.broker_unreachable))
+    problems = [(code, detail) for code, detail in
+                _problems(inputs, thresholds or HealthThresholds()) if detail]
     if inputs.starting and not problems:
         return Health("starting", (), ())
     if problems:
@@ -82,3 +63,36 @@ def assess(inputs: HealthInputs, thresholds: HealthThresholds | None = None) -> 
     if inputs.serious_alerts:
         return Health("alert", (), ())
     return Health("ok", (), ())
+
+
+def _problems(inputs: HealthInputs, limits: HealthThresholds) -> list[tuple[str, str | None]]:
+    """Every reason code with its detail (None when it does not apply), most important first."""
+    down = not inputs.capture_running and not inputs.starting
+    silent = inputs.capture_running and inputs.seconds_since_traffic is not None and \
+        inputs.seconds_since_traffic > limits.silent_after_seconds
+    stale = inputs.feeds_age_days is None or inputs.feeds_age_days > limits.stale_after_days
+    unsynchronised = not inputs.clock_synchronised and \
+        inputs.seconds_since_start > limits.clock_grace_seconds
+    return [
+        ("suricata_down", (inputs.capture_problem or "capture is not running") if down else None),
+        ("disk_full", inputs.disk_full),
+        ("alert_book_error", inputs.alert_book_problem),
+        ("worker_error", "; ".join(inputs.worker_problems) or None),
+        ("packet_drops", f"{inputs.drop_ratio:.1%} of packets dropped"
+         if inputs.drop_ratio > limits.max_drop_ratio else None),
+        ("no_traffic", f"no mirrored traffic for {(inputs.seconds_since_traffic or 0) / 60:.0f} "
+         "min" if silent else None),
+        # Degraded although detection goes on (the Python matcher reads every record; Suricata's
+        # own alerts are not used): a rule file Suricata refuses needs an operator all the same.
+        ("suricata_rules_rejected", inputs.rules_problem),
+        ("feeds_stale", None if not stale else "no feed installed"
+         if inputs.feeds_age_days is None else f"feeds are {inputs.feeds_age_days:.0f} days old"),
+        ("clock_unsynchronised", "the system clock is not synchronised "
+         f"{inputs.seconds_since_start / 60:.0f} min after start: alert times may be wrong and "
+         "TLS to the core may fail; check that the box reaches an NTP server (timedatectl "
+         "timesync-status)" if unsynchronised else None),
+        ("mirror_not_passive", inputs.mirror_problem),
+        ("broker_refused_alert", inputs.delivery_problem),
+        ("broker_unreachable", inputs.broker_unreachable),
+        ("alerts_quarantined", inputs.quarantined),
+    ]

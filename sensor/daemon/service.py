@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from sensor.alerts.book import AlertBook
+from sensor.alerts.book import AlertBook, AlertBookError
 from sensor.alerts.retention import apply_retention
 from sensor.analysis import (
     build_engine,
@@ -29,10 +28,10 @@ from sensor.analysis import (
     feed_versions,
     load_feeds,
 )
-from sensor.capture.eve_tail import EveTailer, rotated_path
-from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
+from sensor.daemon.captures import LiteCapture, SuricataCapture
 from sensor.daemon.clock import ClockProbe, SystemClock
+from sensor.daemon.faults import DaemonFailure, LoopFaults
 from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
 from sensor.daemon.notify import SystemdNotifier
 from sensor.daemon.passive import PassiveWatch
@@ -42,17 +41,13 @@ from sensor.daemon.selftest import (
     SelftestRunner,
     run_selftest,
 )
-from sensor.detect.model import Severity
+from sensor.detect.model import Alert, Severity
 from sensor.errors import VeilleuseError
-from sensor.feeds.model import Feed
 from sensor.feeds.store import FeedStore
-from sensor.files import replace_file
-from sensor.observations import DnsQuery, Observation
+from sensor.files import is_disk_full, replace_file
+from sensor.observations import DnsQuery
 from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher
-from sensor.outputs.mqtt import MqttPublisher
-from sensor.suricata.config import SuricataSettings
-from sensor.suricata.rules import compile_rules, render_rules
-from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, SuricataSupervisor
+from sensor.outputs.mqtt import MqttPublisher, PublisherHealth
 
 log = logging.getLogger(__name__)
 
@@ -62,162 +57,6 @@ RUNTIME_DIRECTORY_MODE = 0o750
 BEACON_EVERY = 60.0
 DROPS_EVERY = 30.0
 RETENTION_EVERY = 3600.0
-
-
-class SuricataCapture:
-    """Suricata supervised on the interface, its EVE file tailed."""
-
-    def __init__(self, config: Config, feeds: Sequence[Feed], workdir: Path) -> None:
-        # EVE holds who talked to whom: readable by the sensor alone.
-        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.rules = workdir / "veilleuse.rules"
-        self._write_rules(feeds)
-        self.supervisor = SuricataSupervisor(SupervisorSettings(
-            interface=config.network.interface, workdir=workdir,
-            suricata=SuricataSettings(binary=config.suricata.binary,
-                                      home_net=config.network.home_net),
-            rule_files=(str(self.rules),)))
-        self.tailer = EveTailer(self.supervisor.eve_path, workdir / "eve.offset")
-
-    def _write_rules(self, feeds: Sequence[Feed]) -> None:
-        text = render_rules(compile_rules(i for feed in feeds for i in feed.indicators),
-                            header=", ".join(f"{f.name} {f.version}" for f in feeds))
-        replace_file(self.rules, text, durable=False)
-
-    def reload(self, feeds: Sequence[Feed]) -> None:
-        """New rules for new feeds, loaded by the running Suricata (no restart, no gap)."""
-        previous = self.rules.read_bytes()
-        self._write_rules(feeds)
-
-        def reloaded(ok: bool, message: str) -> None:
-            if ok:
-                log.info("suricata: %s", message)
-            else:
-                replace_file(self.rules, previous, durable=False)
-                log.error("new rules not loaded, the previous ones stay: %s", message)
-
-        # If Suricata is not running, its next start reads the new file.
-        self.supervisor.request_reload(reloaded)
-
-    def start(self, stop: threading.Event) -> None:
-        threading.Thread(target=self.supervisor.run, args=(stop,), name="suricata-supervisor",
-                         daemon=True).start()
-
-    def records(self) -> list[Observation]:
-        return list(self.tailer.read_available())
-
-    def rotate_if_needed(self, limit_bytes: int) -> None:
-        """Keep eve.json bounded: rename it past the limit and have Suricata reopen it.
-
-        Only once the tailer has finished the previous rotated file, so at
-        most two files exist and no record is deleted unread.
-        """
-        eve = self.supervisor.eve_path
-        try:
-            size = eve.stat().st_size
-        except FileNotFoundError:
-            return
-        if size < limit_bytes or self.tailer.reading_rotated:
-            return
-        os.replace(eve, rotated_path(eve))
-
-        def reopened(ok: bool, message: str) -> None:
-            (log.info if ok else log.error)("suricata: eve.json rotated, %s", message)
-
-        self.supervisor.request_reopen_logs(reopened)
-
-    def commit(self) -> None:
-        self.tailer.commit()
-
-    def running(self) -> bool:
-        return self.supervisor.state is SupervisorState.RUNNING
-
-    def problem(self) -> str | None:
-        transitions = self.supervisor.transitions
-        if not transitions:
-            return None
-        if self.supervisor.state is SupervisorState.STARTING:
-            return f"suricata is starting again ({transitions[-1].reason})"
-        error = self.last_error()
-        return transitions[-1].reason + (f"; suricata said: {error}" if error else "")
-
-    def last_error(self) -> str | None:
-        """The first error Suricata printed in its last run (e.g. the interface it cannot open)."""
-        try:
-            with (self.supervisor.settings.workdir / "suricata.out").open("rb") as output:
-                output.seek(max(0, output.seek(0, os.SEEK_END) - 16_384))
-                lines = output.read().decode(errors="replace").splitlines()
-        except FileNotFoundError:
-            return None
-        last_run = max((i for i, line in enumerate(lines) if "This is Suricata version" in line),
-                       default=0)
-        errors = [line[3:] for line in lines[last_run:] if line.startswith("E: ")]
-        return errors[0] if errors else None
-
-    def gave_up(self) -> bool:
-        return self.supervisor.state is SupervisorState.FATAL
-
-    def drop_ratio(self) -> float | None:
-        stats = self.supervisor.last_stats  # refreshed by the supervising thread, no I/O here
-        return None if stats is None else stats.drop_ratio
-
-    def state_name(self) -> str:
-        return self.supervisor.state.value
-
-    def stop(self) -> None:
-        self.supervisor.stop()
-
-
-class LiteCapture:
-    """The scapy lite source in a thread; its observations queued for the loop."""
-
-    def __init__(self, config: Config) -> None:
-        self.source = ScapyLiveSource(config.network.interface)
-        self._queue: queue.Queue[Observation] = queue.Queue(maxsize=100_000)
-
-    def start(self, stop: threading.Event) -> None:
-        def pump() -> None:
-            for observation in self.source.read(stop):
-                self._queue.put(observation)
-
-        threading.Thread(target=pump, name="scapy-live", daemon=True).start()
-
-    def records(self) -> list[Observation]:
-        batch = []
-        while len(batch) < 10_000:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
-        return batch
-
-    def commit(self) -> None:
-        pass
-
-    def reload(self, feeds: Sequence[Feed]) -> None:
-        pass  # the lite source has no rules: the new matcher is all it needs
-
-    def rotate_if_needed(self, limit_bytes: int) -> None:
-        pass  # no files
-
-    def running(self) -> bool:
-        return self.source.started.is_set()
-
-    def problem(self) -> str | None:
-        return None if self.running() else "the sniffer has not started"
-
-    def gave_up(self) -> bool:
-        return False
-
-    def drop_ratio(self) -> float | None:
-        seen = self.source.stats.records + self.source.stats.skipped_total
-        return self.source.stats.skipped_total / seen if seen else 0.0
-
-    def state_name(self) -> str:
-        return "running" if self.running() else "starting"
-
-    def stop(self) -> None:
-        pass
 
 
 class SensorDaemon:
@@ -254,6 +93,10 @@ class SensorDaemon:
         self.passive = PassiveWatch(config.network.interface)
         self._mirror_problem: str | None = None
         self._probes_seen = 0  # self-test queries captured, ours or `veilleuse selftest`'s
+        self.faults = LoopFaults(clock, give_up_after=config.daemon.error_limit_seconds)
+        self._unstored: list[Alert] = []  # alerts the book refused: stored before reading on
+        self._book_problem: str | None = None
+        self._health_unwritten: str | None = None
 
     # -- feeds --------------------------------------------------------------------------
 
@@ -295,7 +138,7 @@ class SensorDaemon:
                 for info in (store.info(s.name) for s in self.config.feeds.sources) if info]
         return max(ages) / 86_400 if ages else None
 
-    def _check_health(self, book: AlertBook, sender: MqttPublisher) -> None:
+    def _check_health(self, book: AlertBook, alerts: AlertQueue, sender: MqttPublisher) -> None:
         running = self.capture.running()
         since_start = self._clock() - self._started
         deadline = self.config.daemon.start_deadline_seconds
@@ -318,7 +161,14 @@ class SensorDaemon:
             serious_alerts=severities.get(Severity.MEDIUM.value, 0) +
             severities.get(Severity.HIGH.value, 0),
             starting=starting, clock_synchronised=self._clock_synchronised(),
-            seconds_since_start=since_start, mirror_problem=self._mirror_problem),
+            seconds_since_start=since_start, mirror_problem=self._mirror_problem,
+            disk_full=self._disk_full(alerts, delivery), alert_book_problem=self._book_problem,
+            worker_problems=self._worker_problems(sender),
+            rules_problem=self.capture.rules_problem(),
+            quarantined=None if not delivery.quarantined else
+            f"{delivery.quarantined} unreadable alert(s) moved to the quarantine table of "
+            f"{book.path}, not delivered; look at them with `sqlite3 {book.path} 'SELECT * "
+            "FROM quarantine'`, report them, then delete them there"),
             HealthThresholds(max_drop_ratio=self.config.daemon.max_drop_ratio,
                              silent_after_seconds=self.config.daemon.silent_after_minutes * 60,
                              stale_after_days=self.config.feeds.max_age_days,
@@ -334,19 +184,65 @@ class SensorDaemon:
         self.notifier.status(summary)
         self.notifier.watchdog()
 
-    def _write_health(self, pending: int, capturing: bool) -> None:
-        """The health file: no secrets and no device data, since admins read it."""
-        directory = self.health_file.parent
-        directory.mkdir(mode=RUNTIME_DIRECTORY_MODE, parents=True, exist_ok=True)
-        if directory.stat().st_uid == os.geteuid():
-            directory.chmod(RUNTIME_DIRECTORY_MODE)
+    def _disk_full(self, alerts: AlertQueue, delivery: PublisherHealth) -> str | None:
+        problems = []
+        if alerts.disk_full or alerts.held:
+            problems.append(f"the alert book's disk is full ({self.config.alerts.database}): "
+                            f"{alerts.held} alert(s) wait in memory")
+            if alerts.dropped:
+                problems.append(f"{alerts.dropped} ALERT(S) NOT KEPT (more than "
+                                f"{alerts.max_held} waited in memory), see the journal")
+        if delivery.disk_full:
+            problems.append(f"{delivery.unretired} delivered alert(s) cannot be marked so "
+                            "(kept in memory, not sent again)")
+        problems += self.capture.disk_problems()
+        if self._health_unwritten:
+            problems.append(self._health_unwritten)
+        return "; ".join(problems) + "; free space on that disk" if problems else None
+
+    def _worker_problems(self, sender: MqttPublisher) -> tuple[str, ...]:
+        problems = [self.capture.worker_problem(), sender.errors.problem, self.faults.problem(),
+                    *(worker.problem for worker in self.capture.workers())]
+        return tuple(p for p in problems if p)
+
+    def _report_without_health(self, pending: int | None) -> None:
+        """Health could not be assessed: say so everywhere rather than repeat the last one."""
+        details = tuple(d for d in (self.faults.problem(),) if d) or ("health check failed",)
+        self.health = Health("degraded", ("worker_error",), details)
+        try:
+            self._write_health(pending, self.capture.running())
+        except Exception as error:  # noqa: BLE001 - the loop's boundary: report, go on
+            self.faults.record("health file", error)
+        self.notifier.status(f"degraded: {details[0]}")
+        self.notifier.watchdog()  # the loop turns; a lasting error ends it (faults.check)
+
+    def _write_health(self, pending: int | None, capturing: bool) -> None:
+        """The health file: no secrets and no device data, since admins read it.
+
+        A full disk (/run can fill too) is reported as disk_full, not fatal.
+        """
         record = {**asdict(self.health), "time": self._wall_clock(), "pid": os.getpid(),
                   "capture": self.capture.state_name(), "capturing": capturing,
                   "observations": self._observations,
                   "drop_ratio": self._drop_ratio, "pending_alerts": pending,
                   "feeds": feed_versions(self.feeds)}
-        replace_file(self.health_file, json.dumps(record, indent=2), durable=False,
-                     mode=HEALTH_FILE_MODE)
+        directory = self.health_file.parent
+        try:
+            directory.mkdir(mode=RUNTIME_DIRECTORY_MODE, parents=True, exist_ok=True)
+            if directory.stat().st_uid == os.geteuid():
+                directory.chmod(RUNTIME_DIRECTORY_MODE)
+            replace_file(self.health_file, json.dumps(record, indent=2), durable=False,
+                         mode=HEALTH_FILE_MODE)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            if self._health_unwritten is None:
+                log.error("%s: cannot write the health file (%s); `veilleuse status` will say "
+                          "the sensor is not running, the state topic says disk_full",
+                          self.health_file, error.strerror)
+            self._health_unwritten = f"cannot write {self.health_file} ({error.strerror})"
+            return
+        self._health_unwritten = None
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -358,22 +254,102 @@ class SensorDaemon:
         self.selftests.request()
 
     def _turn(self, alerts: AlertQueue, sender: MqttPublisher, rescore: bool) -> None:
-        """One pass: new records through detection into the book, then the offset."""
+        """One pass: new records through detection into the book, then the offset.
+
+        Alerts the book refuses (an AlertBookError other than a full disk) stay
+        in memory with the offset unsaved, and nothing new is read until they
+        are stored: at-least-once, nothing skipped, nothing counted twice.
+        """
+        if self._unstored and not self._store(alerts, sender, []):
+            return
         batch = self.capture.records()
         changed = [a for observation in batch for a in self.engine.observe(observation)]
         if rescore:
             changed.extend(self.engine.flush())
-        alerts.add_all(changed)
-        self.capture.commit()  # after the alerts are in the book: at-least-once
-        if changed:
-            sender.notify()
         if batch:
             self._last_traffic = self._clock()
             self._observations += len(batch)
             self._probes_seen += sum(isinstance(o, DnsQuery) and
                                      o.name.endswith(SELFTEST_DOMAIN) for o in batch)
+        self._store(alerts, sender, changed)
+
+    def _store(self, alerts: AlertQueue, sender: MqttPublisher, changed: list[Alert]) -> bool:
+        """Add the alerts waiting in memory and ``changed``; commit the offset once all are in."""
+        waiting = self._unstored = self._unstored + changed
+        try:
+            alerts.add_all([])  # writes alerts held by a full disk, if it has room now
+            for index, alert in enumerate(waiting):
+                self._unstored = waiting[index:]
+                alerts.add(alert)
+        except AlertBookError as error:
+            problem = (f"{error}; {len(self._unstored)} alert(s) wait in memory and the capture "
+                       "position is not saved until they are stored")
+            if self._book_problem is None:
+                log.error("the alert book refused an alert: %s", problem)
+            self._book_problem = problem
+            return False
+        if self._book_problem:
+            log.info("the alert book takes alerts again: %d stored from memory", len(waiting))
+        self._unstored, self._book_problem = [], None
+        self.capture.commit()  # after the alerts are in the book: at-least-once
+        if waiting:
+            sender.notify()
+        return True
+
+    def _keep_workers_alive(self, sender: MqttPublisher) -> None:
+        """Restart a capture thread that died; a dead publisher cannot be: exit, systemd
+        restarts the sensor (the watchdog is never pinged with a dead worker)."""
+        for worker in self.capture.workers():
+            worker.restart_if_dead()
+        if not sender.is_alive:
+            raise DaemonFailure("the MQTT publisher's thread stopped (see the error above); "
+                                "exiting so that systemd restarts the sensor (alerts are "
+                                "kept in the book)")
+
+    def _chores(self, book: AlertBook, alerts: AlertQueue, sender: MqttPublisher,
+                due: dict[str, float]) -> list[tuple[str, float | None, Callable[[], object]]]:
+        """(name, interval or None for every turn, action), in the order a turn runs them."""
+        daemon = self.config.daemon
+
+        def drops() -> None:
+            self._drop_ratio = self.capture.drop_ratio() or self._drop_ratio
+
+        def mirror() -> None:
+            self._mirror_problem = self.passive.check(max(self.selftests.started,
+                                                          self._probes_seen))
+
+        def feeds() -> None:
+            self._reload_feeds_if_changed(sender)
+            if self.capture.rules_unwritten:
+                self.capture.reload(self.feeds)
+
+        return [
+            ("records", None, lambda: self._turn(alerts, sender,
+                                                 rescore=self._due(due, "beacons", BEACON_EVERY))),
+            ("drops", DROPS_EVERY, drops),
+            ("eve rotation", None, lambda: self.capture.rotate_if_needed(
+                daemon.max_eve_megabytes * 2**20)),
+            ("feeds", daemon.feeds_check_seconds, feeds),
+            ("mirror check", daemon.mirror_check_seconds, mirror),
+            ("retention", RETENTION_EVERY, lambda: apply_retention(
+                book, self.config.alerts.retention_days, self._wall_clock(),
+                self._clock_synchronised())),
+        ]
+
+    def _due(self, due: dict[str, float], name: str, every: float) -> bool:
+        """True once ``name`` is due, and then not again for ``every`` seconds."""
+        now = self._clock()
+        if now < due[name]:
+            return False
+        due[name] = now + every
+        return True
 
     def run(self, stop: threading.Event) -> None:
+        """Until ``stop``: DaemonFailure (exit 1, systemd restarts) only for what cannot heal.
+
+        Any other error in a chore is logged once, counted, reported as
+        worker_error, and the loop goes on (``LoopFaults``).
+        """
         book = AlertBook(self.config.alerts.database)
         alerts = AlertQueue(book, self.config, pseudonymizer(self.config), self._wall_clock,
                             self._clock_synchronised)
@@ -388,31 +364,25 @@ class SensorDaemon:
         started = self._started = self._clock()
         due = {"health": started, "beacons": started + BEACON_EVERY, "drops": started,
                "feeds": started + self.config.daemon.feeds_check_seconds,
-               "retention": started, "mirror": started}
+               "retention": started, "mirror check": started}
+        chores = self._chores(book, alerts, sender, due)
         try:
             while not stop.wait(0.5):
-                now = self._clock()
-                self._turn(alerts, sender, rescore=now >= due["beacons"])
-                if now >= due["beacons"]:
-                    due["beacons"] = now + BEACON_EVERY
-                if now >= due["drops"]:
-                    self._drop_ratio = self.capture.drop_ratio() or self._drop_ratio
-                    due["drops"] = now + DROPS_EVERY
-                self.capture.rotate_if_needed(self.config.daemon.max_eve_megabytes * 2**20)
-                if now >= due["feeds"]:
-                    self._reload_feeds_if_changed(sender)
-                    due["feeds"] = now + self.config.daemon.feeds_check_seconds
-                if now >= due["mirror"]:
-                    self._mirror_problem = self.passive.check(
-                        max(self.selftests.started, self._probes_seen))
-                    due["mirror"] = now + self.config.daemon.mirror_check_seconds
-                if now >= due["retention"]:
-                    apply_retention(book, self.config.alerts.retention_days,
-                                    self._wall_clock(), self._clock_synchronised())
-                    due["retention"] = now + RETENTION_EVERY
-                if now >= due["health"]:
-                    self._check_health(book, sender)
-                    due["health"] = now + HEALTH_EVERY
+                for name, every, action in chores:
+                    if every is not None and not self._due(due, name, every):
+                        continue
+                    try:
+                        action()
+                    except Exception as error:  # noqa: BLE001 - the loop's boundary: report, go on
+                        self.faults.record(name, error)
+                self._keep_workers_alive(sender)
+                if self._due(due, "health", HEALTH_EVERY):
+                    try:
+                        self._check_health(book, alerts, sender)
+                    except Exception as error:  # noqa: BLE001 - the loop's boundary: report, go on
+                        self.faults.record("health", error)
+                        self._report_without_health(None)
+                self.faults.check()
         finally:
             self.notifier.stopping()
             capture_stop.set()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
 
-from sensor.alerts.book import AlertBook, AlertBookFull
+from sensor.alerts.book import AlertBook, AlertBookError, AlertBookFull
 from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
 from sensor.alerts.retention import apply_retention
 from sensor.config import Config
@@ -39,7 +39,9 @@ class AlertQueue:
     ``disk_full``, ``held`` and ``dropped`` are for health: while the disk is
     full, alerts wait in memory; past ``max_held`` distinct alerts, a new one
     is not kept (logged at ERROR and counted in ``dropped``) and is written
-    with all its sightings the next time detection reports it.
+    with all its sightings the next time detection reports it. Any other
+    AlertBookError is raised with nothing counted, so adding the alert again
+    stores all its sightings.
     """
 
     def __init__(self, book: AlertBook, config: Config, pseudonyms: Pseudonymizer | None,
@@ -76,6 +78,9 @@ class AlertQueue:
                       self.max_held)
             self.disk_full = True
             self._hold(alert, added)
+        except AlertBookError:
+            self._counted[alert.id] -= added  # not stored: added again in full on a retry
+            raise
 
     def _hold(self, alert: Alert, added: int) -> None:
         if alert.id in self._held:

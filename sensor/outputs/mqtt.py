@@ -226,6 +226,13 @@ class MqttPublisher:
         self._client.loop_stop()
         self._owner = None
 
+    @property
+    def is_alive(self) -> bool:
+        """The owner thread and paho's network thread run (False before ``start``, after
+        ``stop``, or if either died: paho clears its ``_thread`` when its loop ends)."""
+        return self._owner is not None and self._owner.is_alive() and \
+            self._client._thread is not None
+
     def notify(self) -> None:
         """New rows are in the book: publish them now rather than at the next tick."""
         self._events.put(("wake", None))

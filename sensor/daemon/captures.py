@@ -1,0 +1,249 @@
+"""The live sensor's capture sources, as the daemon drives them: Suricata supervised, or scapy.
+
+Each offers the same small interface to the daemon's loop (``start``,
+``records``, ``commit``, ``reload``, ``running``, ``problem``...). Not the job
+of this module: detection, the alert book or health (``sensor.daemon.service``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from sensor.capture.eve_tail import EveTailer, rotated_path
+from sensor.capture.scapy_live import ScapyLiveSource
+from sensor.config import Config
+from sensor.feeds.model import Feed
+from sensor.files import is_disk_full, replace_file
+from sensor.observations import Observation
+from sensor.suricata.config import SuricataSettings
+from sensor.suricata.rules import compile_rules, render_rules
+from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, SuricataSupervisor
+from sensor.workers import WorkerThread
+
+log = logging.getLogger(__name__)
+
+
+class SuricataCapture:
+    """Suricata supervised on the interface, its EVE file tailed."""
+
+    def __init__(self, config: Config, feeds: Sequence[Feed], workdir: Path) -> None:
+        # EVE holds who talked to whom: readable by the sensor alone.
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.rules = workdir / "veilleuse.rules"
+        self.rules_unwritten: str | None = None  # a full disk kept the new rules in memory
+        self._written_rules(feeds)
+        self.supervisor = SuricataSupervisor(SupervisorSettings(
+            interface=config.network.interface, workdir=workdir,
+            suricata=SuricataSettings(binary=config.suricata.binary,
+                                      home_net=config.network.home_net),
+            rule_files=(str(self.rules),)))
+        self.tailer = EveTailer(self.supervisor.eve_path, workdir / "eve.offset")
+        self._worker: WorkerThread | None = None
+
+    def _written_rules(self, feeds: Sequence[Feed]) -> bool:
+        """Write the rules of ``feeds``; on a full disk keep the file as it was and say so."""
+        text = render_rules(compile_rules(i for feed in feeds for i in feed.indicators),
+                            header=", ".join(f"{f.name} {f.version}" for f in feeds))
+        try:
+            replace_file(self.rules, text, durable=False)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            if self.rules_unwritten is None:
+                log.error("%s: cannot write the Suricata rules (%s); Suricata keeps the rules "
+                          "it has, Veilleuse's matcher uses the new feeds, and writing is "
+                          "tried again at each feeds check", self.rules, error.strerror)
+            self.rules_unwritten = (f"cannot write the Suricata rules {self.rules} "
+                                    f"({error.strerror})")
+            return False
+        self.rules_unwritten = None
+        return True
+
+    def reload(self, feeds: Sequence[Feed]) -> None:
+        """New rules for new feeds, loaded by the running Suricata (no restart, no gap)."""
+        try:
+            previous: bytes | None = self.rules.read_bytes()
+        except FileNotFoundError:
+            previous = None  # never written (a full disk at start)
+        if not self._written_rules(feeds):
+            return
+
+        def reloaded(ok: bool, message: str) -> None:
+            if ok:
+                log.info("suricata: %s", message)
+                return
+            log.error("new rules not loaded, the previous ones stay: %s", message)
+            if previous is None:
+                return
+            try:
+                replace_file(self.rules, previous, durable=False)
+            except OSError as error:
+                if not is_disk_full(error):
+                    raise
+                log.error("%s: cannot put the previous rules back (%s); Suricata runs with "
+                          "them, its next start falls back to the last good copy", self.rules,
+                          error.strerror)
+
+        # If Suricata is not running, its next start reads the new file.
+        self.supervisor.request_reload(reloaded)
+
+    def start(self, stop: threading.Event) -> None:
+        self._worker = WorkerThread("suricata-supervisor", lambda: self.supervisor.run(stop))
+        self._worker.start()
+
+    def workers(self) -> list[WorkerThread]:
+        """The threads the daemon keeps alive."""
+        return [self._worker] if self._worker else []
+
+    def disk_problems(self) -> list[str]:
+        problems = [self.rules_unwritten] if self.rules_unwritten else []
+        if self.tailer.disk_full:
+            problems.append(f"cannot save the EVE position {self.tailer.offset_file} (reading "
+                            "goes on; a restart now would read some records again)")
+        return problems
+
+    def rules_problem(self) -> str | None:
+        return self.supervisor.rules_problem
+
+    def worker_problem(self) -> str | None:
+        return self.supervisor.errors.problem
+
+    def records(self) -> list[Observation]:
+        return list(self.tailer.read_available())
+
+    def rotate_if_needed(self, limit_bytes: int) -> None:
+        """Keep eve.json bounded: rename it past the limit and have Suricata reopen it.
+
+        Only once the tailer has finished the previous rotated file, so at
+        most two files exist and no record is deleted unread.
+        """
+        eve = self.supervisor.eve_path
+        try:
+            size = eve.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < limit_bytes or self.tailer.reading_rotated:
+            return
+        os.replace(eve, rotated_path(eve))
+
+        def reopened(ok: bool, message: str) -> None:
+            (log.info if ok else log.error)("suricata: eve.json rotated, %s", message)
+
+        self.supervisor.request_reopen_logs(reopened)
+
+    def commit(self) -> None:
+        self.tailer.commit()
+
+    def running(self) -> bool:
+        return self.supervisor.state is SupervisorState.RUNNING
+
+    def problem(self) -> str | None:
+        transitions = self.supervisor.transitions
+        if not transitions:
+            return None
+        if self.supervisor.state is SupervisorState.STARTING:
+            return f"suricata is starting again ({transitions[-1].reason})"
+        error = self.last_error()
+        return transitions[-1].reason + (f"; suricata said: {error}" if error else "")
+
+    def last_error(self) -> str | None:
+        """The first error Suricata printed in its last run (e.g. the interface it cannot open)."""
+        try:
+            with (self.supervisor.settings.workdir / "suricata.out").open("rb") as output:
+                output.seek(max(0, output.seek(0, os.SEEK_END) - 16_384))
+                lines = output.read().decode(errors="replace").splitlines()
+        except FileNotFoundError:
+            return None
+        last_run = max((i for i, line in enumerate(lines) if "This is Suricata version" in line),
+                       default=0)
+        errors = [line[3:] for line in lines[last_run:] if line.startswith("E: ")]
+        return errors[0] if errors else None
+
+    def gave_up(self) -> bool:
+        return self.supervisor.state is SupervisorState.FATAL
+
+    def drop_ratio(self) -> float | None:
+        stats = self.supervisor.last_stats  # refreshed by the supervising thread, no I/O here
+        return None if stats is None else stats.drop_ratio
+
+    def state_name(self) -> str:
+        return self.supervisor.state.value
+
+    def stop(self) -> None:
+        self.supervisor.stop()
+
+
+class LiteCapture:
+    """The scapy lite source in a thread; its observations queued for the loop."""
+
+    def __init__(self, config: Config) -> None:
+        self.source = ScapyLiveSource(config.network.interface)
+        self._queue: queue.Queue[Observation] = queue.Queue(maxsize=100_000)
+        self._worker: WorkerThread | None = None
+        self.rules_unwritten: str | None = None  # no rules to write
+
+    def start(self, stop: threading.Event) -> None:
+        def pump() -> None:
+            self.source.started.clear()  # set again by the sniffer this run starts
+            for observation in self.source.read(stop):
+                self._queue.put(observation)
+
+        self._worker = WorkerThread("scapy-live", pump)
+        self._worker.start()
+
+    def workers(self) -> list[WorkerThread]:
+        return [self._worker] if self._worker else []
+
+    def disk_problems(self) -> list[str]:
+        return []  # writes nothing
+
+    def rules_problem(self) -> str | None:
+        return None
+
+    def worker_problem(self) -> str | None:
+        return None
+
+    def records(self) -> list[Observation]:
+        batch = []
+        while len(batch) < 10_000:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def commit(self) -> None:
+        pass
+
+    def reload(self, feeds: Sequence[Feed]) -> None:
+        pass  # the lite source has no rules: the new matcher is all it needs
+
+    def rotate_if_needed(self, limit_bytes: int) -> None:
+        pass  # no files
+
+    def running(self) -> bool:
+        return self.source.started.is_set() and self._worker is not None and \
+            self._worker.is_alive
+
+    def problem(self) -> str | None:
+        if self._worker is not None and self._worker.failure:
+            return f"the sniffer stopped ({self._worker.failure})"
+        return None if self.running() else "the sniffer has not started"
+
+    def gave_up(self) -> bool:
+        return False
+
+    def drop_ratio(self) -> float | None:
+        seen = self.source.stats.records + self.source.stats.skipped_total
+        return self.source.stats.skipped_total / seen if seen else 0.0
+
+    def state_name(self) -> str:
+        return "running" if self.running() else "starting"
+
+    def stop(self) -> None:
+        pass
