@@ -186,7 +186,8 @@ def parse_eve_line(line: str | bytes) -> list[Observation]:
         raise UnknownEventType(str(event_type))
     try:
         return list(parser(record))
-    except (KeyError, TypeError, ValueError) as error:
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as error:
+        # A field of the wrong JSON type (a list where an object belongs, ...).
         if isinstance(error, EveRecordError):
             raise
         raise EveRecordError(f"{event_type} record: {error}") from None
