@@ -8,23 +8,15 @@ Not the job of this module: connecting, storing or notifying.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from core.errors import CoreConfigError
-from sensor.yamlsource import (
-    dotted,
-    parse_yaml,
-    yaml_error_key,
-    yaml_error_line,
-    yaml_error_message,
-)
+from sensor.configfile import load_config_file
 
 DEFAULT_CONFIG_PATH = Path("/etc/veilleuse/core.yaml")
 _LEVEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -141,31 +133,6 @@ class CoreConfig(_Section):
 
 def load_core_config(path: Path | str) -> CoreConfig:
     """Read and validate ``path``; CoreConfigError names the line and key of the first problem."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CoreConfigError(path, "no such file; write one (docs/core.md) or pass "
-                              "--config") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CoreConfigError(path, f"cannot read it: {error}") from None
-    try:
-        document = parse_yaml(text)
-    except yaml.YAMLError as error:
-        raise CoreConfigError(path, yaml_error_message(error), line=yaml_error_line(error),
-                              key=yaml_error_key(error)) from None
-    data = {} if document.data is None else document.data
-    if not isinstance(data, dict):
-        raise CoreConfigError(path, "the file must be a mapping of keys (mqtt:, store: ...)",
-                              line=1)
-    try:
-        return CoreConfig.model_validate_json(json.dumps(data, default=str), strict=True)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        location = tuple(part for part in problem["loc"] if not isinstance(part, str)
-                         or not part.startswith("function-"))
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
-            message = "unknown key (a typo?); see docs/core.md for the valid keys"
-        raise CoreConfigError(path, message, line=document.line_of(location),
-                              key=dotted(location)) from None
+    return load_config_file(path, CoreConfig, error=CoreConfigError,
+                            missing="write one (docs/core.md) or pass --config",
+                            top_keys="mqtt:, store:", docs="docs/core.md")

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from sensor.errors import ConfigError
 
 
 class CoreError(Exception):
     """Base of every error a person may have to act on."""
 
 
-class CoreConfigError(CoreError):
+class CoreConfigError(CoreError, ConfigError):
     """The core's YAML configuration is unreadable or invalid; names the file, line and key."""
-
-    def __init__(self, path: Path | str, message: str, *, line: int | None = None,
-                 key: str | None = None) -> None:
-        self.path = Path(path)
-        self.line = line
-        self.key = key
-        self.message = message
-        where = str(self.path) + (f", line {line}" if line else "")
-        what = f"key '{key}': " if key else ""
-        super().__init__(f"{where}: {what}{message}")
 
 
 class StoreError(CoreError):

@@ -8,36 +8,27 @@ docs/configuration.md is generated from them (``veilleuse config-docs``).
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import stat
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import SplitResult, urlsplit
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     FilePath,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
 
+from sensor.configfile import load_config_file
 from sensor.errors import ConfigError
 from sensor.feeds.model import FeedFormat
 from sensor.feeds.names import normalize_domain
 from sensor.suricata.config import DEFAULT_HOME_NET
-from sensor.yamlsource import (
-    dotted,
-    parse_yaml,
-    yaml_error_key,
-    yaml_error_line,
-    yaml_error_message,
-)
 
 DEFAULT_CONFIG_PATH = Path("/etc/veilleuse/veilleuse.yaml")
 ECHAP_BASE = "https://raw.githubusercontent.com/AssoEchap/stalkerware-indicators/master"
@@ -333,32 +324,6 @@ class Config(_Section):
 
 def load_config(path: Path | str) -> Config:
     """Read and validate ``path``; ConfigError names the line and key of the first problem."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(path, "no such file; copy config/veilleuse.yaml there or pass "
-                          "--config") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(path, f"cannot read it: {error}") from None
-    try:
-        document = parse_yaml(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(path, yaml_error_message(error), line=yaml_error_line(error),
-                          key=yaml_error_key(error)) from None
-    data = {} if document.data is None else document.data
-    if not isinstance(data, dict):
-        raise ConfigError(path, "the file must be a mapping of keys (site:, feeds: ...)", line=1)
-    try:
-        # Strict, as JSON: `true` is no number and "14" no integer, yet paths and lists
-        # read as text and sequences do.
-        return Config.model_validate_json(json.dumps(data, default=str), strict=True)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        location = tuple(part for part in problem["loc"] if not isinstance(part, str)
-                         or not part.startswith("function-"))
-        message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
-            message = "unknown key (a typo?); see docs/configuration.md for the valid keys"
-        raise ConfigError(path, message, line=document.line_of(location),
-                          key=dotted(location)) from None
+    return load_config_file(path, Config, error=ConfigError,
+                            missing="copy config/veilleuse.yaml there or pass --config",
+                            top_keys="site:, feeds:", docs="docs/configuration.md")
