@@ -361,7 +361,17 @@ class MqttPublisher:
     def _disconnected(self, reason: ReasonCode, taken_over: bool) -> None:
         """A lost connection; a taken-over session (the broker says so, or the connection
         keeps closing right after it opens) is not fought for: reconnection slows down."""
-        self._connected = False
+        was_connected, self._connected = self._connected, False
+        if not was_connected and self.settings.tls and not taken_over:
+            # TLS 1.3: a client certificate the broker refuses only shows after the handshake.
+            problem = (f"cannot connect to {self.settings.host}:{self.settings.port}: TLS "
+                       f"failed: the broker closed the connection before accepting it "
+                       f"({reason}); does it require a client certificate it trusts? check "
+                       "mqtt.cert_file and mqtt.key_file")
+            if problem != self._problem:
+                log.error("MQTT %s; alerts wait in the book", problem)
+            self._problem = problem
+            return
         if taken_over:
             retry = self.settings.takeover_retry
             self._problem = (f"another client with the same client id ({self.settings.client_id}) "
