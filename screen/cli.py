@@ -53,7 +53,7 @@ def _config(path: Path | None) -> Config:
 def run(config: Config) -> int:
     from screen.app import ScreenApp, ScreenSettings
     from screen.controls import Controls
-    from sensor.outputs.delivery import mqtt_settings, topics
+    from sensor.outputs.delivery import local_settings, topics
 
     settings = config.screen
     problem = None
@@ -73,7 +73,7 @@ def run(config: Config) -> int:
         app.controls = Controls(settings.button_pin, settings.led_pin, app.gesture)
     except Exception as error:  # noqa: BLE001 - gpiozero raises many kinds when there is no GPIO
         log.warning("running without button and LED: %s", error)
-    app.connect(mqtt_settings(config, role="screen"), problem)
+    app.connect(local_settings(config, role="screen"), problem)  # the box's own broker
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

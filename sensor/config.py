@@ -181,9 +181,11 @@ class DetectionConfig(_Section):
 
 
 class MqttConfig(_Section):
-    url: BrokerUrl = Field("mqtt://127.0.0.1:1883", description="The broker: "
-                           "mqtt://host:port or mqtts://host:port (TLS). On the appliance, the "
-                           "local Mosquitto. Plain mqtt:// carries no password or TLS file "
+    url: BrokerUrl = Field("mqtt://127.0.0.1:1883", description="The core's broker: "
+                           "mqtt://host:port or mqtts://host:port (TLS). Alerts leave the alert "
+                           "book only on this broker's acknowledgement. A box without a core "
+                           "leaves the box's own broker here (then `local_broker` is the same "
+                           "connection). Plain mqtt:// carries no password or TLS file "
                            "unless the broker is on this box (localhost, 127.0.0.0/8, ::1).")
     username: str | None = Field(None, description="User name, if the broker wants one.")
     password_file: SecretFile | None = Field(None, description="File holding the password "
@@ -220,6 +222,27 @@ class MqttConfig(_Section):
             raise ValueError(f"plain mqtt:// would send this password in clear text to {host}; "
                              "use mqtts:// (with ca_file) or a broker on this box")
         return path
+
+
+def _loopback_broker(value: str) -> str:
+    host = urlsplit(value).hostname or ""
+    if not is_loopback_host(host):
+        raise ValueError(f"{value!r}: the local broker is on this box; write "
+                         "mqtt://127.0.0.1:1883 (the core goes in mqtt.url)")
+    return value
+
+
+class LocalBrokerConfig(_Section):
+    url: Annotated[BrokerUrl, AfterValidator(_loopback_broker)] = Field(
+        "mqtt://127.0.0.1:1883", description="The box's own Mosquitto, on loopback: the "
+        "sensor copies its state, status and alerts there for the screen, best effort "
+        "(nothing durable: the alert book and `mqtt` are the delivery). When `mqtt.url` is "
+        "this same broker, one connection serves both.")
+    username: str | None = Field(None, description="User name on the local broker "
+                                 "(the package sets `veilleuse`).")
+    password_file: SecretFile | None = Field(
+        None, description="File holding that password (mode 0600; the package generates "
+        "/etc/veilleuse/local-broker.password).")
 
 
 class PrivacyConfig(_Section):
@@ -314,6 +337,8 @@ class Config(_Section):
                                       description="Suricata.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="The alert book.")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Publishing to the core.")
+    local_broker: LocalBrokerConfig = Field(default_factory=LocalBrokerConfig,
+                                            description="The box's own broker, for the screen.")
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig,
                                    description="What leaves the box.")
     daemon: DaemonConfig = Field(default_factory=DaemonConfig, description="The live "

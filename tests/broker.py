@@ -27,24 +27,71 @@ class Mosquitto:
     """Start, stop, restart and reconfigure one broker; its sessions persist across restarts."""
 
     def __init__(self, directory: Path, binary: str, acl: str | None = None,
-                 tls: tuple[Path, Path, Path] | None = None) -> None:
-        """``tls``: (CA, certificate, key) PEM files make the listener a TLS one."""
+                 tls: tuple[Path, Path, Path] | None = None, *,
+                 passwords: dict[str, str] | None = None, extra: tuple[str, ...] = (),
+                 shipped: Path | None = None) -> None:
+        """``tls``: (CA, certificate, key) PEM files make the listener a TLS one.
+
+        ``passwords``: user -> password, and anonymous clients are refused.
+        ``extra``: more configuration lines (e.g. ``require_certificate true``).
+        ``shipped``: a configuration file as the package installs it; only its
+        listener port and file paths are changed (persistence, autosave and
+        the rest stay as shipped).
+        """
         self.directory = directory
         self.binary = binary
         self.port = free_port()
         self.acl = acl
         self.tls = tls
+        self.passwords = passwords
+        self.extra = extra
+        self.shipped = shipped
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
 
+    def _write_password_file(self) -> Path:
+        path = self.directory / "passwd"
+        path.write_text("")
+        for user, password in (self.passwords or {}).items():
+            subprocess.run(["mosquitto_passwd", "-b", str(path), user, password], check=True,
+                           capture_output=True)
+        return path
+
+    def _shipped_lines(self) -> list[str]:
+        assert self.shipped is not None
+        lines = [f"persistence_location {self.directory}/",
+                 f"log_dest file {self.directory}/mosquitto.log", "log_type all"]
+        for line in self.shipped.read_text().splitlines():
+            key = line.split(" ", 1)[0]
+            if key == "listener":
+                line = f"listener {self.port} 127.0.0.1"
+            elif key == "password_file":
+                line = f"password_file {self._write_password_file()}"
+            elif key == "acl_file":
+                (self.directory / "acl").write_text(
+                    self.acl or self.shipped.with_suffix(".acl").read_text())
+                line = f"acl_file {self.directory}/acl"
+            lines.append(line)
+        return lines
+
     def _write_config(self) -> Path:
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+        if self.shipped is not None:
+            lines = self._shipped_lines()
+            if os.geteuid() == 0:
+                lines.append("user root")
+            config = self.directory / "mosquitto.conf"
+            config.write_text("\n".join(lines) + "\n")
+            return config
+        lines = [f"listener {self.port} 127.0.0.1",
+                 f"allow_anonymous {'false' if self.passwords is not None else 'true'}",
                  "persistence true", f"persistence_location {self.directory}/",
                  f"log_dest file {self.directory}/mosquitto.log", "log_type all",
-                 "max_queued_messages 100000"]
+                 "max_queued_messages 100000", *self.extra]
+        if self.passwords is not None:
+            lines.append(f"password_file {self._write_password_file()}")
         if self.tls is not None:
             ca, certificate, key = self.tls
             lines += [f"cafile {ca}", f"certfile {certificate}", f"keyfile {key}"]
@@ -77,6 +124,13 @@ class Mosquitto:
             self.process.wait(timeout=10)
             self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a power cut: nothing is saved that was not saved already."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
     def set_acl(self, acl: str) -> None:
         """Rewrite the ACL file and make the broker reload it (SIGHUP)."""
         self.acl = acl
@@ -93,15 +147,16 @@ class Core:
     """A subscriber like the SOC core: persistent session, QoS 1, records every alert id."""
 
     def __init__(self, broker: Mosquitto, topic: str = "veilleuse/+/+/alert",
-                 username: str | None = None) -> None:
+                 username: str | None = None, password: str | None = None,
+                 client_id: str = "test-core") -> None:
         self.received: list[dict] = []
         self.subscribed = False
         self.retained: dict[str, dict] = {}
         self._changed = threading.Condition()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-core",
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=MQTTProtocolVersion.MQTTv5)
         if username:
-            self.client.username_pw_set(username)
+            self.client.username_pw_set(username, password)
         self.client.on_connect = lambda c, u, f, r, p: c.subscribe(
             [(topic, 1), ("veilleuse/+/+/status", 1), ("veilleuse/+/+/state", 1)])
         self.client.on_message = self._on_message

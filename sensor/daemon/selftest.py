@@ -5,7 +5,9 @@ The probe is a DNS query for a random name under ``selftest.veilleuse.invalid``
 sent out of the monitored interface, where capture sees it. The running
 sensor knows that name as its own test indicator: the probe must become a
 ``selftest`` alert (severity info) in the alert book, then be acknowledged by
-the broker. Nothing reaches the network beyond the mirror port's wire.
+the core's broker (``mqtt.url``: the book retires an alert only on its PUBACK;
+on a box without a core, that is the box's own broker, and the result says
+so). Nothing reaches the network beyond the mirror port's wire.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from sensor.alerts.book import AlertBook
 from sensor.config import Config
@@ -75,20 +78,31 @@ def run_selftest(config: Config, timeout: float = 60.0) -> SelftestResult:
             ticker.wait(0.25)
     finally:
         book.close()
+    receiver = _receiver(config)
     if delivered_after is not None:
         return SelftestResult(True, stored_after, delivered_after,
                               f"self-test passed: probe {name} stored as an alert after "
-                              f"{stored_after:.1f} s, acknowledged by the broker after "
+                              f"{stored_after:.1f} s, acknowledged by {receiver} after "
                               f"{delivered_after:.1f} s")
     if stored_after is not None:
         return SelftestResult(False, stored_after, None,
                               f"self-test incomplete: the probe became an alert after "
-                              f"{stored_after:.1f} s but the broker did not acknowledge it "
+                              f"{stored_after:.1f} s but {receiver} did not acknowledge it "
                               f"within {timeout:.0f} s (see `veilleuse status`)")
     return SelftestResult(False, None, None,
                           f"self-test failed: the probe sent on {config.network.interface} "
                           f"did not become an alert within {timeout:.0f} s; is capture "
                           "running on that interface? (see `veilleuse status`)")
+
+
+def _receiver(config: Config) -> str:
+    """Who acknowledged the alert, in words: the core, or the box's broker (no core)."""
+    from sensor.outputs.delivery import core_is_local
+
+    host = urlsplit(config.mqtt.url).hostname
+    if core_is_local(config):
+        return "the box's own broker (no core is configured in mqtt.url)"
+    return f"the core's broker ({host})"
 
 
 class SelftestRunner:

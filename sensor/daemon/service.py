@@ -46,7 +46,7 @@ from sensor.errors import VeilleuseError
 from sensor.feeds.store import FeedStore
 from sensor.files import is_disk_full, replace_file
 from sensor.observations import DnsQuery
-from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher
+from sensor.outputs.delivery import AlertQueue, SensorOutputs, pseudonymizer
 from sensor.outputs.mqtt import MqttPublisher, PublisherHealth
 
 log = logging.getLogger(__name__)
@@ -247,9 +247,11 @@ class SensorDaemon:
     # -- the loop ---------------------------------------------------------------------
 
     def _on_command(self, command: str) -> None:
-        """Requests from the screen: a self-test runs in the background and logs its result."""
+        """Requests from the screen (the box's broker) or the core's operator (the core's
+        broker; each broker's ACL decides who may): a self-test runs in the background and
+        logs its result."""
         if command != "selftest":
-            log.warning("unknown command %r from the screen ignored", command)
+            log.warning("unknown command %r ignored", command)
             return
         self.selftests.request()
 
@@ -353,12 +355,13 @@ class SensorDaemon:
         book = AlertBook(self.config.alerts.database)
         alerts = AlertQueue(book, self.config, pseudonymizer(self.config), self._wall_clock,
                             self._clock_synchronised)
-        sender = publisher(self.config, book)
+        outputs = SensorOutputs(self.config, book)  # the core, and the box's broker
+        sender = outputs.core
         sender.feed_versions = feed_versions(self.feeds)
         sender.health_source = lambda: (self.health.state, self.health.reasons,
                                         self.health.details)
-        sender.on_command = self._on_command
-        sender.start()
+        outputs.connect(alerts, self._on_command)
+        outputs.start()
         capture_stop = threading.Event()
         self.capture.start(capture_stop)
         started = self._started = self._clock()
@@ -387,7 +390,7 @@ class SensorDaemon:
             self.notifier.stopping()
             capture_stop.set()
             self.capture.stop()
-            sender.stop()
+            outputs.stop()
             book.close()
 
 

@@ -13,14 +13,17 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from sensor.alerts.book import AlertBook, AlertBookError, AlertBookFull
 from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
 from sensor.alerts.retention import apply_retention
-from sensor.config import Config
+from sensor.config import Config, is_loopback_host
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.detect.model import Alert
 from sensor.errors import VeilleuseError
+from sensor.outputs.local import LocalMirror
 from sensor.outputs.mqtt import MqttPublisher, MqttSettings, PublisherHealth
 from sensor.outputs.payloads import alert_payload
 from sensor.outputs.topics import Topics
@@ -58,6 +61,8 @@ class AlertQueue:
         self.max_held = max_held
         self.dropped = 0
         self.disk_full = False
+        self.on_stored: Callable[[str], None] | None = None
+        """Called with each payload once it is in the book (the screen's copy)."""
 
     @property
     def held(self) -> int:
@@ -117,13 +122,16 @@ class AlertQueue:
             self._clock_synchronised()
         alert = dataclasses.replace(alert, clock_synchronised=synchronised)
 
+        built: list[str] = []
+
         def payload(first_seen: float, last_seen: float, count: int,
                     clock_synchronised: bool | None) -> str:
             merged = dataclasses.replace(alert, first_seen=first_seen, last_seen=last_seen,
                                          count=count, clock_synchronised=clock_synchronised)
-            return alert_payload(merged, self._catalogues, site=self._config.site,
-                                 sensor=self._config.sensor, pseudonyms=self._pseudonyms,
-                                 queued_at=now)
+            built.append(alert_payload(merged, self._catalogues, site=self._config.site,
+                                       sensor=self._config.sensor, pseudonyms=self._pseudonyms,
+                                       queued_at=now))
+            return built[-1]
 
         record = {**asdict(alert), "kind": alert.kind.value, "severity": alert.severity.value}
         self.book.record(alert.id, kind=alert.kind.value, severity=alert.severity.value,
@@ -131,6 +139,8 @@ class AlertQueue:
                          first_seen=alert.first_seen, last_seen=alert.last_seen,
                          count_added=added, record=json.dumps(record), payload=payload, now=now,
                          clock_synchronised=synchronised)
+        if self.on_stored is not None and built:
+            self.on_stored(built[-1])  # committed: the book has it, whatever the copy does
 
     def add_all(self, alerts: Iterable[Alert]) -> int:
         """``add`` each; alerts waiting in memory are written first, if there is room now."""
@@ -156,20 +166,87 @@ def mqtt_settings(config: Config, url: str | None = None, role: str = "sensor") 
     two clients on one id would take the session from each other.
     """
     mqtt = config.mqtt
-    password = None
-    if mqtt.password_file is not None:
-        try:
-            password = mqtt.password_file.read_text().strip()
-        except OSError as error:
-            raise VeilleuseError(f"{mqtt.password_file}: cannot read the MQTT password "
-                                 f"({error.strerror})") from None
     return MqttSettings.from_url(
-        url or mqtt.url, username=mqtt.username, password=password,
+        url or mqtt.url, username=mqtt.username, password=_password(mqtt.password_file),
         ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
         cert_file=str(mqtt.cert_file) if mqtt.cert_file else None,
         key_file=str(mqtt.key_file) if mqtt.key_file else None,
         client_id=f"veilleuse-{config.site}-{config.sensor}-{role}",
         session_expiry=mqtt.session_expiry_seconds)
+
+
+def _password(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as error:
+        raise VeilleuseError(f"{path}: cannot read the MQTT password ({error.strerror})") \
+            from None
+
+
+def local_settings(config: Config, role: str) -> MqttSettings:
+    """The box's own broker (``local_broker``); when ``mqtt.url`` is that broker, its settings.
+
+    The screen (role ``screen``) and the sensor's copy for it (``sensor-local``)
+    log in with the local account.
+    """
+    if core_is_local(config):
+        return mqtt_settings(config, role=role)
+    local = config.local_broker
+    return MqttSettings.from_url(
+        local.url, username=local.username, password=_password(local.password_file),
+        client_id=f"veilleuse-{config.site}-{config.sensor}-{role}")
+
+
+def core_is_local(config: Config) -> bool:
+    """``mqtt.url`` is the box's own broker (a box without a core): one connection for both.
+
+    Loopback names are one host (localhost, 127.0.0.1 and ::1 reach the same
+    listener on the appliance); the scheme and port must match.
+    """
+    core, local = urlsplit(config.mqtt.url), urlsplit(config.local_broker.url)
+    if (core.scheme, core.port or 1883) != (local.scheme, local.port or 1883):
+        return False
+    if core.hostname == local.hostname:
+        return True
+    return is_loopback_host(core.hostname or "") and is_loopback_host(local.hostname or "")
+
+
+class SensorOutputs:
+    """The live sensor's two connections: the core (the durable delivery) and the box's broker.
+
+    Alerts leave the book only on the core's PUBACK. The box's broker gets a
+    best-effort copy for the screen (``LocalMirror``); when ``mqtt.url`` is
+    the box's broker, the one publisher serves both and nothing is published
+    twice. Self-test commands are taken from both: the screen writes them on
+    the box's broker, the core's operator on the core (each broker's ACL
+    decides who may).
+    """
+
+    def __init__(self, config: Config, book: AlertBook) -> None:
+        self.core = publisher(config, book)
+        self.local: LocalMirror | None = None
+        if not core_is_local(config):
+            self.local = LocalMirror(local_settings(config, "sensor-local"), topics(config),
+                                     self.core.state_message)
+
+    def connect(self, alerts: AlertQueue, on_command: Callable[[str], None]) -> None:
+        """Route stored alerts to the screen's copy and commands to ``on_command``."""
+        self.core.on_command = on_command
+        if self.local is not None:
+            self.local.on_command = on_command
+            alerts.on_stored = self.local.publish_alert
+
+    def start(self) -> None:
+        self.core.start()
+        if self.local is not None:
+            self.local.start()
+
+    def stop(self) -> None:
+        self.core.stop()
+        if self.local is not None:
+            self.local.stop()
 
 
 def topics(config: Config) -> Topics:

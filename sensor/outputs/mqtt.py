@@ -268,7 +268,7 @@ class MqttPublisher:
     @_guarded
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         """paho calls this inside its ``except OSError``: the exception is the real reason."""
-        self._events.put(("connect_failed", _connection_error(sys.exception(),
+        self._events.put(("connect_failed", connection_error(sys.exception(),
                                                              self.settings.tls)))
 
     @_guarded
@@ -368,7 +368,17 @@ class MqttPublisher:
     def _disconnected(self, reason: ReasonCode, taken_over: bool) -> None:
         """A lost connection; a taken-over session (the broker says so, or the connection
         keeps closing right after it opens) is not fought for: reconnection slows down."""
-        self._connected = False
+        was_connected, self._connected = self._connected, False
+        if not was_connected and self.settings.tls and not taken_over:
+            # TLS 1.3: a client certificate the broker refuses only shows after the handshake.
+            problem = (f"cannot connect to {self.settings.host}:{self.settings.port}: TLS "
+                       f"failed: the broker closed the connection before accepting it "
+                       f"({reason}); does it require a client certificate it trusts? check "
+                       "mqtt.cert_file and mqtt.key_file")
+            if problem != self._problem:
+                log.error("MQTT %s; alerts wait in the book", problem)
+            self._problem = problem
+            return
         if taken_over:
             retry = self.settings.takeover_retry
             self._problem = (f"another client with the same client id ({self.settings.client_id}) "
@@ -382,13 +392,8 @@ class MqttPublisher:
                     self.settings.host, self.settings.port, reason)
 
     def _command(self, payload: bytes) -> None:
-        """A request from the screen (``veilleuse.command/1``); unknown ones are logged."""
-        try:
-            message = json.loads(payload)
-            command = str(message["command"]) if str(message.get("schema", "")).startswith(
-                "veilleuse.command/") else None
-        except (ValueError, KeyError, TypeError):
-            command = None
+        """A request (``veilleuse.command/1``) from whoever the broker's ACL lets write it."""
+        command = parse_command(payload)
         if command is None or self.on_command is None:
             log.warning("ignored a malformed command on %s/command", self.topics.base)
             return
@@ -469,17 +474,22 @@ class MqttPublisher:
         """The broker refused the last alert it was offered."""
         return bool(self._problem and self._problem.startswith("the broker refused an alert"))
 
-    def _publish_state(self) -> None:
+    def state_message(self) -> tuple[tuple, str]:
+        """(what changed, the state payload): the same state for the core and the local broker."""
         health, reasons, details, counters = self.state()
         fingerprint = (health, tuple(reasons), tuple(sorted(counters.items())))
+        return fingerprint, state_payload(
+            site=self.topics.site, sensor=self.topics.sensor, time=self._wall_clock(),
+            health=health, reasons=reasons, details=details, counters=counters,
+            feeds=self.feed_versions)
+
+    def _publish_state(self) -> None:
+        fingerprint, payload = self.state_message()
         now = self._clock()
         if fingerprint == self._state_sent and now - self._state_sent_at < \
                 self.settings.state_interval:
             return
-        self._client.publish(self.topics.state, state_payload(
-            site=self.topics.site, sensor=self.topics.sensor, time=self._wall_clock(),
-            health=health, reasons=reasons, details=details, counters=counters,
-            feeds=self.feed_versions), qos=1, retain=True)
+        self._client.publish(self.topics.state, payload, qos=1, retain=True)
         self._state_sent, self._state_sent_at = fingerprint, now
 
     def _expire_in_flight(self) -> None:
@@ -506,12 +516,29 @@ class MqttPublisher:
             self._in_flight[info.mid] = _InFlight(entry.alert_id, entry.version, now)
 
 
+def parse_command(payload: bytes) -> str | None:
+    """The command of a ``veilleuse.command/1`` message, or None if it is not one.
+
+    >>> parse_command(b'{"schema": "veilleuse.command/1", "command": "selftest"}')
+    'selftest'
+    >>> parse_command(b'selftest') is None
+    True
+    """
+    try:
+        message = json.loads(payload)
+        if str(message.get("schema", "")).startswith("veilleuse.command/"):
+            return str(message["command"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
 _SESSION_TAKEN_OVER = 0x8E
 _SHORT_SESSION = 10.0  # seconds; Mosquitto 2.0 closes a taken-over session without a reason
 _SHORT_SESSIONS_FOR_TAKEOVER = 3
 
 
-def _connection_error(error: BaseException | None, tls: bool) -> str:
+def connection_error(error: BaseException | None, tls: bool) -> str:
     """The reason a connection attempt failed, in the words an operator can act on."""
     if isinstance(error, ssl.SSLCertVerificationError):
         return (f"TLS certificate verify failed: {error.verify_message} (check mqtt.ca_file "
