@@ -25,7 +25,7 @@ from sensor.daemon.captures import SuricataCapture
 from sensor.daemon.faults import DaemonFailure, LoopFaults
 from sensor.daemon.notify import SystemdNotifier
 from sensor.demo.traffic import Traffic
-from sensor.outputs import mqtt
+from sensor.outputs import delivery, mqtt
 from tests.broker import Core
 from tests.conftest import require_tool, until
 from tests.daemons import daemon_running, health_of, sensor_config
@@ -131,13 +131,13 @@ def test_a_dead_sniffer_thread_is_restarted_and_a_dead_publisher_exits_non_zero(
     host, namespace = veth
     config = sensor_config(tmp_path, broker.url, host)
     senders: list[mqtt.MqttPublisher] = []
-    real_publisher = __import__("sensor.daemon.service", fromlist=["publisher"]).publisher
+    real_publisher = delivery.publisher
 
     def recorded_publisher(*args, **kwargs):
         senders.append(real_publisher(*args, **kwargs))
         return senders[-1]
 
-    monkeypatch.setattr("sensor.daemon.service.publisher", recorded_publisher)
+    monkeypatch.setattr(delivery, "publisher", recorded_publisher)  # SensorOutputs' core
     core = Core(broker)
     try:
         with daemon_running(config, echap_files) as running:
