@@ -94,6 +94,15 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="DIR", help="where the NetworkManager drop-in goes (default "
                        f"{NETWORKMANAGER_DIRECTORY})")
 
+    access = commands.add_parser("core-access", help="let the sensor reach the core's "
+                                 "addresses and nothing else (root: veilleuse-core-access)")
+    access_commands = access.add_subparsers(dest="access_command", required=True,
+                                            metavar="ACTION")
+    access_apply = access_commands.add_parser(
+        "apply", help="resolve mqtt.url's host, write the sensor's hosts file, allow those "
+        "addresses to veilleuse.service")
+    access_apply.add_argument("--dry-run", action="store_true", help="print what would be done")
+
     rules = commands.add_parser("rules", help="compile the feeds into Suricata rules")
     rules.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
                        help="indicator file (repeatable); default: the installed feeds")
@@ -282,6 +291,25 @@ def _mirror(args: argparse.Namespace) -> int:
     return 0
 
 
+def _core_access(args: argparse.Namespace) -> int:
+    from sensor.core_access import allow, core_host, resolve, write_hosts
+
+    config, _ = _config(args)
+    host = core_host(config.mqtt.url)
+    if host is None:
+        print("the core is this box's own broker (mqtt.url): nothing beyond the box to allow")
+        return 0
+    access = resolve(host)
+    if args.dry_run:
+        print(access.hosts_lines() + " ".join(access.allow_arguments()))
+        return 0
+    write_hosts(access)
+    allow(access)
+    print(f"the sensor may reach the core {host} at {', '.join(access.addresses)}, "
+          "and nothing else beyond the box")
+    return 0
+
+
 def _rules(args: argparse.Namespace) -> int:
     from sensor.suricata.rules import compile_rules, render_rules
 
@@ -364,7 +392,8 @@ def _config_docs(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"analyze": lambda args: _analyze(args, args.capture, args.feed), "demo": _demo,
-             "feeds": _feeds, "publish": _publish, "mirror": _mirror, "rules": _rules,
+             "feeds": _feeds, "publish": _publish, "mirror": _mirror,
+             "core-access": _core_access, "rules": _rules,
              "run": _run_daemon, "status": _status, "selftest": _selftest, "tail": _tail,
              "check-config": _check_config, "config-docs": _config_docs}
 

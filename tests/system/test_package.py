@@ -144,15 +144,20 @@ def test_selftest_passes_and_a_replayed_capture_reaches_the_broker(box, installe
                    check=True, capture_output=True)
 
     def alerts() -> list[dict]:
-        lines = box.run(["cat", "/root/alerts.txt"], check=False).stdout.splitlines()
-        return [json.loads(line.split(" ", 1)[1]) for line in lines
-                if re.match(r"veilleuse/\S+/alert ", line)]
+        return _alerts(box, "/root/alerts.txt")
 
     assert until(lambda: any(a.get("observed") == C2_NAME for a in alerts()), 90), \
         box.journal("veilleuse.service")
     alert = next(a for a in alerts() if a.get("observed") == C2_NAME)
     assert (alert["kind"], alert["severity"], alert["app"]) == ("domain", "high", "TheTruthSpy")
     assert alert["device"].startswith("dev-"), "devices leave the box as pseudonyms"
+
+
+def _alerts(box: BootedSystem, path: str) -> list[dict]:
+    """The alert payloads in a `mosquitto_sub -v` transcript."""
+    lines = box.run(["cat", path], check=False).stdout.splitlines()
+    return [json.loads(line.split(" ", 1)[1]) for line in lines
+            if re.match(r"veilleuse/\S+/alert ", line)]
 
 
 def test_the_mirror_interface_stays_passive(box, installed, tmp_path) -> None:
@@ -181,6 +186,38 @@ def test_the_mirror_interface_stays_passive(box, installed, tmp_path) -> None:
     assert packets, "the self-test probe must have gone out of the mirror port"
     names = [p[DNSQR].qname.decode() if p.haslayer(DNSQR) else p.summary() for p in packets]
     assert all(name.endswith("selftest.veilleuse.invalid.") for name in names), names
+
+
+def test_the_sensor_reaches_a_core_beyond_the_box_by_its_name(box, installed) -> None:
+    # A core broker at an address beyond loopback's 127.0.0.0/8 (put on lo: the
+    # container has no other network), known by name to the box.
+    box.run("ip address add 10.99.0.1/32 dev lo && echo '10.99.0.1 core.test' >> /etc/hosts")
+    box.run("printf 'listener 1884 10.99.0.1\\nallow_anonymous true\\n' > /root/core.conf")
+    box.run(["systemd-run", "--unit=core-broker", "mosquitto", "-c", "/root/core.conf"])
+    box.run("systemd-run --unit=core-listener --property=StandardOutput=file:/root/core.txt "
+            "mosquitto_sub -h 10.99.0.1 -p 1884 -v -t 'veilleuse/#'")
+    config = yaml.safe_load(box.run(["cat", "/etc/veilleuse/veilleuse.yaml"]).stdout)
+    config["mqtt"].update(url="mqtt://core.test:1884", username=None, password_file=None)
+    box.run("cat > /etc/veilleuse/veilleuse.yaml", input=yaml.safe_dump(config))
+    box.run(["veilleuse", "check-config"])
+    box.run(["systemctl", "start", "veilleuse-core-access.service"])
+    allowed = box.run(["systemctl", "show", "--property=IPAddressAllow",
+                       "veilleuse.service"]).stdout
+    assert "10.99.0.1" in allowed and "127.0.0.0/8" in allowed, allowed
+    hosts = box.run(["cat", "/run/veilleuse-core/hosts"]).stdout
+    assert "10.99.0.1 core.test" in hosts and "localhost" in hosts, hosts
+    box.run(["systemctl", "restart", "veilleuse.service"])
+    assert until(lambda: health(box).get("capture") == "running", 120)
+    selftest = box.run(["veilleuse", "selftest", "--timeout", "90"], check=False, timeout=120)
+    assert selftest.returncode == 0 and "core" in selftest.stdout, \
+        selftest.stdout + box.journal("veilleuse.service")
+    assert until(lambda: any(a.get("kind") == "selftest" for a in _alerts(box, "/root/core.txt")),
+                 30), box.run(["cat", "/root/core.txt"]).stdout
+    # Back to the box's own broker for what follows.
+    config["mqtt"].update(url="mqtt://127.0.0.1:1883", username="veilleuse",
+                          password_file="/etc/veilleuse/local-broker.password")
+    box.run("cat > /etc/veilleuse/veilleuse.yaml", input=yaml.safe_dump(config))
+    box.run(["systemctl", "restart", "veilleuse.service"])
 
 
 def test_purge_stops_everything_and_removes_the_state(box, installed) -> None:
