@@ -205,7 +205,8 @@ def test_the_sensor_reaches_a_core_beyond_the_box_by_its_name(box, installed) ->
                        "veilleuse.service"]).stdout
     assert "10.99.0.1" in allowed and "127.0.0.0/8" in allowed, allowed
     hosts = box.run(["cat", "/run/veilleuse-core/hosts"]).stdout
-    assert "10.99.0.1 core.test" in hosts and "localhost" in hosts, hosts
+    system_hosts = box.run(["cat", "/etc/hosts"]).stdout
+    assert hosts == system_hosts + "10.99.0.1 core.test # veilleuse core-access\n", hosts
     box.run(["systemctl", "restart", "veilleuse.service"])
     assert until(lambda: health(box).get("capture") == "running", 120)
     selftest = box.run(["veilleuse", "selftest", "--timeout", "90"], check=False, timeout=120)
