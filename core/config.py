@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from core.errors import CoreConfigError
+from sensor.config import BrokerUrl as SensorBrokerUrl
 from sensor.configfile import load_config_file
 
 DEFAULT_CONFIG_PATH = Path("/etc/veilleuse/core.yaml")
@@ -29,22 +30,15 @@ def _topic_level(value: str) -> str:
     return value
 
 
-def _broker_url(value: str) -> str:
-    parts = urlsplit(value)
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or port == 0:
-        raise ValueError(f"{value!r} is not a broker URL; write mqtt://127.0.0.1:1883 or "
-                         "mqtts://core.example.org:8883")
-    if parts.password:
+def _no_password_in_url(value: str) -> str:
+    if urlsplit(value).password:
         raise ValueError("do not write the password in the URL; use mqtt.password_file")
     return value
 
 
 TopicLevel = Annotated[str, AfterValidator(_topic_level)]
-BrokerUrl = Annotated[str, AfterValidator(_broker_url)]
+# The sensor's broker URL rules (scheme, host, port, no path), and no password in it.
+BrokerUrl = Annotated[SensorBrokerUrl, AfterValidator(_no_password_in_url)]
 
 
 class _Section(BaseModel):
