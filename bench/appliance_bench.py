@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,10 +38,15 @@ from tests.system.conftest import built_package  # noqa: E402
 SENSOR_PROCESSES = {"veilleuse", "veilleuse-scree", "mosquitto"}  # comm is cut at 15
 
 
-def _written_bytes(box: BootedSystem) -> int:
-    """Bytes every process in the box has sent to block devices so far (exited ones aside)."""
-    script = "for f in /proc/[0-9]*/io; do grep -h '^write_bytes' $f 2>/dev/null; done"
-    return sum(int(line.split()[1]) for line in box.run(script).stdout.splitlines())
+def _written_bytes(box: BootedSystem) -> Counter[str]:
+    """Bytes each program in the box has sent to block devices so far (exited ones aside)."""
+    script = ("for p in /proc/[0-9]*; do w=$(grep -h '^write_bytes' $p/io 2>/dev/null) && "
+              "echo \"$(cat $p/comm) ${w#write_bytes: }\"; done")
+    written: Counter[str] = Counter()
+    for line in box.run(script).stdout.splitlines():
+        comm, _, value = line.rpartition(" ")
+        written[comm] += int(value)
+    return written
 
 
 def _rss_mb(box: BootedSystem) -> dict[str, float]:
@@ -51,12 +57,14 @@ def _rss_mb(box: BootedSystem) -> dict[str, float]:
     return totals
 
 
-def _replay(box: BootedSystem, pcap: Path, seconds: int, pps: int) -> int:
+def _replay(box: BootedSystem, pcap: Path, seconds: int, pps: int) -> Counter[str]:
     """Replay ``pcap`` on the mirror port for ``seconds``; the box's disk writes meanwhile."""
     before = _written_bytes(box)
     subprocess.run(["tcpreplay", "-q", "-i", box.mirror_host, f"--pps={pps}", "--loop=0",
                     f"--duration={seconds}", str(pcap)], check=True, capture_output=True)
-    return _written_bytes(box) - before
+    after = _written_bytes(box)
+    return Counter({comm: after[comm] - before[comm] for comm in after
+                    if after[comm] > before[comm]})
 
 
 def _boot_to_ready(box: BootedSystem) -> float:
@@ -115,9 +123,14 @@ def main() -> int:
     print(f"idle RSS: sensor + screen + Mosquitto {sensor_rss:.0f} MB "
           f"({', '.join(f'{k} {v:.0f}' for k, v in sorted(rss.items()) if k in SENSOR_PROCESSES)}"
           f"); Suricata {rss.get('Suricata-Main', 0.0):.0f} MB")
-    print(f"disk writes under {args.pps} packets/s: Veilleuse {ours * per_hour:.1f} MiB/h; "
-          f"Debian's suricata.service with Echap's rules {theirs * per_hour:.1f} MiB/h "
-          f"(ratio {ours / theirs if theirs else float('nan'):.3f}); goal < 20 MiB/h")
+    ours_total, theirs_total = sum(ours.values()), sum(theirs.values())
+    print(f"disk writes under {args.pps} packets/s: Veilleuse {ours_total * per_hour:.1f} MiB/h; "
+          f"Debian's suricata.service with Echap's rules {theirs_total * per_hour:.1f} MiB/h "
+          f"(ratio {ours_total / theirs_total if theirs_total else float('nan'):.3f}); "
+          "goal < 20 MiB/h")
+    for side, written in (("Veilleuse", ours), ("peer", theirs)):
+        print(f"  {side}, by program: " + ", ".join(
+            f"{comm} {value * per_hour:.1f}" for comm, value in written.most_common(5)))
     return 0
 
 

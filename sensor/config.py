@@ -304,6 +304,10 @@ class DaemonConfig(_Section):
         90.0, gt=0, description="If capture is not running this long after start, the sensor "
         "is degraded (with Suricata's error), tells systemd it is ready anyway (so it is not "
         "restarted in a loop) and `veilleuse status` exits 1.")
+    alert_update_seconds: float = Field(
+        60.0, gt=0, le=3600, description="A new alert is written to the book at once; further "
+        "sightings of a stored alert (its count, last seen) are written together this often, "
+        "so that a busy network does not wear the SD card out.")
     mirror_check_seconds: float = Field(
         60.0, gt=0, description="How often the mirror interface is checked to be passive (no "
         "address, nothing sent but the self-test probes); otherwise: mirror_not_passive.")

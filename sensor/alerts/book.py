@@ -128,7 +128,8 @@ class AlertBook:
             raise AlertBookError(f"{self.path}: cannot open the alert book ({error}); check "
                                  "that the directory exists and belongs to the veilleuse user") \
                 from None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by a batch's own transactions
+        self._in_batch = False
 
     def _migrate(self) -> None:
         """Add the columns later versions introduced to a book an older version created."""
@@ -143,6 +144,9 @@ class AlertBook:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._in_batch:  # part of the batch's one transaction
+                yield self._db
+                return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
@@ -151,6 +155,35 @@ class AlertBook:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise _write_error(self.path, error) from None
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several writes in one transaction: one commit, one fsync, each page written once.
+
+        The live sensor stores the updates of known alerts this way, once a
+        minute, so that a busy network does not wear the SD card out. All or
+        nothing: AlertBookError rolls the whole batch back.
+        """
+        with self._lock:
+            if self._in_batch:
+                yield
+                return
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._in_batch = True
+                yield
+                self._in_batch = False
+                self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                self._in_batch = False
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise _write_error(self.path, error) from None
+            except BaseException:
+                self._in_batch = False
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

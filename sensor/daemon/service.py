@@ -95,6 +95,9 @@ class SensorDaemon:
         self._probes_seen = 0  # self-test queries captured, ours or `veilleuse selftest`'s
         self.faults = LoopFaults(clock, give_up_after=config.daemon.error_limit_seconds)
         self._unstored: list[Alert] = []  # alerts the book refused: stored before reading on
+        # Sightings of stored alerts, the latest version of each, written together.
+        self._updates: dict[str, Alert] = {}
+        self._updates_due = clock() + config.daemon.alert_update_seconds
         self._book_problem: str | None = None
         self._health_unwritten: str | None = None
 
@@ -275,14 +278,35 @@ class SensorDaemon:
                                      o.name.endswith(SELFTEST_DOMAIN) for o in batch)
         self._store(alerts, sender, changed)
 
-    def _store(self, alerts: AlertQueue, sender: MqttPublisher, changed: list[Alert]) -> bool:
-        """Add the alerts waiting in memory and ``changed``; commit the offset once all are in."""
-        waiting = self._unstored = self._unstored + changed
+    def _store(self, alerts: AlertQueue, sender: MqttPublisher, changed: list[Alert],
+               flush: bool = False) -> bool:
+        """Store new alerts now and updates when due; commit the offset once all are in.
+
+        A new alert reaches the disk before anything else happens to it. More
+        sightings of a stored one only change its count and last seen: they
+        wait, the latest version of each, and are written in one transaction
+        every ``daemon.alert_update_seconds`` (one fsync, each page once),
+        while the capture position waits with them (at-least-once).
+        """
+        new = []
+        for alert in changed:
+            if alerts.is_stored(alert.id):
+                self._updates[alert.id] = alert
+            else:
+                new.append(alert)
+        waiting = self._unstored = self._unstored + new
+        updated = bool(self._updates) and (flush or self._clock() >= self._updates_due)
         try:
             alerts.add_all([])  # writes alerts held by a full disk, if it has room now
             for index, alert in enumerate(waiting):
                 self._unstored = waiting[index:]
                 alerts.add(alert)
+            self._unstored = []
+            if updated:
+                # Kept until written: a version written twice adds nothing the second time.
+                alerts.add_batch(list(self._updates.values()))
+                self._updates.clear()
+                self._updates_due = self._clock() + self.config.daemon.alert_update_seconds
         except AlertBookError as error:
             problem = (f"{error}; {len(self._unstored)} alert(s) wait in memory and the capture "
                        "position is not saved until they are stored")
@@ -293,8 +317,9 @@ class SensorDaemon:
         if self._book_problem:
             log.info("the alert book takes alerts again: %d stored from memory", len(waiting))
         self._unstored, self._book_problem = [], None
-        self.capture.commit()  # after the alerts are in the book: at-least-once
-        if waiting:
+        if not self._updates:
+            self.capture.commit()  # after the alerts are in the book: at-least-once
+        if waiting or updated:
             sender.notify()
         return True
 
@@ -388,6 +413,7 @@ class SensorDaemon:
                 self.faults.check()
         finally:
             self.notifier.stopping()
+            self._store(alerts, sender, [], flush=True)  # the waiting sightings
             capture_stop.set()
             self.capture.stop()
             outputs.stop()

@@ -142,6 +142,31 @@ class AlertQueue:
         if self.on_stored is not None and built:
             self.on_stored(built[-1])  # committed: the book has it, whatever the copy does
 
+    def add_batch(self, alerts: Iterable[Alert]) -> None:
+        """``add`` each, in one transaction of the book; one by one if that fails.
+
+        One by one is ``add``'s own path (a full disk holds alerts in memory,
+        another error propagates), so a batch changes the cost, not the outcome.
+        """
+        alerts = list(alerts)
+        if self._held or len(alerts) < 2:
+            self.add_all(alerts)
+            return
+        counted = dict(self._counted)
+        try:
+            with self.book.batch():
+                for alert in alerts:
+                    added = alert.count - self._counted.get(alert.id, 0)
+                    self._counted[alert.id] = alert.count
+                    self._write(alert, added)
+        except AlertBookError:
+            self._counted = counted
+            self.add_all(alerts)
+
+    def is_stored(self, alert_id: str) -> bool:
+        """Whether this queue has stored (or holds) the alert: later sightings are updates."""
+        return alert_id in self._counted
+
     def add_all(self, alerts: Iterable[Alert]) -> int:
         """``add`` each; alerts waiting in memory are written first, if there is room now."""
         if self._held:

@@ -66,6 +66,7 @@ class BootedSystem:
 
     def boot(self, timeout: float = 180) -> str:
         """Boot and wait until systemd says the boot finished; returns its state."""
+        self.leader = None  # a reboot: the previous init is gone
         self._process = subprocess.Popen(
             [shutil.which("systemd-nspawn") or "systemd-nspawn", "--quiet", "--register=no",
              "--keep-unit", "--boot", f"--directory={self.root}", f"--machine={self.name}",
