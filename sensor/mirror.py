@@ -13,6 +13,7 @@ job of this module: watching that it stays passive (``sensor.daemon.passive``).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -149,7 +150,18 @@ def plan_mirror(interface: str, *, networkd_directory: Path = NETWORKD_DIRECTORY
 
 def apply_mirror(plan: MirrorPlan,
                  run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run) -> None:
-    """Write the drop-ins, set the interface, load the rules; MirrorError says what failed."""
+    """Write the drop-ins, set the interface, load the rules; MirrorError says what failed.
+
+    Refused, with nothing changed, when the interface carries this box's
+    default route: that is the management interface (SSH, updates, the core),
+    and making it passive would cut the box off, mid-install over SSH too.
+    """
+    if plan.commands and carries_default_route(plan.interface, run):
+        raise MirrorError(f"network.interface {plan.interface} carries this box's default "
+                          "route: it is the management interface, not the mirror port, and is "
+                          "left as it is. Set network.interface to the port plugged into the "
+                          "switch's mirror (SPAN) port, then `systemctl restart "
+                          "veilleuse-mirror veilleuse`")
     for path, text in plan.files:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +181,25 @@ def apply_mirror(plan: MirrorPlan,
         raise MirrorError("nft is not installed: the mirror port is not firewalled; install "
                           "it with `apt-get install nftables`")
     _run(run, ("nft", "-f", "-"), stdin=plan.ruleset)
+
+
+def carries_default_route(interface: str,
+                          run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run
+                          ) -> bool:
+    """Whether an IPv4 or IPv6 default route leaves through ``interface``."""
+    for family in ("-4", "-6"):
+        try:
+            result = run(["ip", "-j", family, "route", "show", "default"], capture_output=True,
+                         text=True, check=False)
+        except FileNotFoundError:
+            raise MirrorError("ip is not installed (iproute2)") from None
+        try:
+            routes = json.loads(result.stdout or "[]") if result.returncode == 0 else []
+        except ValueError:
+            routes = []
+        if any(isinstance(route, dict) and route.get("dev") == interface for route in routes):
+            return True
+    return False
 
 
 def _run(run: Callable[..., subprocess.CompletedProcess[str]], command: Sequence[str],

@@ -155,3 +155,22 @@ def test_an_absent_interface_still_gets_its_drop_ins_and_rules(tmp_path, box) ->
     assert "eth9: absent now" in result.stdout
     assert 'iifname "eth9"' in _in(sensor, "nft", "list", "table", "inet", "veilleuse").stdout
     assert Path(tmp_path / "nd" / "10-veilleuse-mirror.network").exists()
+
+
+def test_the_interface_with_the_default_route_is_refused_and_left_alone(tmp_path, box) -> None:
+    # A one-port mini-PC whose configuration still says its management port: installing
+    # over SSH must not cut the box off.
+    sensor, _ = box
+    _in(sensor, "ip", "route", "add", "default", "via", "10.78.0.2", "dev", "a0")
+    config = tmp_path / "veilleuse.yaml"
+    config.write_text(json.dumps({"network": {"interface": "a0"}}))
+    refused = _in(sensor, sys.executable, "-m", "sensor", "--config", str(config), "mirror",
+                  "apply", "--networkd-dir", str(tmp_path / "nd"), "--networkmanager-dir",
+                  str(tmp_path / "nm"), check=False)
+    assert refused.returncode == 1
+    assert "a0 carries this box's default route: it is the management interface" in \
+        refused.stderr
+    (link,) = json.loads(_in(sensor, "ip", "-j", "address", "show", "dev", "a0").stdout)
+    assert [a["local"] for a in link["addr_info"] if a["family"] == "inet"] == ["10.78.0.1"]
+    assert not (tmp_path / "nd").exists()
+    assert _in(sensor, "nft", "list", "table", "inet", "veilleuse", check=False).returncode != 0
