@@ -30,6 +30,7 @@ from sensor.outputs.mqtt import (
     MqttSettingsError,
     connection_error,
     parse_command,
+    say_stopped_and_disconnect,
 )
 from sensor.outputs.payloads import status_payload
 from sensor.outputs.topics import Topics
@@ -110,12 +111,8 @@ class LocalMirror:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
-        if self._connected:
-            self._client.publish(self.topics.status, status_payload(
-                "offline", self._wall_clock(), "stopped"), qos=1,
-                retain=True).wait_for_publish(timeout)
-        self._client.disconnect()
-        self._client.loop_stop()
+        say_stopped_and_disconnect(self._client, self.topics.status, self._connected,
+                                   self._wall_clock(), timeout)
         self._thread = None
 
     def publish_alert(self, payload: str) -> None:

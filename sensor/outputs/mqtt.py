@@ -90,6 +90,16 @@ class MqttSettings:
         return cls(**values)
 
 
+def say_stopped_and_disconnect(client: mqtt.Client, status_topic: str, connected: bool,
+                               now: float, timeout: float) -> None:
+    """A clean stop: the retained status says ``offline`` (stopped), not the will's crash."""
+    if connected:
+        client.publish(status_topic, status_payload("offline", now, "stopped"), qos=1,
+                       retain=True).wait_for_publish(timeout)
+    client.disconnect()
+    client.loop_stop()
+
+
 def _mask(url: str) -> str:
     parts = urlsplit(url)
     return url.replace(f":{parts.password}@", ":***@") if parts.password else url
@@ -218,12 +228,8 @@ class MqttPublisher:
         self._stopping.set()
         self._events.put(("stop", None))
         self._owner.join(timeout)
-        if self._connected:
-            info = self._client.publish(self.topics.status, status_payload(
-                "offline", self._wall_clock(), "stopped"), qos=1, retain=True)
-            info.wait_for_publish(timeout)
-        self._client.disconnect()
-        self._client.loop_stop()
+        say_stopped_and_disconnect(self._client, self.topics.status, self._connected,
+                                   self._wall_clock(), timeout)
         self._owner = None
 
     @property
