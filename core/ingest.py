@@ -84,6 +84,7 @@ class Ingest:
         self._deliveries: queue.Queue[_Delivery | None] = queue.Queue()
         self._changed = threading.Condition()
         self._check_now = threading.Event()
+        self._disconnected = threading.Event()
         self._owner: threading.Thread | None = None
         self._client = self._make_client()
 
@@ -93,6 +94,7 @@ class Ingest:
                              protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         if settings.username:
@@ -124,13 +126,21 @@ class Ingest:
         self._client.loop_start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Store and acknowledge what already arrived, then disconnect (the session stays)."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        """Store and acknowledge what already arrived, then disconnect (the session stays).
+
+        The owner thread drains first so that its acknowledgements are queued before the
+        DISCONNECT, and the network loop stops only once paho reports the DISCONNECT
+        written: stopping it earlier can drop queued acknowledgements, and the broker
+        would deliver those messages again to the next process.
+        """
         self._deliveries.put(None)
         if self._owner is not None:
             self._owner.join(timeout)
             self._owner = None
+        self._disconnected.clear()
+        if self._client.disconnect() == mqtt.MQTT_ERR_SUCCESS:
+            self._disconnected.wait(timeout)
+        self._client.loop_stop()
 
     def check_sensors_now(self) -> None:
         """Look for silent sensors now rather than at the next interval."""
@@ -152,12 +162,20 @@ class Ingest:
         log.info("MQTT connected as %s (session present: %s)", self.config.mqtt.client_id,
                  flags.session_present)
         client.subscribe(subscriptions(self.config))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[Any], properties: Any) -> None:
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            log.error("the broker refused a subscription: %s", ", ".join(refused))
+        # Connected means "receiving": a message published before the SUBACK may go nowhere.
         self._set(connected=True)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
         log.warning("MQTT disconnected: %s; reconnecting", reason)
         self._set(connected=False)
+        self._disconnected.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any,
                     message: mqtt.MQTTMessage) -> None:

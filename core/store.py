@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS quarantine (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, received_at REAL NOT NULL, topic TEXT NOT NULL,
     payload BLOB NOT NULL, reason TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS quarantine_message ON quarantine (topic, payload);
 CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS notifications (
     sent_at REAL NOT NULL, site TEXT NOT NULL, sensor TEXT NOT NULL);
@@ -152,8 +153,10 @@ class CoreStore:
             for received in batch:
                 message = received.message
                 if message is None:
-                    self._quarantine(received, now)
-                    outcome.quarantined += 1
+                    if self._quarantine(received, now):
+                        outcome.quarantined += 1
+                    else:
+                        outcome.unchanged += 1
                     continue
                 touched.add((message.site, message.sensor))
                 self._heard(message.site, message.sensor, now)
@@ -177,12 +180,21 @@ class CoreStore:
         self._db.execute("INSERT INTO journal (line) VALUES (?)",
                          (json.dumps(record, ensure_ascii=False, sort_keys=True),))
 
-    def _quarantine(self, received: Received, now: float) -> None:
+    def _quarantine(self, received: Received, now: float) -> bool:
+        """Keep a message that cannot be stored; False if this one is already kept.
+
+        The broker delivers again what was in flight when a connection ended (MQTT's
+        at-least-once): a redelivered message changes nothing, as for alerts.
+        """
+        if self._db.execute("SELECT 1 FROM quarantine WHERE topic = ? AND payload = ?",
+                            (received.topic, received.payload)).fetchone():
+            return False
         self._db.execute("INSERT INTO quarantine (received_at, topic, payload, reason) "
                          "VALUES (?, ?, ?, ?)",
                          (now, received.topic, received.payload, received.problem or "?"))
         self._journal({"type": "quarantine", "stored_at": iso(now), "topic": received.topic,
                        "reason": received.problem, "size": len(received.payload)})
+        return True
 
     def _heard(self, site: str, sensor: str, now: float) -> None:
         self._db.execute("INSERT INTO sensors (site, sensor, first_heard_at) VALUES (?, ?, ?) "

@@ -11,7 +11,7 @@ import pytest
 from core.config import load_core_config
 from core.errors import CoreConfigError
 from core.ingest import Ingest
-from core.store import CoreStore
+from core.store import CoreStore, Received
 from tests.conftest import REPO
 from tests.corekit import SensorClient, alert, alert_id, config_of, write_config
 
@@ -91,14 +91,17 @@ def test_invalid_payloads_are_quarantined_acknowledged_and_ingest_goes_on(
     quarantine_lines = [line for line in _lines(ingest.config.store.jsonl_path)
                         if line["type"] == "quarantine"]
     assert len(quarantine_lines) == 4
-    # Acknowledged: a new process on the same session gets none of them again.
+    # Acknowledged and idempotent: a new process on the same session stores nothing twice
+    # (the broker may deliver again what was in flight at the disconnect; that changes
+    # nothing, MQTT's at-least-once).
     ingest.stop()
     again = Ingest(ingest.config)
     again.start()
     try:
         sensor.publish("alert", alert("box1", 6))
         assert again.wait_for(lambda c: c.new_alerts == 1, DEADLINE)
-        assert again.counters.quarantined == 0 and again.counters.messages == 1
+        assert again.counters.quarantined == 0
+        assert again.counters.messages == 1 + again.counters.unchanged
     finally:
         again.stop()
         sensor.close()
@@ -155,3 +158,13 @@ def test_status_lists_sensors_and_counts_and_fails_when_one_is_degraded(
     assert main(["--config", config, "status"]) == 1
     assert "shelter-a/box1: DEGRADED (feeds_stale); health degraded" in capsys.readouterr().out
     assert main(["--config", config, "check-config"]) == 0
+
+
+def test_a_redelivered_invalid_message_is_quarantined_once(tmp_path: Path) -> None:
+    store = CoreStore(tmp_path / "core.sqlite3")
+    broken = Received("veilleuse/shelter-a/box1/alert", b"{not json", None, "not JSON")
+    first = store.store_batch([broken], 1_767_261_600.0, 900)
+    again = store.store_batch([broken], 1_767_261_601.0, 900)
+    assert (first.quarantined, first.unchanged) == (1, 0)
+    assert (again.quarantined, again.unchanged) == (0, 1)
+    assert store.quarantined() == [("veilleuse/shelter-a/box1/alert", "not JSON")]
