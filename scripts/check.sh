@@ -5,6 +5,6 @@
 # `./scripts/check.sh -m "not system"` skips the latter (minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/ruff check sensor screen core tests bench
-shellcheck scripts/*.sh packaging/*.sh debian/veilleuse.postinst debian/veilleuse.postrm .ci/run
+.venv/bin/ruff check sensor screen core tests bench image
+shellcheck scripts/*.sh packaging/*.sh image/*.sh image/pi-gen/stage-veilleuse/prerun.sh image/pi-gen/stage-veilleuse/*/*.sh debian/veilleuse.postinst debian/veilleuse.postrm .ci/run
 .venv/bin/python -m pytest "$@"

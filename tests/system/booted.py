@@ -137,6 +137,8 @@ class BootedSystem:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait(30)
+        # A container killed mid-shutdown leaves its host end of the veth behind.
+        subprocess.run(["ip", "link", "delete", self.mirror_host], capture_output=True)
 
 
 def _descendant_named(pid: int, name: str) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -21,8 +22,9 @@ def _require_root_and_tools(*tools: str) -> None:
         unavailable(f"{', '.join(missing)} not installed (scripts/setup.sh installs them)")
 
 
+@functools.cache
 def built_package(arch: str) -> Path:
-    """dist/veilleuse_*_ARCH.deb: $VEILLEUSE_DEB_<ARCH> if set, else built now."""
+    """dist/veilleuse_*_ARCH.deb: $VEILLEUSE_DEB_<ARCH> if set, else built now (once a run)."""
     given = os.environ.get(f"VEILLEUSE_DEB_{arch.upper()}")
     if given:
         return Path(given)
