@@ -96,6 +96,9 @@ class Accounts:
 
     @classmethod
     def from_system(cls, user: str = "veilleuse") -> Accounts:
+        """Root and ``user``; not run as root (trying it out), the caller's own ids."""
+        if os.geteuid() != 0:
+            return cls((os.getuid(), os.getgid()), (os.getuid(), os.getgid()))
         try:
             return cls((0, 0), (pwd.getpwnam(user).pw_uid, grp.getgrnam(user).gr_gid))
         except KeyError:
