@@ -8,7 +8,8 @@ unit and the screen start, this reads ``/boot/firmware/veilleuse/``:
   copied into /etc/veilleuse with tight modes, then overwritten and deleted
   from the FAT (anyone holding the card can read it);
 - ``authorized_keys`` is added to the first user's (uid 1000, the one
-  Raspberry Pi Imager creates), else root's;
+  Raspberry Pi Imager creates); never to root's, whose SSH login the
+  package refuses;
 - ``veilleuse.yaml`` is validated as `veilleuse check-config` does and
   installed, with the mirror interface and the secrets' paths filled in where
   it does not name them; if it is invalid the installed defaults stay and
@@ -213,12 +214,17 @@ def _sync_directory(directory: Path) -> None:
 
 
 def install_authorized_keys(source: Path, passwd: Path, first_user_uid: int) -> Step:
-    """Add the keys of ``source`` to the first user's (else root's) authorized_keys.
+    """Add the keys of ``source`` to the first user's authorized_keys.
 
     Keys already there (Raspberry Pi Imager may have put one) are kept, none is
     added twice; lines that are not public keys are skipped and counted.
+    Without that user (not created yet), nothing is installed and the step
+    says so: root's keys would be useless, the package's sshd refuses root.
     """
-    name, uid, gid, home = first_user(passwd, first_user_uid)
+    user = first_user(passwd, first_user_uid)
+    if user is None:
+        return Step("firstboot.keys_no_user", {"uid": str(first_user_uid)})
+    name, uid, gid, home = user
     lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
     keys = [line for line in lines if line and not line.startswith("#")]
     good = [key for key in keys if _is_public_key(key)]
@@ -242,18 +248,13 @@ def _is_public_key(line: str) -> bool:
     return bool(types) and len(fields) > types[0] + 1
 
 
-def first_user(passwd: Path, uid: int) -> tuple[str, int, int, Path]:
-    """(name, uid, gid, home) of the user with ``uid``, else of root, from a passwd file."""
-    entries = {}
+def first_user(passwd: Path, uid: int) -> tuple[str, int, int, Path] | None:
+    """(name, uid, gid, home) of the user with ``uid`` in a passwd file, if there is one."""
     for line in passwd.read_text(encoding="utf-8").splitlines():
         fields = line.split(":")
-        if len(fields) >= 7 and fields[2].isdigit() and fields[3].isdigit():
-            entries[int(fields[2])] = (fields[0], int(fields[2]), int(fields[3]), Path(fields[5]))
-    if uid in entries:
-        return entries[uid]
-    if 0 in entries:
-        return entries[0]
-    raise FirstBootError(f"{passwd}: neither uid {uid} nor root is there")
+        if len(fields) >= 7 and fields[2] == str(uid) and fields[3].isdigit():
+            return fields[0], uid, int(fields[3]), Path(fields[5])
+    return None
 
 
 def _install_config(paths: FirstBootPaths, accounts: Accounts, installed: dict[Secret, Path],
