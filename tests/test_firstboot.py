@@ -310,3 +310,15 @@ def test_the_command_applies_the_folder_and_status_shows_its_problem(
                                              "runtime_directory": str(box.state / "run")}}))
     assert main(["--config", str(config), "status"]) == 3
     assert "config_refused (first boot)" in capsys.readouterr().out
+
+
+def test_the_unit_runs_once_before_the_sensor_and_cannot_hold_the_boot() -> None:
+    unit = (REPO / "config" / "systemd" / "veilleuse-firstboot.service").read_text()
+    lines = set(unit.splitlines())
+    assert "ConditionPathExists=/boot/firmware/veilleuse" in lines
+    assert "Before=veilleuse.service veilleuse-mirror.service veilleuse-screen.service" in lines
+    assert "Type=oneshot" in lines and "TimeoutStartSec=120" in lines
+    assert not any(line.startswith(("Requires=", "RequiredBy=")) for line in lines)
+    command = next(line for line in lines if line.startswith("ExecStart="))
+    assert command.split()[1:] == ["first-boot"]
+    assert "veilleuse-firstboot.service" in (REPO / "debian" / "veilleuse.install").read_text()
