@@ -135,6 +135,19 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", type=Path, nargs="?", help="file to check (default: --config "
                        f"or {DEFAULT_CONFIG_PATH})")
     commands.add_parser("config-docs", help="print the configuration reference (Markdown)")
+
+    first_boot = commands.add_parser(
+        "first-boot", help="apply the veilleuse/ folder of the boot partition once (root: "
+        "veilleuse-firstboot.service); see docs/hardware.md")
+    first_boot.add_argument("--boot-dir", type=Path, default=Path("/boot/firmware/veilleuse"),
+                            metavar="DIR", help="the folder (default /boot/firmware/veilleuse)")
+    first_boot.add_argument("--etc-dir", type=Path, default=Path("/etc/veilleuse"),
+                            metavar="DIR", help="where it is installed (default /etc/veilleuse)")
+    first_boot.add_argument("--state-dir", type=Path, default=Path("/var/lib/veilleuse"),
+                            metavar="DIR", help="where the report the health reads goes "
+                            "(default /var/lib/veilleuse)")
+    first_boot.add_argument("--sys-net-dir", type=Path, default=Path("/sys/class/net"),
+                            metavar="DIR", help=argparse.SUPPRESS)
     return parser
 
 
@@ -247,12 +260,16 @@ def _log_to_journal_under_systemd() -> None:
 
 def _status(args: argparse.Namespace) -> int:
     from sensor.daemon.service import read_health
+    from sensor.firstboot_report import REPORT_NAME, read_report
 
     config, _ = _config(args)
     health = read_health(config.daemon.runtime_directory / "health.json")
     if health is None or time.time() - health["time"] > 30:
         print("veilleuse is not running (no fresh health file in "
               f"{config.daemon.runtime_directory}); see `systemctl status veilleuse`")
+        for code, detail in read_report(config.daemon.state_directory / REPORT_NAME
+                                        ).current().items():
+            print(f"  - {code} (first boot): {detail}")
         return 3
     print(f"health: {health['state'].upper()}")
     for reason, detail in zip(health["reasons"], health["details"], strict=False):
@@ -386,6 +403,20 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_boot(args: argparse.Namespace) -> int:
+    from sensor.firstboot import Accounts, FirstBootPaths, apply_first_boot
+
+    paths = FirstBootPaths(boot=args.boot_dir, etc=args.etc_dir, state=args.state_dir,
+                           sys_net=args.sys_net_dir)
+    accounts = Accounts.from_system() if paths.boot.is_dir() else Accounts()
+    outcome = apply_first_boot(paths, accounts)
+    texts = load_catalogue(language_from_environment())
+    for step in outcome.steps:
+        print(texts.text(step.key, **step.values))
+    # Applied, even with problems: they are in the health (CHECK BOX), not a failed unit.
+    return 0
+
+
 def _config_docs(args: argparse.Namespace) -> int:
     sys.stdout.write(render_config_docs())
     return 0
@@ -395,7 +426,8 @@ _COMMANDS = {"analyze": lambda args: _analyze(args, args.capture, args.feed), "d
              "feeds": _feeds, "publish": _publish, "mirror": _mirror,
              "core-access": _core_access, "rules": _rules,
              "run": _run_daemon, "status": _status, "selftest": _selftest, "tail": _tail,
-             "check-config": _check_config, "config-docs": _config_docs}
+             "check-config": _check_config, "config-docs": _config_docs,
+             "first-boot": _first_boot}
 
 
 def _run(args: argparse.Namespace) -> int:

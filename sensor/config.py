@@ -281,9 +281,11 @@ class ScreenConfig(_Section):
 
 
 class DaemonConfig(_Section):
-    state_directory: Path = Field(Path("/var/lib/veilleuse"), description="No longer used "
-                                  "by the sensor (Suricata's files moved to "
-                                  "runtime_directory); kept so existing files stay valid.")
+    state_directory: Path = Field(Path("/var/lib/veilleuse"), description="Where the "
+                                  "sensor reads first-boot.json, what `veilleuse first-boot` "
+                                  "could not do (a refused veilleuse.yaml, no mirror port), "
+                                  "shown as health reasons. Suricata's files are in "
+                                  "runtime_directory.")
     runtime_directory: Path = Field(Path("/run/veilleuse"), description="In RAM: the health "
                                     "file `veilleuse status` reads (mode 0640, directory "
                                     "0750) and, in suricata/ (0700), Suricata's generated "

@@ -31,6 +31,9 @@ class HealthInputs:
     worker_problems: tuple[str, ...] = ()
     rules_problem: str | None = None
     quarantined: str | None = None
+    # Left by `veilleuse first-boot` (sensor.firstboot_report): the cause comes first.
+    config_refused: str | None = None
+    mirror_port_missing: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,8 @@ def _problems(inputs: HealthInputs, limits: HealthThresholds) -> list[tuple[str,
     unsynchronised = not inputs.clock_synchronised and \
         inputs.seconds_since_start > limits.clock_grace_seconds
     return [
+        ("config_refused", inputs.config_refused),
+        ("mirror_port_missing", inputs.mirror_port_missing),
         ("suricata_down", (inputs.capture_problem or "capture is not running") if down else None),
         ("disk_full", inputs.disk_full),
         ("alert_book_error", inputs.alert_book_problem),

@@ -45,6 +45,12 @@ from sensor.detect.model import Alert, Severity
 from sensor.errors import VeilleuseError
 from sensor.feeds.store import FeedStore
 from sensor.files import is_disk_full, replace_file
+from sensor.firstboot_report import (
+    CONFIG_REFUSED,
+    MIRROR_PORT_MISSING,
+    REPORT_NAME,
+    read_report,
+)
 from sensor.observations import DnsQuery
 from sensor.outputs.delivery import AlertQueue, SensorOutputs, pseudonymizer
 from sensor.outputs.mqtt import MqttPublisher, PublisherHealth
@@ -78,6 +84,8 @@ class SensorDaemon:
         self.engine = build_engine(config, build_matcher(self.feeds, config, [SELFTEST_INDICATOR]))
         self.health_file = config.daemon.runtime_directory / "health.json"
         self.health = Health("starting", (), ())
+        # What `veilleuse first-boot` could not do (a refused veilleuse.yaml, no mirror port).
+        self.first_boot = read_report(config.daemon.state_directory / REPORT_NAME)
         # Suricata's files and the EVE offset live in RAM (/run): the SD card is written
         # only for the alert book, the feeds and the pseudonym key. A reboot loses both
         # the file and its offset together, so nothing is read twice or skipped.
@@ -154,6 +162,7 @@ class SensorDaemon:
             problem = f"capture has not started {since_start:.0f} s after start"
         delivery = sender.health()
         severities = book.severity_counts()
+        setup = self.first_boot.current()
         self.health = assess(HealthInputs(
             capture_running=running, capture_problem=problem,
             drop_ratio=self._drop_ratio,
@@ -168,6 +177,8 @@ class SensorDaemon:
             disk_full=self._disk_full(alerts, delivery), alert_book_problem=self._book_problem,
             worker_problems=self._worker_problems(sender),
             rules_problem=self.capture.rules_problem(),
+            config_refused=setup.get(CONFIG_REFUSED),
+            mirror_port_missing=setup.get(MIRROR_PORT_MISSING),
             quarantined=None if not delivery.quarantined else
             f"{delivery.quarantined} unreadable alert(s) moved to the quarantine table of "
             f"{book.path}, not delivered; look at them with `sqlite3 {book.path} 'SELECT * "
