@@ -25,10 +25,15 @@ trap 'rm -rf "$root"' EXIT
 tar -x -C "$root" -f "$base"
 cp "$deb" "$root/var/tmp/veilleuse.deb"
 cp image/system.sh "$root/var/tmp/veilleuse-system.sh"
+# pi-gen's stage 1 makes the first user (no password); the twin makes the same one.
+first_user=$(bash -c 'source image/pi-gen/config; echo "$FIRST_USER_NAME"')
 # The package's dependencies are all in the base: nothing is downloaded here.
+# shellcheck disable=SC2016 # expanded inside the root, from --setenv
 systemd-nspawn --quiet --register=no --keep-unit --as-pid2 --private-network \
     --directory="$root" --setenv=DEBIAN_FRONTEND=noninteractive \
-    sh -c 'apt-get install -y --no-install-recommends /var/tmp/veilleuse.deb \
+    --setenv=FIRST_USER="$first_user" \
+    sh -c 'useradd --create-home --uid 1000 --user-group --shell /bin/bash "$FIRST_USER" \
+           && apt-get install -y --no-install-recommends /var/tmp/veilleuse.deb \
            && sh /var/tmp/veilleuse-system.sh'
 rm -f "$root/var/tmp/veilleuse.deb" "$root/var/tmp/veilleuse-system.sh"
 mkdir -p "$root/boot/firmware"

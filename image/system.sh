@@ -54,6 +54,16 @@ passwd --lock root >/dev/null
 awk -F: '$2 !~ /^[!*]/ && $2 != "" { print $1 }' /etc/shadow | while read -r account; do
     passwd --lock "$account" >/dev/null
 done
+# With no password to type, the admin (the first user, in group sudo, as Raspberry Pi
+# OS makes it) uses sudo without one: holding the SSH key is what admits them.
+if getent group sudo >/dev/null; then
+    uid1000=$(getent passwd 1000 | cut -d: -f1)
+    if [ -n "$uid1000" ]; then
+        usermod -a -G sudo,adm "$uid1000"
+    fi
+    echo '%sudo ALL=(ALL:ALL) NOPASSWD: ALL' > /etc/sudoers.d/010_veilleuse-admin
+    chmod 0440 /etc/sudoers.d/010_veilleuse-admin
+fi
 # The package's drop-in says keys only; sshd_config.d is read first-match, so its
 # name sorts before any other drop-in (Imager's, cloud-init's).
 if [ -f /etc/ssh/sshd_config.d/veilleuse.conf ]; then

@@ -275,6 +275,7 @@ def _install_config(paths: FirstBootPaths, accounts: Accounts, installed: dict[S
         tls = str(value_of(text, ("mqtt", "url"))).startswith("mqtts://")
         values.update({s.key: str(path) for s, path in installed.items()
                        if (tls or not s.tls) and value_of(text, s.key) is None})
+        values.update(_box_login(text, paths.config, values))
     if not (refused is None and source.is_file() and value_of(text, INTERFACE) is not None):
         roles = choose_roles(paths.sys_net, paths.route_table)
         if roles.mirror is None:
@@ -312,6 +313,29 @@ def _install_config(paths: FirstBootPaths, accounts: Accounts, installed: dict[S
     elif source.is_file():
         steps.append(Step("firstboot.config", {"path": str(paths.config)}))
     return tuple(problems)
+
+
+def _box_login(text: str, installed: Path, values: dict[Key, str]) -> dict[Key, str]:
+    """The installed file's login to the box's own broker, where ``text`` does not name one.
+
+    The package generated that password at install (the local broker admits nobody
+    else); a folder's file that names only the site and the mirror port must not
+    log the sensor out of its own broker.
+    """
+    if not installed.is_file():
+        return {}
+    current = installed.read_text(encoding="utf-8")
+    sections = ["local_broker"]
+    if value_of(text, ("mqtt", "url")) in (None, value_of(current, ("mqtt", "url"))):
+        sections.append("mqtt")  # still the box's broker, not the core
+    carried = {}
+    for section in sections:
+        for name in ("username", "password_file"):
+            key = (section, name)
+            kept = value_of(current, key)
+            if key not in values and value_of(text, key) is None and kept is not None:
+                carried[key] = str(kept)
+    return carried
 
 
 def _validate(text: str, directory: Path) -> None:

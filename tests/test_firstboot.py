@@ -322,3 +322,28 @@ def test_the_unit_runs_once_before_the_sensor_and_cannot_hold_the_boot() -> None
     command = next(line for line in lines if line.startswith("ExecStart="))
     assert command.split()[1:] == ["first-boot"]
     assert "veilleuse-firstboot.service" in (REPO / "debian" / "veilleuse.install").read_text()
+
+
+def test_the_box_keeps_its_own_broker_login_when_the_folder_does_not_name_one(box) -> None:
+    """The package generated the local broker's password; a short file must not drop it."""
+    password = box.etc / "local-broker.password"
+    password.write_text("generated-at-install\n")
+    password.chmod(0o600)
+    packaged = box.config.read_text().replace("  username: null", "  username: veilleuse") \
+        .replace("  password_file: null", f"  password_file: {password}")
+    box.config.write_text(packaged)
+    (box.boot / "veilleuse.yaml").write_text(
+        "site: refuge-sud\nmqtt:\n  url: mqtts://core.example.org:8883\n")
+    assert apply_first_boot(box, ACCOUNTS, ADMIN_UID).problems == ()
+    config = load_config(box.config)
+    assert (config.local_broker.username, config.local_broker.password_file) == \
+        ("veilleuse", password)
+    # mqtt goes to the core now: the box's login is not sent there.
+    assert (config.mqtt.username, config.mqtt.password_file) == (None, None)
+
+    box.config.write_text(packaged)
+    box.applied.rename(box.boot)
+    (box.boot / "veilleuse.yaml").write_text("site: refuge-sud\n")
+    assert apply_first_boot(box, ACCOUNTS, ADMIN_UID).problems == ()
+    config = load_config(box.config)
+    assert (config.mqtt.username, config.mqtt.password_file) == ("veilleuse", password)
