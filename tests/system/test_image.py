@@ -160,6 +160,13 @@ def test_the_lite_sensor_gives_the_same_alerts_as_on_x86(pi: BootedSystem) -> No
 
 
 
+def test_the_pin_library_and_the_journal_binding_load_on_arm64(pi: BootedSystem) -> None:
+    """The Pi 4/5 pin library and the journal binding (compiled for arm64 by the build)."""
+    machine = pi.run(["/opt/veilleuse/venv/bin/python", "-c",
+                      "import platform, lgpio, systemd.journal; print(platform.machine())"])
+    assert machine.stdout.strip() == "aarch64"
+
+
 def test_a_broken_folder_leaves_the_configuration_and_says_why(pi: BootedSystem) -> None:
     """Last: a reboot with a new folder whose veilleuse.yaml is broken."""
     before = pi.run(["cat", "/etc/veilleuse/veilleuse.yaml"]).stdout
@@ -174,3 +181,4 @@ def test_a_broken_folder_leaves_the_configuration_and_says_why(pi: BootedSystem)
     status = pi.run(["veilleuse", "status"], check=False)
     assert "config_refused" in status.stdout + status.stderr or \
         "line 3" in status.stdout + status.stderr, status.stdout + status.stderr
+
