@@ -184,11 +184,13 @@ def _skip_ack(data: bytes, offset: int, *, ecn: bool) -> int:
 
 def seal_client_initial(crypto: bytes, destination_cid: bytes, source_cid: bytes = b"",
                         packet_number: int = 0, crypto_offset: int = 0,
-                        pieces: Sequence[tuple[int, bytes]] | None = None) -> bytes:
-    """A padded (1200-byte) client Initial carrying ``crypto`` (a ClientHello piece).
+                        pieces: Sequence[tuple[int, bytes]] | None = None,
+                        size: int = 1200) -> bytes:
+    """A client Initial carrying ``crypto`` (a ClientHello piece), padded to ``size`` bytes.
 
     ``pieces``, if given, are (offset, data) CRYPTO frames written in that
-    order instead (with a PING between them, as Chrome does).
+    order instead (with a PING between them, as Chrome does). A packet
+    coalesced behind another may be left unpadded (``size=0``).
     """
     frames = b"\x01".join(bytes([_FRAME_CRYPTO]) + encode_varint(offset)
                           + encode_varint(len(data)) + data
@@ -197,7 +199,7 @@ def seal_client_initial(crypto: bytes, destination_cid: bytes, source_cid: bytes
     header_start = (bytes([0xC3]) + QUIC_V1.to_bytes(4, "big")
                     + bytes([len(destination_cid)]) + destination_cid
                     + bytes([len(source_cid)]) + source_cid + encode_varint(0))
-    padding = max(0, 1200 - (len(header_start) + 2 + 4 + len(frames) + 16))
+    padding = max(0, size - (len(header_start) + 2 + 4 + len(frames) + 16))
     plaintext = frames + bytes(padding)
     length = len(pn) + len(plaintext) + 16
     header = header_start + (0x4000 | length).to_bytes(2, "big") + pn

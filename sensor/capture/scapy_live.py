@@ -2,9 +2,13 @@
 
 The kernel passes only what detection reads, so Python sees a small share
 of the traffic: DNS, TCP connection starts (flows, listed IPs, beacons,
-DNS over TLS), TLS handshake records, HTTP requests, QUIC long-header
-packets and port 853, in IPv4, IPv6 (without extension headers) and
-802.1Q-tagged frames. Packets go through the same ``PacketDecoder`` as
+DNS over TLS), TLS handshake records, HTTP requests, the client's data
+segments to ports 443 and 80 (a ClientHello or request headers that span
+segments are reassembled from them), QUIC long-header packets and port
+853, in IPv4, IPv6 (without extension headers) and 802.1Q-tagged frames;
+and every GRE and VXLAN packet (ERSPAN and remote mirrors: the decoder
+opens them). PPPoE is decoded offline only (a filter cannot shift for both
+it and VLAN tags). Packets go through the same ``PacketDecoder`` as
 offline captures. The sniffer thread only queues packets; a full queue
 drops the packet and counts it (``stats.skipped``), it never blocks capture.
 Flows are tracked from their SYN alone, so their byte counts are not kept.
@@ -39,10 +43,15 @@ _CORE = " or ".join([
     f"(tcp and ({_TCP_DATA_V4}:4] = 0x47455420 or {_TCP_DATA_V4}:4] = 0x504f5354))",
     f"(ip6 and ip6[6] = 6 and ({_TCP_DATA_V6}:4] = 0x47455420 or "
     f"{_TCP_DATA_V6}:4] = 0x504f5354))",
+    "((tcp dst port 443 or tcp dst port 80) and "
+    "ip[2:2] - ((ip[0] & 0x0f) << 2) - ((tcp[12] & 0xf0) >> 2) > 0)",
+    "(ip6 and ip6[6] = 6 and (ip6[42:2] = 443 or ip6[42:2] = 80) and "
+    "ip6[4:2] - ((ip6[52] & 0xf0) >> 2) > 0)",
     "(udp dst port 443 and udp[8] & 0xc0 = 0xc0)",
     "(ip6 and ip6[6] = 17 and ip6[42:2] = 443 and ip6[48] & 0xc0 = 0xc0)",
 ])
-LITE_FILTER = f"({_CORE}) or (vlan and ({_CORE}))"
+# ``vlan`` shifts the offsets of everything after it in a filter, so it comes last.
+LITE_FILTER = f"({_CORE}) or proto gre or udp dst port 4789 or (vlan and ({_CORE}))"
 
 
 class ScapyLiveSource:
