@@ -403,3 +403,27 @@ def test_the_live_lite_source_sees_the_same_shapes(tmp_path, veth, shapes, scapy
     expected = {name for name in scapy_found if "pppoe" not in name[1]}
     assert found == expected
     assert not source.stats.skipped
+
+
+def test_fast_dns_reader_agrees_with_scapy() -> None:
+    from scapy.layers.dns import DNSRR
+
+    from sensor.capture.flows import PacketSummary
+    from sensor.capture.packets import _fast_dns, _scapy_dns
+    from sensor.observations import Endpoints
+
+    endpoints = Endpoints(CLIENT, RESOLVER, 40000, 53, "udp")
+    summary = PacketSummary(10.0, RESOLVER, CLIENT, 53, 40000, "udp", 100)
+    messages = [
+        DNS(id=1, rd=1, qd=[DNSQR(qname="a.example", qtype="AAAA"),
+                            DNSQR(qname="b.example", qtype=65)]),
+        DNS(id=1, qr=1, qd=DNSQR(qname="cdn.example"), an=[
+            DNSRR(rrname="cdn.example", type="CNAME", rdata="edge.copy9.com", ttl=60),
+            DNSRR(rrname="edge.copy9.com", type="A", rdata="203.0.113.9", ttl=30),
+            DNSRR(rrname="edge.copy9.com", type="AAAA", rdata="2001:db8::9", ttl=30)]),
+        DNS(id=1, qr=1, qd=DNSQR(qname="nothing.example"), rcode=3),
+    ]
+    wires = [bytes(message) for message in messages] + [bytes(messages[1].compress())]
+    assert b"\xc0" in wires[-1]  # name compression, as resolvers send it
+    for wire in wires:
+        assert _fast_dns(summary, endpoints, wire) == list(_scapy_dns(summary, endpoints, wire))
