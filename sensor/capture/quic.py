@@ -14,6 +14,7 @@ Not handled: QUIC v2 and draft versions.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 QUIC_V1 = 0x00000001
 _INITIAL_SALT_V1 = bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a")
 _FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO = 0, 1, 2, 3, 6
+_NOT_ZERO = re.compile(rb"[^\x00]")
 
 
 class QuicError(ValueError):
@@ -158,7 +160,11 @@ def _crypto_frames(plaintext: bytes) -> list[tuple[int, bytes]]:
     while offset < len(plaintext):
         frame_type = plaintext[offset]
         offset += 1
-        if frame_type in (_FRAME_PADDING, _FRAME_PING):
+        if frame_type == _FRAME_PADDING:  # runs of hundreds of zero bytes: skip them at once
+            after = _NOT_ZERO.search(plaintext, offset)
+            offset = after.start() if after else len(plaintext)
+            continue
+        if frame_type == _FRAME_PING:
             continue
         if frame_type == _FRAME_CRYPTO:
             start, offset = read_varint(plaintext, offset)
