@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.contrib.erspan import ERSPAN_I, ERSPAN_II, ERSPAN_III
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import IP, TCP, UDP
@@ -36,6 +38,7 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 from scapy.utils import PcapWriter
 
+from sensor.capture.frames import parse_frame
 from sensor.capture.packets import PacketDecoder, sni_of_client_hello
 from sensor.capture.quic import seal_client_initial
 from sensor.capture.reassembly import MAX_PENDING, ReassemblyBudget, Stream
@@ -427,3 +430,18 @@ def test_fast_dns_reader_agrees_with_scapy() -> None:
     assert b"\xc0" in wires[-1]  # name compression, as resolvers send it
     for wire in wires:
         assert _fast_dns(summary, endpoints, wire) == list(_scapy_dns(summary, endpoints, wire))
+
+
+_TUNNELLED = [bytes(wrap(IP(src=CLIENT, dst=SERVER) / TCP(sport=40000, dport=443, flags="PA")
+                         / Raw(b"\x16\x03\x01\x00\x05hello")))
+              for wrap in (plain, *TUNNELS.values())]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_TUNNELLED), st.integers(0, 200), st.binary(min_size=1, max_size=4),
+       st.sampled_from([0, 1, 9, 12, 101, 108, 113, 228, 229, 276]))
+def test_damaged_frames_never_raise_from_the_header_reader(frame, at, garbage, linktype) -> None:
+    damaged = frame[:at] + garbage + frame[at + len(garbage):]
+    segment = parse_frame(linktype, damaged)
+    assert segment is None or segment.transport in ("tcp", "udp")
+    assert parse_frame(linktype, damaged[:at]) is None or at > 20
