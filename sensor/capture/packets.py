@@ -336,9 +336,13 @@ class PacketDecoder:
             raise PacketDecodeError("QUIC Initial: the CRYPTO stream is not a ClientHello")
         if len(data) < 4 + int.from_bytes(data[1:4], "big"):
             return  # the rest comes in the next Initial
-        state.hello_seen = True
         crypto.close()
-        sni = sni_of_client_hello(data)
+        try:
+            sni = sni_of_client_hello(data)
+        except Exception as error:  # noqa: BLE001 - scapy's dissector, on hostile bytes
+            raise PacketDecodeError(f"QUIC ClientHello: {type(error).__name__}: {error}") \
+                from None
+        state.hello_seen = True
         if sni:
             out.append(QuicHello(summary.time, state.endpoints, sni))
 
@@ -395,12 +399,12 @@ class PacketDecoder:
         if message is None:
             return  # wait for the next segment
         stream.close()
-        state.hello_seen = True
         try:
             sni = sni_of_client_hello(message)
         except Exception as error:  # noqa: BLE001 - scapy's dissector, on hostile bytes
             raise PacketDecodeError(f"TLS ClientHello: {type(error).__name__}: {error}") \
                 from None
+        state.hello_seen = True  # only once a hello was read whole and parsed
         if sni:
             out.append(TlsHello(summary.time, state.endpoints, sni))
 

@@ -6,12 +6,13 @@ DNS over TLS), TLS handshake records, HTTP requests, the client's data
 segments to ports 443 and 80 (a ClientHello or request headers that span
 segments are reassembled from them), QUIC long-header packets and port
 853, in IPv4, IPv6 (without extension headers) and 802.1Q-tagged frames;
-and every GRE and VXLAN packet (ERSPAN and remote mirrors: the decoder
-opens them). PPPoE is decoded offline only (a filter cannot shift for both
-it and VLAN tags). Frames are not dissected by scapy (the socket hands them
-over as bytes) and go through the same ``PacketDecoder`` as offline
-captures. The sniffer thread only queues packets; a full queue drops the
-packet and counts it (``stats.skipped``), it never blocks capture.
+and every GRE, VXLAN and IP-in-IP packet (ERSPAN and remote mirrors: the
+decoder opens them). PPPoE and MPLS are decoded offline only (a filter
+cannot shift its offsets for them and for VLAN tags). Frames are not
+dissected by scapy (the socket hands them over as bytes) and go through the
+same ``PacketDecoder`` as offline captures. The sniffer thread only queues
+packets; a full queue drops the packet and counts it (``stats.skipped``), it
+never blocks capture.
 Flows are tracked from their SYN alone, so their byte counts are not kept.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket as socket_module
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -55,7 +57,22 @@ _CORE = " or ".join([
     "(ip6 and ip6[6] = 17 and ip6[42:2] = 443 and ip6[48] & 0xc0 = 0xc0)",
 ])
 # ``vlan`` shifts the offsets of everything after it in a filter, so it comes last.
-LITE_FILTER = f"({_CORE}) or proto gre or udp dst port 4789 or (vlan and ({_CORE}))"
+LITE_FILTER = f"({_CORE}) or proto gre or ip proto 4 or ip proto 41 or udp dst port 4789 " \
+    f"or (vlan and ({_CORE}))"
+
+
+CAPTURE_BUFFER = 4 * 1024 * 1024  # scapy's 64 KiB holds ~30 frames: a burst overflows it
+_SO_RCVBUFFORCE = getattr(socket_module, "SO_RCVBUFFORCE", 33)
+
+
+def _enlarge_buffer(packet_socket: socket_module.socket) -> None:
+    """A receive buffer that absorbs bursts; past net.core.rmem_max with CAP_NET_ADMIN."""
+    for option in (_SO_RCVBUFFORCE, socket_module.SO_RCVBUF):
+        try:
+            packet_socket.setsockopt(socket_module.SOL_SOCKET, option, CAPTURE_BUFFER)
+            return
+        except OSError:
+            continue
 
 
 class ScapyLiveSource:
@@ -88,6 +105,7 @@ class ScapyLiveSource:
         # Frames stay bytes (scapy's Raw): the decoder reads their headers itself, which
         # costs a tenth of scapy dissecting each one.
         linktype = conf.l2types.layer2num.get(socket.LL, LINKTYPE_ETHERNET)
+        _enlarge_buffer(socket.ins)
         socket.LL = conf.raw_layer
         sniffer = AsyncSniffer(opened_socket=socket, store=False, prn=self._enqueue,
                                started_callback=self.started.set)
