@@ -21,15 +21,13 @@ import ipaddress
 import struct
 from collections.abc import Iterator
 
-from scapy.config import conf
 from scapy.layers.dns import DNS, DNSRR, dnstypes
 from scapy.layers.http import HTTPRequest
 from scapy.layers.tls.extensions import TLS_Ext_ServerName
 from scapy.layers.tls.handshake import TLSClientHello
-from scapy.packet import Packet
 
 from sensor.capture.flows import FlowState, FlowTracker, PacketSummary
-from sensor.capture.frames import LINKTYPE_ETHERNET, Segment, parse_frame
+from sensor.capture.frames import Segment, parse_frame
 from sensor.capture.quic import CryptoStream, QuicError, is_client_initial, open_client_initials
 from sensor.capture.reassembly import ReassemblyBudget, Stream
 from sensor.capture.stats import SourceStats
@@ -241,18 +239,36 @@ class PacketDecoder:
         self.flows = FlowTracker()
         self.budget = budget or ReassemblyBudget()
 
-    def decode(self, packet: Packet) -> list[Observation]:
-        """A packet scapy has already dissected (the live sniffer's)."""
-        linktype = conf.l2types.layer2num.get(type(packet), LINKTYPE_ETHERNET)
-        return self.decode_frame(linktype, bytes(packet), packet.time, len(packet))
-
     def decode_frame(self, linktype: int, frame: bytes, time: float,
                      length: int | None = None) -> list[Observation]:
         """One captured frame of link type ``linktype`` seen at ``time``."""
+        observations: list[Observation] = []
+        self._decode_into(observations, linktype, frame, time, length)
+        return observations
+
+    def decode_frame_counted(self, stats: SourceStats, linktype: int, frame: bytes,
+                             time: float, length: int | None = None) -> list[Observation]:
+        """``decode_frame``, counting the frame in ``stats``; one that fails is skipped there.
+
+        Flows that ended before a frame that fails are still returned.
+        """
+        stats.records += 1
+        observations: list[Observation] = []
+        try:
+            self._decode_into(observations, linktype, frame, time, length)
+        except PacketDecodeError as error:
+            stats.skip("undecodable packet", str(error))
+        except Exception as error:  # noqa: BLE001 - the record boundary: count, go on
+            stats.skip("malformed packet", f"{type(error).__name__}: {error}")
+        stats.observations += len(observations)
+        return observations
+
+    def _decode_into(self, out: list[Observation], linktype: int, frame: bytes, time: float,
+                     length: int | None) -> None:
         time = _time(time)
         segment = parse_frame(linktype, frame)
         if segment is None:
-            return []
+            return
         flags = segment.flags
         summary = PacketSummary(
             time=time, source=segment.source, destination=segment.destination,
@@ -261,35 +277,11 @@ class PacketDecoder:
             syn=bool(flags & _SYN), ack=bool(flags & _ACK), fin=bool(flags & _FIN),
             rst=bool(flags & _RST))
         state, ended = self.flows.add(summary)
-        observations: list[Observation] = list(ended)
+        out.extend(ended)
         if segment.transport == "tcp":
-            self._tcp(summary, state, segment, observations)
+            self._tcp(summary, state, segment, out)
         elif segment.payload:
-            self._udp(summary, state, segment.payload, observations)
-        return observations
-
-    def decode_counted(self, packet: Packet, stats: SourceStats) -> list[Observation]:
-        """``decode``, counting the packet in ``stats``; a packet that fails is skipped there."""
-        return self._counted(stats, self.decode, packet)
-
-    def decode_frame_counted(self, stats: SourceStats, linktype: int, frame: bytes,
-                             time: float, length: int | None = None) -> list[Observation]:
-        """``decode_frame``, counting the frame in ``stats`` as ``decode_counted`` does."""
-        return self._counted(stats, self.decode_frame, linktype, frame, time, length)
-
-    @staticmethod
-    def _counted(stats: SourceStats, decode, *arguments) -> list[Observation]:
-        stats.records += 1
-        try:
-            observations = decode(*arguments)
-        except PacketDecodeError as error:
-            stats.skip("undecodable packet", str(error))
-            return []
-        except Exception as error:  # noqa: BLE001 - the record boundary: count, go on
-            stats.skip("malformed packet", f"{type(error).__name__}: {error}")
-            return []
-        stats.observations += len(observations)
-        return observations
+            self._udp(summary, state, segment.payload, out)
 
     def finish(self) -> list[Observation]:
         return list(self.flows.finish())
