@@ -2,7 +2,8 @@
 
 - analyzer throughput: EVE lines parsed and observations detected per second;
 - offline replay of a large capture: Suricata alone vs Suricata + analyzer (goal <= 1.25x);
-- the analyzer's peak RSS during that replay (goal < 60 MB).
+- the analyzer's peak RSS during that replay (goal < 60 MB);
+- with ``--scapy``, the scapy source's cost per packet before and after (bench/scapy_bench.py).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packets", type=int, default=300_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scapy", action="store_true",
+                        help="also the scapy source's µs per packet, before/after")
     args = parser.parse_args()
     pcap = capture(args.packets)
     # Probes first: a child's peak RSS includes what it inherited from this process
@@ -130,6 +133,9 @@ def main() -> None:
     print(f"whole command incl. Python start-up and feed loading: {full:.2f} s; ratio "
           f"{full / alone_seconds:.2f}x")
     print(f"analyzer peak RSS: {rss:.1f} MB (goal < 60 MB); alerts: {runs[-1]['alerts']}")
+    if args.scapy:
+        subprocess.run([sys.executable, str(BENCH / "scapy_bench.py"), "--packets",
+                        str(args.packets), "--repeat", str(args.repeat)], check=True)
 
 
 if __name__ == "__main__":

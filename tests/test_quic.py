@@ -6,9 +6,11 @@ import pytest
 
 from sensor.capture.packets import sni_of_client_hello
 from sensor.capture.quic import (
+    CryptoStream,
     QuicError,
     client_initial_keys,
     open_client_initial,
+    open_client_initials,
     seal_client_initial,
 )
 from sensor.demo.tls import client_hello
@@ -36,3 +38,24 @@ def test_damaged_initials_raise_quic_error(damage) -> None:
     datagram = seal_client_initial(client_hello("a.example", quic=True), bytes(8))
     with pytest.raises(QuicError):
         open_client_initial(damage(datagram))
+
+
+def test_coalesced_initials_and_frames_out_of_order_rebuild_the_hello() -> None:
+    hello = client_hello("split.copy9.com", quic=True)
+    cid = bytes.fromhex("0011223344556677")
+    first = seal_client_initial(b"", cid, pieces=[(40, hello[40:70]), (0, hello[:40])], size=0)
+    second = seal_client_initial(b"", cid, packet_number=1, pieces=[(70, hello[70:])])
+    initials = open_client_initials(first + second)
+    assert [initial.crypto for initial in initials] == [
+        ((40, hello[40:70]), (0, hello[:40])), ((70, hello[70:]),)]
+    stream = CryptoStream()
+    for offset, piece in reversed([p for initial in initials for p in initial.crypto]):
+        stream.add(offset, piece)
+    stream.add(10, hello[10:50])  # a retransmission changes nothing
+    assert stream.data == hello
+    assert sni_of_client_hello(stream.data) == "split.copy9.com"
+
+
+def test_a_crypto_stream_is_bounded() -> None:
+    with pytest.raises(QuicError):
+        CryptoStream().add(70_000, b"x")

@@ -9,7 +9,8 @@ ports, or when the capture ends.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sensor.observations import Endpoints, Flow, Transport
 
@@ -50,6 +51,17 @@ class FlowState:
     replied: bool = False
     closed: bool = False
     hello_seen: bool = False
+    # What the packet sources parse as the flow goes on (TCP streams, QUIC CRYPTO pieces);
+    # released when the flow ends.
+    application: dict[str, Any] = field(default_factory=dict)
+
+    def release(self) -> None:
+        """Free per-flow parsing state (reassembly buffers give their memory back)."""
+        for value in self.application.values():
+            close = getattr(value, "close", None)
+            if close is not None:
+                close()
+        self.application.clear()
 
     def timeout(self) -> float:
         new, established, closed = TIMEOUTS[self.endpoints.transport]
@@ -86,7 +98,7 @@ class FlowTracker:
         key = _key(packet)
         state = self._flows.get(key)
         if state is not None and self._starts_anew(state, packet):
-            ended.append(self._flows.pop(key).to_flow())
+            ended.append(_end(self._flows.pop(key)))
             state = None
         if state is None:
             state = FlowState(
@@ -117,10 +129,15 @@ class FlowTracker:
     def _sweep(self, now: float) -> list[Flow]:
         self._last_sweep = now
         idle = [key for key, state in self._flows.items() if now - state.last > state.timeout()]
-        return [self._flows.pop(key).to_flow() for key in idle]
+        return [_end(self._flows.pop(key)) for key in idle]
 
     def finish(self) -> Iterator[Flow]:
         """Every flow still open, as the capture ends."""
         flows, self._flows = self._flows, {}
         for state in flows.values():
-            yield state.to_flow()
+            yield _end(state)
+
+
+def _end(state: FlowState) -> Flow:
+    state.release()
+    return state.to_flow()

@@ -1,28 +1,35 @@
-"""Decode scapy packets into observations (DNS, TLS, QUIC, HTTP, flows).
+"""Decode captured frames into observations (DNS, TLS, QUIC, HTTP, flows).
 
-Shared by the offline pcap reader and the live "lite" sniffer. Decoding is
-lenient and every packet is independent: ``decode`` raises
-``PacketDecodeError`` for one it cannot use and the caller counts it.
-To agree with Suricata, a TLS or QUIC hello counts once per flow, QUIC is
-read on port 443 only, and DNS over TCP is read when a segment holds whole
-messages.
+Shared by the offline pcap reader and the live "lite" sniffer. Frames are
+read as raw bytes (``frames.parse_frame``: headers with ``struct``, through
+VLANs and tunnels), and only payloads that may matter are parsed: DNS on
+port 53, the start of each TCP stream (a TLS ClientHello, HTTP request
+headers, DNS-over-TCP messages, reassembled across segments by
+``reassembly.Stream``) and QUIC Initials on port 443 (CRYPTO frames put back
+by offset across packets). The common shapes (a ClientHello's server name,
+DNS messages with address and name records) are read here with ``struct``
+because scapy's dissectors cost hundreds of microseconds a message; anything
+else falls back to scapy. Decoding is lenient: ``decode`` raises
+``PacketDecodeError`` for a packet it cannot use and the caller counts it.
+To agree with Suricata, a TLS or QUIC hello counts once per flow and QUIC is
+read on port 443 only.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from collections.abc import Iterator
 
 from scapy.layers.dns import DNS, DNSRR, dnstypes
 from scapy.layers.http import HTTPRequest
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
 from scapy.layers.tls.extensions import TLS_Ext_ServerName
 from scapy.layers.tls.handshake import TLSClientHello
-from scapy.packet import Packet
 
 from sensor.capture.flows import FlowState, FlowTracker, PacketSummary
-from sensor.capture.quic import QuicError, is_client_initial, open_client_initial
+from sensor.capture.frames import Segment, parse_frame
+from sensor.capture.quic import CryptoStream, QuicError, is_client_initial, open_client_initials
+from sensor.capture.reassembly import ReassemblyBudget, Stream
 from sensor.capture.stats import SourceStats
 from sensor.observations import (
     DnsAnswer,
@@ -33,7 +40,6 @@ from sensor.observations import (
     Observation,
     QuicHello,
     TlsHello,
-    canonical_ip,
     packet_time,
 )
 
@@ -41,7 +47,10 @@ DNS_PORT = 53
 QUIC_PORTS = frozenset({443})
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
                 b"CONNECT ")
+MAX_HTTP_HEADERS = 16_384  # bytes of request headers waited for before giving up
 _TLS_HANDSHAKE, _CLIENT_HELLO = 0x16, 0x01
+_SYN, _RST, _ACK, _FIN = 0x02, 0x04, 0x10, 0x01
+_U16 = struct.Struct("!H")
 
 
 class PacketDecodeError(ValueError):
@@ -53,57 +62,226 @@ def _name(raw: bytes | str) -> str:
     return text.rstrip(".")
 
 
+# -- TLS ------------------------------------------------------------------------------
+
+
 def sni_of_client_hello(message: bytes) -> str | None:
-    """The server name in a ClientHello handshake message, or None if it has none."""
-    hello = TLSClientHello(message)
-    for extension in hello.ext or ():
-        if isinstance(extension, TLS_Ext_ServerName) and extension.servernames:
-            return _name(extension.servernames[0].servername)
+    """The server name in a ClientHello handshake message, or None if it has none.
+
+    Read with ``struct`` (the layout is fixed, RFC 8446 4.1.2 and RFC 6066 3);
+    a hello that does not follow it goes to scapy's lenient dissector.
+    """
+    try:
+        return _fast_sni(message)
+    except (IndexError, struct.error, ValueError):
+        hello = TLSClientHello(message)
+        for extension in hello.ext or ():
+            if isinstance(extension, TLS_Ext_ServerName) and extension.servernames:
+                return _name(extension.servernames[0].servername)
+        return None
+
+
+def _fast_sni(message: bytes) -> str | None:
+    if message[0] != _CLIENT_HELLO:
+        raise ValueError("not a ClientHello")
+    end = 4 + int.from_bytes(message[1:4], "big")
+    if end > len(message):
+        raise ValueError("cut short")
+    offset = 4 + 2 + 32
+    offset += 1 + message[offset]  # session id
+    offset += 2 + _U16.unpack_from(message, offset)[0]  # cipher suites
+    offset += 1 + message[offset]  # compression methods
+    if offset == end:
+        return None  # no extensions at all
+    extensions_end = offset + 2 + _U16.unpack_from(message, offset)[0]
+    if extensions_end != end:
+        raise ValueError("extension lengths disagree")
+    offset += 2
+    while offset + 4 <= extensions_end:
+        kind, length = struct.unpack_from("!HH", message, offset)
+        offset += 4
+        if kind == 0:  # server_name: list length, name type, name length, name
+            if message[offset + 2] != 0:
+                raise ValueError("not a host name")
+            size = _U16.unpack_from(message, offset + 3)[0]
+            if offset + 5 + size > offset + length:
+                raise ValueError("server name overruns its extension")
+            return _name(message[offset + 5:offset + 5 + size]) or None
+        offset += length
+    if offset != extensions_end:
+        raise ValueError("extension overruns the hello")
     return None
 
 
+def _client_hello(data: bytearray) -> bytes | None:
+    """The first handshake message in TLS records at the start of ``data``.
+
+    None while more bytes are needed; ValueError if the stream is not TLS
+    handshake records or the message is not a ClientHello.
+    """
+    handshake = b""
+    offset = 0
+    while len(handshake) < 4 or len(handshake) < 4 + int.from_bytes(handshake[1:4], "big"):
+        if offset + 5 > len(data):
+            return None
+        if data[offset] != _TLS_HANDSHAKE or data[offset + 1] != 3:
+            raise ValueError("not a TLS handshake record")
+        length = _U16.unpack_from(data, offset + 3)[0]
+        if offset + 5 + length > len(data):
+            return None
+        handshake += data[offset + 5:offset + 5 + length]
+        offset += 5 + length
+        if handshake[0] != _CLIENT_HELLO:
+            raise ValueError("the first handshake message is not a ClientHello")
+    return handshake[:4 + int.from_bytes(handshake[1:4], "big")]
+
+
+# -- DNS ------------------------------------------------------------------------------
+
+_NAME_TYPES = frozenset({2, 5, 12, 39})  # NS, CNAME, PTR, DNAME: rdata is a name
+
+
+def _dns_name(message: bytes, offset: int) -> tuple[bytes, int]:
+    """A (possibly compressed) name at ``offset``: (dotted bytes, offset after it)."""
+    labels = []
+    end = None
+    jumps = 0
+    while True:
+        length = message[offset]
+        if length & 0xC0 == 0xC0:
+            if end is None:
+                end = offset + 2
+            jumps += 1
+            if jumps > 32:
+                raise ValueError("a compression loop")
+            offset = _U16.unpack_from(message, offset)[0] & 0x3FFF
+            continue
+        if length & 0xC0:
+            raise ValueError("a reserved label type")
+        offset += 1
+        if length == 0:
+            return b".".join(labels), end if end is not None else offset
+        labels.append(message[offset:offset + length])
+        if len(labels[-1]) != length:
+            raise ValueError("a label cut short")
+        offset += length
+
+
+def _fast_dns(summary: PacketSummary, endpoints: Endpoints,
+              message: bytes) -> list[Observation] | None:
+    """A DNS message read with ``struct``; None if it holds records this reader leaves to scapy."""
+    _, flags, questions, answers = struct.unpack_from("!HHHH", message, 0)
+    offset = 12
+    names = []
+    for _ in range(questions):
+        name, offset = _dns_name(message, offset)
+        qtype = _U16.unpack_from(message, offset)[0]
+        offset += 4
+        names.append((name.decode("utf-8", "replace"), qtype))
+    if not flags & 0x8000:
+        return [DnsQuery(summary.time, endpoints, name, dnstypes.get(qtype, str(qtype)))
+                for name, qtype in names]
+    records = []
+    for _ in range(answers):
+        name, offset = _dns_name(message, offset)
+        rrtype, _, ttl, length = struct.unpack_from("!HHIH", message, offset)
+        offset += 10
+        rdata = message[offset:offset + length]
+        if len(rdata) != length:
+            raise ValueError("a record cut short")
+        if rrtype == 1 and length == 4:
+            data = ".".join(map(str, rdata))
+        elif rrtype == 28 and length == 16:
+            data = str(ipaddress.IPv6Address(rdata))
+        elif rrtype in _NAME_TYPES:
+            data = _dns_name(message, offset)[0].decode("utf-8", "replace")
+        else:
+            return None
+        offset += length
+        records.append(DnsRecord(name=name.decode("utf-8", "replace"),
+                                 rrtype=dnstypes.get(rrtype, str(rrtype)), data=data, ttl=ttl))
+    return [DnsAnswer(summary.time, endpoints, names[0][0] if names else "", tuple(records))]
+
+
+def _dns(summary: PacketSummary, endpoints: Endpoints, message: bytes) -> list[Observation]:
+    try:
+        fast = _fast_dns(summary, endpoints, message)
+    except (IndexError, struct.error, ValueError):
+        fast = None
+    return fast if fast is not None else list(_scapy_dns(summary, endpoints, message))
+
+
+def _scapy_dns(summary: PacketSummary, endpoints: Endpoints,
+               message: bytes) -> Iterator[Observation]:
+    dns = DNS(message)
+    questions = list(dns.qd or ())
+    if not dns.qr:
+        for question in questions:
+            yield DnsQuery(summary.time, endpoints, _name(question.qname),
+                           dnstypes.get(question.qtype, str(question.qtype)))
+        return
+    records = tuple(
+        DnsRecord(name=_name(rr.rrname), rrtype=dnstypes.get(rr.type, str(rr.type)),
+                  data=_name(rr.rdata) if isinstance(rr.rdata, bytes) else str(rr.rdata),
+                  ttl=int(rr.ttl))
+        for rr in (dns.an or ()) if isinstance(rr, DNSRR))
+    query_name = _name(questions[0].qname) if questions else ""
+    yield DnsAnswer(summary.time, endpoints, query_name, records)
+
+
+# -- the decoder ----------------------------------------------------------------------
+
+
 class PacketDecoder:
-    """Keeps the flow table and per-flow state; ``decode`` one packet at a time."""
+    """Keeps the flow table and per-flow state; ``decode_frame`` one frame at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: ReassemblyBudget | None = None) -> None:
         self.flows = FlowTracker()
+        self.budget = budget or ReassemblyBudget()
 
-    def decode(self, packet: Packet) -> list[Observation]:
-        network = packet.getlayer(IP) or packet.getlayer(IPv6)
-        if network is None:
-            return []
-        transport = network.getlayer(TCP) or network.getlayer(UDP)
-        if transport is None or transport.underlayer is not network:
-            return []  # not TCP/UDP, or tunnelled (ICMP errors quote packets)
-        is_tcp = isinstance(transport, TCP)
-        flags = int(transport.flags) if is_tcp else 0
-        summary = PacketSummary(
-            time=_time(packet), source=canonical_ip(network.src),
-            destination=canonical_ip(network.dst),
-            source_port=int(transport.sport), destination_port=int(transport.dport),
-            transport="tcp" if is_tcp else "udp", length=len(packet),
-            syn=bool(flags & 0x02), ack=bool(flags & 0x10), fin=bool(flags & 0x01),
-            rst=bool(flags & 0x04))
-        state, ended = self.flows.add(summary)
-        observations: list[Observation] = list(ended)
-        payload = bytes(transport.payload)
-        if payload:
-            observations.extend(self._application(summary, state, payload))
+    def decode_frame(self, linktype: int, frame: bytes, time: float,
+                     length: int | None = None) -> list[Observation]:
+        """One captured frame of link type ``linktype`` seen at ``time``."""
+        observations: list[Observation] = []
+        self._decode_into(observations, linktype, frame, time, length)
         return observations
 
-    def decode_counted(self, packet: Packet, stats: SourceStats) -> list[Observation]:
-        """``decode``, counting the packet in ``stats``; a packet that fails is skipped there."""
+    def decode_frame_counted(self, stats: SourceStats, linktype: int, frame: bytes,
+                             time: float, length: int | None = None) -> list[Observation]:
+        """``decode_frame``, counting the frame in ``stats``; one that fails is skipped there.
+
+        Flows that ended before a frame that fails are still returned.
+        """
         stats.records += 1
+        observations: list[Observation] = []
         try:
-            observations = self.decode(packet)
+            self._decode_into(observations, linktype, frame, time, length)
         except PacketDecodeError as error:
             stats.skip("undecodable packet", str(error))
-            return []
         except Exception as error:  # noqa: BLE001 - the record boundary: count, go on
             stats.skip("malformed packet", f"{type(error).__name__}: {error}")
-            return []
         stats.observations += len(observations)
         return observations
+
+    def _decode_into(self, out: list[Observation], linktype: int, frame: bytes, time: float,
+                     length: int | None) -> None:
+        time = _time(time)
+        segment = parse_frame(linktype, frame)
+        if segment is None:
+            return
+        flags = segment.flags
+        summary = PacketSummary(
+            time=time, source=segment.source, destination=segment.destination,
+            source_port=segment.source_port, destination_port=segment.destination_port,
+            transport=segment.transport, length=len(frame) if length is None else length,
+            syn=bool(flags & _SYN), ack=bool(flags & _ACK), fin=bool(flags & _FIN),
+            rst=bool(flags & _RST))
+        state, ended = self.flows.add(summary)
+        out.extend(ended)
+        if segment.transport == "tcp":
+            self._tcp(summary, state, segment, out)
+        elif segment.payload:
+            self._udp(summary, state, segment.payload, out)
 
     def finish(self) -> list[Observation]:
         return list(self.flows.finish())
@@ -111,78 +289,190 @@ class PacketDecoder:
     def expire(self, now: float) -> list[Observation]:
         return list(self.flows.expire(now))
 
-    def _application(self, summary: PacketSummary, state: FlowState,
-                     payload: bytes) -> Iterator[Observation]:
-        ports = (summary.source_port, summary.destination_port)
+    # -- UDP --------------------------------------------------------------------------
+
+    def _udp(self, summary: PacketSummary, state: FlowState, payload: bytes,
+             out: list[Observation]) -> None:
         endpoints = state.endpoints
-        from_client = summary.source == endpoints.client and \
-            summary.source_port == endpoints.client_port
-        if DNS_PORT in ports:
-            yield from _dns(summary, endpoints, payload)
-        elif summary.transport == "tcp" and from_client and not state.hello_seen and \
-                len(payload) > 5 and payload[0] == _TLS_HANDSHAKE and payload[5] == _CLIENT_HELLO:
+        if summary.source_port == DNS_PORT or summary.destination_port == DNS_PORT:
+            out.extend(_dns(summary, endpoints, payload))
+        elif not state.hello_seen and endpoints.server_port in QUIC_PORTS and \
+                summary.source_port == endpoints.client_port and \
+                summary.source == endpoints.client and is_client_initial(payload):
+            self._quic(summary, state, payload, out)
+
+    @staticmethod
+    def _quic(summary: PacketSummary, state: FlowState, payload: bytes,
+              out: list[Observation]) -> None:
+        try:
+            initials = open_client_initials(payload)
+        except QuicError as error:
+            raise PacketDecodeError(f"QUIC Initial: {error}") from None
+        crypto = state.application.get("quic")
+        if crypto is None:
+            crypto = state.application["quic"] = CryptoStream()
+        try:
+            for initial in initials:
+                for offset, piece in initial.crypto:
+                    crypto.add(offset, piece)
+        except QuicError as error:
+            state.hello_seen = True  # give up on this flow, once
+            crypto.close()
+            raise PacketDecodeError(f"QUIC Initial: {error}") from None
+        data = crypto.data
+        if len(data) < 4:
+            return
+        if data[0] != _CLIENT_HELLO:
             state.hello_seen = True
-            sni = sni_of_client_hello(payload[5:])
-            if sni:
-                yield TlsHello(summary.time, endpoints, sni)
-        elif summary.transport == "tcp" and from_client and payload.startswith(HTTP_METHODS):
-            request = HTTPRequest(payload)
+            crypto.close()
+            raise PacketDecodeError("QUIC Initial: the CRYPTO stream is not a ClientHello")
+        if len(data) < 4 + int.from_bytes(data[1:4], "big"):
+            return  # the rest comes in the next Initial
+        crypto.close()
+        try:
+            sni = sni_of_client_hello(data)
+        except Exception as error:  # noqa: BLE001 - scapy's dissector, on hostile bytes
+            raise PacketDecodeError(f"QUIC ClientHello: {type(error).__name__}: {error}") \
+                from None
+        state.hello_seen = True
+        if sni:
+            out.append(QuicHello(summary.time, state.endpoints, sni))
+
+    # -- TCP --------------------------------------------------------------------------
+
+    def _tcp(self, summary: PacketSummary, state: FlowState, segment: Segment,
+             out: list[Observation]) -> None:
+        endpoints = state.endpoints
+        from_client = summary.source_port == endpoints.client_port and \
+            summary.source == endpoints.client
+        is_dns = DNS_PORT in (summary.source_port, summary.destination_port)
+        if not from_client and not is_dns:
+            return  # only the client's stream is read, but for DNS answers
+        key = "client" if from_client else "server"
+        stream = state.application.get(key)
+        if stream is None:
+            if not segment.payload and not summary.syn:
+                return
+            stream = state.application[key] = Stream(self.budget)
+        if summary.syn:
+            stream.start(segment.sequence)
+        if stream.closed or not stream.add(segment.sequence, segment.payload):
+            if stream.failed:
+                reason, stream.failed = stream.failed, None
+                raise PacketDecodeError(f"TCP reassembly gave up: {reason}")
+            return
+        if is_dns:
+            self._dns_stream(summary, state, stream, out)
+            return
+        protocol = state.application.get("protocol")
+        if protocol is None:
+            protocol = _stream_protocol(stream.data)
+            if protocol is None:
+                return
+            state.application["protocol"] = protocol
+        if protocol == "tls":
+            self._tls_stream(summary, state, stream, out)
+        elif protocol == "http":
+            self._http_stream(summary, state, stream, out)
+        else:
+            stream.close()
+
+    @staticmethod
+    def _tls_stream(summary: PacketSummary, state: FlowState, stream: Stream,
+                    out: list[Observation]) -> None:
+        if state.hello_seen:
+            stream.close()
+            return
+        try:
+            message = _client_hello(stream.data)
+        except ValueError:
+            stream.close()
+            return
+        if message is None:
+            return  # wait for the next segment
+        stream.close()
+        try:
+            sni = sni_of_client_hello(message)
+        except Exception as error:  # noqa: BLE001 - scapy's dissector, on hostile bytes
+            raise PacketDecodeError(f"TLS ClientHello: {type(error).__name__}: {error}") \
+                from None
+        state.hello_seen = True  # only once a hello was read whole and parsed
+        if sni:
+            out.append(TlsHello(summary.time, state.endpoints, sni))
+
+    @staticmethod
+    def _http_stream(summary: PacketSummary, state: FlowState, stream: Stream,
+                     out: list[Observation]) -> None:
+        """Request headers, one after the other; a body is skipped by its Content-Length.
+
+        A body of unknown length (chunked) loses the framing: then the next
+        segment that starts with a method starts the next request.
+        """
+        data = stream.data
+        while data:
+            skip = state.application.get("http_body", 0)
+            if skip:
+                taken = min(skip, len(data))
+                stream.consume(taken)
+                state.application["http_body"] = skip - taken
+                continue
+            if not data.startswith(HTTP_METHODS):
+                if len(data) < 8 and any(method.startswith(bytes(data))
+                                         for method in HTTP_METHODS):
+                    return  # a method cut by the segment boundary
+                stream.consume(len(data))  # lost framing: wait for a segment with a method
+                return
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                if len(data) > MAX_HTTP_HEADERS:
+                    stream.consume(len(data))
+                return
+            headers = bytes(data[:end + 4])
+            stream.consume(end + 4)
+            request = HTTPRequest(headers)
             if request.Host:
-                yield HttpRequest(summary.time, endpoints, _name(request.Host),
-                                  _name(request.Method))
-        elif summary.transport == "udp" and from_client and not state.hello_seen and \
-                endpoints.server_port in QUIC_PORTS and is_client_initial(payload):
-            yield from _quic(summary, endpoints, state, payload)
+                out.append(HttpRequest(summary.time, state.endpoints, _name(request.Host),
+                                       _name(request.Method)))
+            length = request.Content_Length
+            try:
+                state.application["http_body"] = int(length) if length else 0
+            except ValueError:
+                state.application["http_body"] = 0
+
+    @staticmethod
+    def _dns_stream(summary: PacketSummary, state: FlowState, stream: Stream,
+                    out: list[Observation]) -> None:
+        """Length-prefixed DNS messages (RFC 1035 4.2.2), several in a segment or one in several."""
+        data = stream.data
+        while len(data) >= 2:
+            (length,) = _U16.unpack_from(data, 0)
+            if length == 0:
+                stream.close()
+                return
+            if len(data) < 2 + length:
+                return
+            message = bytes(data[2:2 + length])
+            stream.consume(2 + length)
+            try:
+                out.extend(_dns(summary, state.endpoints, message))
+            except Exception as error:  # noqa: BLE001 - scapy's dissector, on hostile bytes
+                raise PacketDecodeError(f"DNS over TCP: {type(error).__name__}: {error}") \
+                    from None
 
 
-def _time(packet: Packet) -> float:
+def _stream_protocol(data: bytearray) -> str | None:
+    """What the first bytes of a client stream say it carries; None until they say."""
+    if data[0] == _TLS_HANDSHAKE:
+        return "tls"
+    if data.startswith(HTTP_METHODS):
+        return "http"
+    if len(data) < 8 and any(method.startswith(bytes(data)) for method in HTTP_METHODS):
+        return None
+    return "other"
+
+
+def _time(value) -> float:
     try:
-        return packet_time(packet.time)
+        return packet_time(value)
     except ValueError as error:
         raise PacketDecodeError(str(error)) from None
-
-
-def _quic(summary: PacketSummary, endpoints: Endpoints, state: FlowState,
-          payload: bytes) -> Iterator[Observation]:
-    try:
-        initial = open_client_initial(payload)
-    except QuicError as error:
-        raise PacketDecodeError(f"QUIC Initial: {error}") from None
-    first = dict(initial.crypto).get(0)
-    if first is None or len(first) < 4 or first[0] != _CLIENT_HELLO:
-        return  # the ClientHello starts in another packet; Suricata also needs the first
-    state.hello_seen = True
-    sni = sni_of_client_hello(first)
-    if sni:
-        yield QuicHello(summary.time, endpoints, sni)
-
-
-def _dns(summary: PacketSummary, endpoints: Endpoints, payload: bytes) -> Iterator[Observation]:
-    for message in _dns_messages(summary.transport, payload):
-        dns = DNS(message)
-        questions = list(dns.qd or ())
-        if not dns.qr:
-            for question in questions:
-                yield DnsQuery(summary.time, endpoints, _name(question.qname),
-                               dnstypes.get(question.qtype, str(question.qtype)))
-            continue
-        records = tuple(
-            DnsRecord(name=_name(rr.rrname), rrtype=dnstypes.get(rr.type, str(rr.type)),
-                      data=_name(rr.rdata) if isinstance(rr.rdata, bytes) else str(rr.rdata),
-                      ttl=int(rr.ttl))
-            for rr in (dns.an or ()) if isinstance(rr, DNSRR))
-        query_name = _name(questions[0].qname) if questions else ""
-        yield DnsAnswer(summary.time, endpoints, query_name, records)
-
-
-def _dns_messages(transport: str, payload: bytes) -> Iterator[bytes]:
-    if transport == "udp":
-        yield payload
-        return
-    offset = 0
-    while offset + 2 <= len(payload):
-        (length,) = struct.unpack_from("!H", payload, offset)
-        if length == 0 or offset + 2 + length > len(payload):
-            return  # a message split across segments; not reassembled here
-        yield payload[offset + 2:offset + 2 + length]
-        offset += 2 + length

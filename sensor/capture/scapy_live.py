@@ -2,11 +2,17 @@
 
 The kernel passes only what detection reads, so Python sees a small share
 of the traffic: DNS, TCP connection starts (flows, listed IPs, beacons,
-DNS over TLS), TLS handshake records, HTTP requests, QUIC long-header
-packets and port 853, in IPv4, IPv6 (without extension headers) and
-802.1Q-tagged frames. Packets go through the same ``PacketDecoder`` as
-offline captures. The sniffer thread only queues packets; a full queue
-drops the packet and counts it (``stats.skipped``), it never blocks capture.
+DNS over TLS), TLS handshake records, HTTP requests, the client's data
+segments to ports 443 and 80 (a ClientHello or request headers that span
+segments are reassembled from them), QUIC long-header packets and port
+853, in IPv4, IPv6 (without extension headers) and 802.1Q-tagged frames;
+and every GRE, VXLAN and IP-in-IP packet (ERSPAN and remote mirrors: the
+decoder opens them). PPPoE and MPLS are decoded offline only (a filter
+cannot shift its offsets for them and for VLAN tags). Frames are not
+dissected by scapy (the socket hands them over as bytes) and go through the
+same ``PacketDecoder`` as offline captures. The sniffer thread only queues
+packets; a full queue drops the packet and counts it (``stats.skipped``), it
+never blocks capture.
 Flows are tracked from their SYN alone, so their byte counts are not kept.
 """
 
@@ -14,13 +20,17 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket as socket_module
 import threading
 import time
 from collections.abc import Callable, Iterator
 
+from scapy.config import conf
+from scapy.error import Scapy_Exception
 from scapy.packet import Packet
 from scapy.sendrecv import AsyncSniffer
 
+from sensor.capture.frames import LINKTYPE_ETHERNET
 from sensor.capture.packets import PacketDecoder
 from sensor.capture.stats import SourceStats
 from sensor.errors import CaptureError
@@ -39,10 +49,30 @@ _CORE = " or ".join([
     f"(tcp and ({_TCP_DATA_V4}:4] = 0x47455420 or {_TCP_DATA_V4}:4] = 0x504f5354))",
     f"(ip6 and ip6[6] = 6 and ({_TCP_DATA_V6}:4] = 0x47455420 or "
     f"{_TCP_DATA_V6}:4] = 0x504f5354))",
+    "((tcp dst port 443 or tcp dst port 80) and "
+    "ip[2:2] - ((ip[0] & 0x0f) << 2) - ((tcp[12] & 0xf0) >> 2) > 0)",
+    "(ip6 and ip6[6] = 6 and (ip6[42:2] = 443 or ip6[42:2] = 80) and "
+    "ip6[4:2] - ((ip6[52] & 0xf0) >> 2) > 0)",
     "(udp dst port 443 and udp[8] & 0xc0 = 0xc0)",
     "(ip6 and ip6[6] = 17 and ip6[42:2] = 443 and ip6[48] & 0xc0 = 0xc0)",
 ])
-LITE_FILTER = f"({_CORE}) or (vlan and ({_CORE}))"
+# ``vlan`` shifts the offsets of everything after it in a filter, so it comes last.
+LITE_FILTER = f"({_CORE}) or proto gre or ip proto 4 or ip proto 41 or udp dst port 4789 " \
+    f"or (vlan and ({_CORE}))"
+
+
+CAPTURE_BUFFER = 4 * 1024 * 1024  # scapy's 64 KiB holds ~30 frames: a burst overflows it
+_SO_RCVBUFFORCE = getattr(socket_module, "SO_RCVBUFFORCE", 33)
+
+
+def _enlarge_buffer(packet_socket: socket_module.socket) -> None:
+    """A receive buffer that absorbs bursts; past net.core.rmem_max with CAP_NET_ADMIN."""
+    for option in (_SO_RCVBUFFORCE, socket_module.SO_RCVBUF):
+        try:
+            packet_socket.setsockopt(socket_module.SOL_SOCKET, option, CAPTURE_BUFFER)
+            return
+        except OSError:
+            continue
 
 
 class ScapyLiveSource:
@@ -67,13 +97,19 @@ class ScapyLiveSource:
                             "increase the queue or lighten the filter")
 
     def read(self, stop: threading.Event) -> Iterator[Observation]:
-        sniffer = AsyncSniffer(iface=self.interface, filter=self.bpf, store=False,
-                               prn=self._enqueue, started_callback=self.started.set)
         try:
-            sniffer.start()
-        except (OSError, ValueError) as error:
+            socket = conf.L2listen(iface=self.interface, filter=self.bpf)
+        except (OSError, ValueError, Scapy_Exception) as error:
             raise CaptureError(f"cannot capture on {self.interface}: {error} (run as root or "
                                "with CAP_NET_RAW)") from None
+        # Frames stay bytes (scapy's Raw): the decoder reads their headers itself, which
+        # costs a tenth of scapy dissecting each one.
+        linktype = conf.l2types.layer2num.get(socket.LL, LINKTYPE_ETHERNET)
+        _enlarge_buffer(socket.ins)
+        socket.LL = conf.raw_layer
+        sniffer = AsyncSniffer(opened_socket=socket, store=False, prn=self._enqueue,
+                               started_callback=self.started.set)
+        sniffer.start()
         decoder = PacketDecoder()
         try:
             while not stop.is_set():
@@ -82,11 +118,16 @@ class ScapyLiveSource:
                 except queue.Empty:
                     yield from decoder.expire(self._clock())
                     continue
-                yield from decoder.decode_counted(packet, self.stats)
+                yield from self._decode(decoder, linktype, packet)
         finally:
             if sniffer.running:
                 sniffer.stop()
+            socket.close()
         while not self._packets.empty():
-            yield from decoder.decode_counted(self._packets.get_nowait(), self.stats)
+            yield from self._decode(decoder, linktype, self._packets.get_nowait())
         yield from decoder.finish()
         log.info("%s", self.stats.summary())
+
+    def _decode(self, decoder: PacketDecoder, linktype: int,
+                packet: Packet) -> list[Observation]:
+        return decoder.decode_frame_counted(self.stats, linktype, bytes(packet), packet.time)
