@@ -63,9 +63,12 @@ def pi(tmp_path_factory, twin: Path) -> Iterator[BootedSystem]:
     folder = root / "boot" / "firmware" / "veilleuse"
     folder.mkdir()
     (folder / "veilleuse.yaml").write_text(yaml.safe_dump(SETTINGS))
-    authority = make_authority(work / "ca")
-    make_client_certificate(authority, work / "client")
-    (folder / "core-ca.pem").write_bytes(authority.certificate_path.read_bytes())
+    (work / "tls").mkdir()
+    authority = make_authority(work / "tls")
+    certificate, key = make_client_certificate(authority, work / "tls", "shelter-pi-box7")
+    (folder / "core-ca.pem").write_bytes(authority.path.read_bytes())
+    (folder / "client.pem").write_bytes(certificate.read_bytes())
+    (folder / "client.key").write_bytes(key.read_bytes())
     (folder / "authorized_keys").write_text(ADMIN_KEY + "\n")
     # qemu-user cannot make the mounts systemd 252 sets up for service credentials
     # (EINVAL, "Failed at step CREDENTIALS"): off for the units that ask for them,
@@ -89,15 +92,19 @@ def test_first_boot_applies_the_folder_of_the_boot_partition(pi: BootedSystem) -
     assert (installed["site"], installed["network"]["interface"]) == ("shelter-pi", "mirror0")
     pi.run(["veilleuse", "check-config"])
     modes = pi.run(["stat", "-c", "%a %U:%G %n", "/etc/veilleuse/core-ca.pem",
+                    "/etc/veilleuse/client.pem", "/etc/veilleuse/client.key",
                     "/etc/veilleuse/veilleuse.yaml", "/home/admin/.ssh/authorized_keys"])
     assert modes.stdout.splitlines() == [
         "644 root:root /etc/veilleuse/core-ca.pem",
+        "640 root:veilleuse /etc/veilleuse/client.pem",
+        "600 veilleuse:veilleuse /etc/veilleuse/client.key",
         "640 root:veilleuse /etc/veilleuse/veilleuse.yaml",
         "600 admin:admin /home/admin/.ssh/authorized_keys"]
     assert ADMIN_KEY in pi.run(["cat", "/home/admin/.ssh/authorized_keys"]).stdout
     # Anyone holding the card can read the FAT: the secret is gone from it.
     firmware = pi.run(["ls", "-A", "/boot/firmware", "/boot/firmware/veilleuse.applied"])
-    assert "veilleuse.applied:" in firmware.stdout and "core-ca.pem" not in firmware.stdout
+    assert "veilleuse.applied:" in firmware.stdout
+    assert not {"core-ca.pem", "client.pem", "client.key"} & set(firmware.stdout.split())
     assert pi.run(["test", "-e", "/boot/firmware/veilleuse"], check=False).returncode == 1
 
 
