@@ -276,7 +276,10 @@ def _install_config(paths: FirstBootPaths, accounts: Accounts, installed: dict[S
         values.update({s.key: str(path) for s, path in installed.items()
                        if (tls or not s.tls) and value_of(text, s.key) is None})
         values.update(_box_login(text, paths.config, values))
-    if not (refused is None and source.is_file() and value_of(text, INTERFACE) is not None):
+    named = refused is None and source.is_file() and value_of(text, INTERFACE) is not None
+    # A refused file on a box set up by an earlier folder keeps that set-up as it is.
+    kept = refused is not None and paths.applied.exists()
+    if not (named or kept):
         roles = choose_roles(paths.sys_net, paths.route_table)
         if roles.mirror is None:
             waiting = free_name(paths.sys_net)
@@ -306,7 +309,7 @@ def _install_config(paths: FirstBootPaths, accounts: Accounts, installed: dict[S
     replace_file(paths.config, candidate, mode=0o640)
     os.chown(paths.config, *accounts.of("group"))
     if refused is not None:
-        detail = f"{refused}; the defaults stay in {paths.config}"
+        detail = f"{refused}; {paths.config} stays as it was"
         problems.insert(0, SetupProblem(CONFIG_REFUSED, detail, until_changed=(
             str(paths.config), paths.config.stat().st_mtime_ns)))
         steps.append(Step("firstboot.config_refused", {"reason": str(refused)}))

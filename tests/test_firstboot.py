@@ -347,3 +347,15 @@ def test_the_box_keeps_its_own_broker_login_when_the_folder_does_not_name_one(bo
     assert apply_first_boot(box, ACCOUNTS, ADMIN_UID).problems == ()
     config = load_config(box.config)
     assert (config.mqtt.username, config.mqtt.password_file) == ("veilleuse", password)
+
+
+def test_a_refused_file_on_a_box_already_set_up_changes_nothing(box) -> None:
+    (box.boot / "veilleuse.yaml").write_text("site: refuge-est\nnetwork:\n  interface: mirror9\n")
+    assert apply_first_boot(box, ACCOUNTS, ADMIN_UID).problems == ()
+    installed = box.config.read_text()
+    box.boot.mkdir()
+    (box.boot / "veilleuse.yaml").write_text("site: refuge-est\nnetwork: [\n")
+    outcome = apply_first_boot(box, ACCOUNTS, ADMIN_UID)
+    assert [problem.code for problem in outcome.problems] == ["config_refused"]
+    assert "veilleuse.yaml, line 3: " in outcome.problems[0].detail  # where YAML gave up
+    assert box.config.read_text() == installed  # no guessed interface over mirror9

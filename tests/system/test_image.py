@@ -26,8 +26,14 @@ from tests.tls import make_authority, make_client_certificate
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(3600)]
 
-UNITS = ["veilleuse.service", "veilleuse-screen.service", "veilleuse-mirror.service",
-         "veilleuse-feeds.timer", "ssh.service", "mosquitto.service"]
+UNITS = ["veilleuse.service", "veilleuse-screen.service", "veilleuse-feeds.timer",
+         "veilleuse-core-access.timer", "ssh.service", "mosquitto.service"]
+# What qemu-user cannot emulate, and the Pi does natively (the amd64 package's booted
+# test, tests/system/test_package.py, checks these natively): nftables' netlink
+# socket (veilleuse-mirror.service's firewall), and AF_PACKET fanout (Suricata's
+# capture: the sensor runs, says suricata_down, and exits `status` with 1).
+QEMU_LIMITS = {"veilleuse-mirror.service": "Unable to initialize Netlink socket: "
+                                           "Protocol not supported"}
 SETTINGS = {"site": "shelter-pi", "sensor": "box7", "language": "fr",
             "network": {"interface": "mirror0"}}
 QEMU_CREDENTIAL_UNITS = ["systemd-sysctl.service", "systemd-sysusers.service",
@@ -90,6 +96,8 @@ def pi(tmp_path_factory, twin: Path) -> Iterator[BootedSystem]:
 def test_first_boot_applies_the_folder_of_the_boot_partition(pi: BootedSystem) -> None:
     installed = yaml.safe_load(pi.run(["cat", "/etc/veilleuse/veilleuse.yaml"]).stdout)
     assert (installed["site"], installed["network"]["interface"]) == ("shelter-pi", "mirror0")
+    # The folder named neither: the box keeps its login to its own broker.
+    assert installed["local_broker"]["password_file"] == "/etc/veilleuse/local-broker.password"
     pi.run(["veilleuse", "check-config"])
     modes = pi.run(["stat", "-c", "%a %U:%G %n", "/etc/veilleuse/core-ca.pem",
                     "/etc/veilleuse/client.pem", "/etc/veilleuse/client.key",
@@ -113,8 +121,10 @@ def test_the_twin_boots_with_every_unit_active(pi: BootedSystem) -> None:
         assert until(lambda unit=unit: pi.run(["systemctl", "is-active", unit],
                                               check=False).stdout.strip() == "active", 300), \
             pi.journal(unit)
-    failed = pi.run(["systemctl", "--failed", "--no-legend", "--plain"]).stdout.strip()
-    assert failed == "", failed
+    failed = pi.run(["systemctl", "--failed", "--no-legend", "--plain"]).stdout.split()
+    for unit in (name for name in failed if name.endswith(".service")):
+        assert unit in QEMU_LIMITS, pi.journal(unit)
+        assert QEMU_LIMITS[unit] in pi.journal(unit), pi.journal(unit)
 
 
 def test_ssh_takes_keys_only_and_each_box_makes_its_own_host_keys(pi: BootedSystem) -> None:
@@ -183,9 +193,9 @@ def test_a_broken_folder_leaves_the_configuration_and_says_why(pi: BootedSystem)
     (folder / "veilleuse.yaml").write_text("site: shelter-pi\nnetwork:\n  interface: [mirror0\n")
     pi.boot(timeout=1200)
     assert pi.run(["test", "-d", "/boot/firmware/veilleuse.applied"], check=False).returncode == 0
-    installed = yaml.safe_load(pi.run(["cat", "/etc/veilleuse/veilleuse.yaml"]).stdout)
-    assert installed == yaml.safe_load(before)
+    assert pi.run(["cat", "/etc/veilleuse/veilleuse.yaml"]).stdout == before
     status = pi.run(["veilleuse", "status"], check=False)
-    assert "config_refused" in status.stdout + status.stderr or \
-        "line 3" in status.stdout + status.stderr, status.stdout + status.stderr
+    assert status.returncode == 1
+    assert "config_refused" in status.stdout, status.stdout + status.stderr
+    assert "veilleuse.yaml, line 4" in status.stdout, status.stdout
 
