@@ -14,8 +14,8 @@ module: what the data means (the config and feed schemas).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +77,7 @@ def _tag_of_plain(value: str) -> str:
 class _Frame:
     """One open mapping or sequence while the events are read."""
 
-    __slots__ = ("container", "path", "start", "key", "key_mark", "items")
+    __slots__ = ("container", "items", "key", "key_mark", "path", "start")
 
     def __init__(self, container: dict | list, path: Path, start: yaml.Mark) -> None:
         self.container = container
@@ -114,9 +114,8 @@ class _Builder:
         return (*frame.path, frame.key)  # type: ignore[return-value]
 
     def scalar(self, event: yaml.ScalarEvent) -> Any:
-        plain, quoted = event.implicit
-        if event.tag is None or event.tag == "!":
-            tag = _tag_of_plain(event.value) if plain and event.style in ("", None) else _STR
+        if event.tag is None or event.tag == "!":  # as PyYAML's composer resolves them
+            tag = _tag_of_plain(event.value) if event.implicit[0] else _STR
         else:
             tag = event.tag
         if tag == _STR:

@@ -81,8 +81,7 @@ class SensorDaemon:
         # Suricata's files and the EVE offset live in RAM (/run): the SD card is written
         # only for the alert book, the feeds and the pseudonym key. A reboot loses both
         # the file and its offset together, so nothing is read twice or skipped.
-        self.capture = SuricataCapture(config, self.feeds,
-                                       config.daemon.runtime_directory / "suricata") \
+        self.capture = SuricataCapture(config, config.daemon.runtime_directory / "suricata") \
             if source == "suricata" else LiteCapture(config)
         self._last_traffic = self._started = clock()
         self._drop_ratio = 0.0
@@ -125,9 +124,8 @@ class SensorDaemon:
         # Beacon timings start again; alert counts live on in the book.
         self.engine = build_engine(self.config, build_matcher(feeds, self.config,
                                                               [SELFTEST_INDICATOR]))
-        self.capture.reload(feeds)
         sender.feed_versions = feed_versions(feeds)
-        log.info("feeds updated (%s); detection and rules reloaded without a capture restart",
+        log.info("feeds updated (%s); detection reloaded without a capture restart",
                  describe_feeds(feeds))
 
     # -- health -----------------------------------------------------------------------
@@ -167,7 +165,6 @@ class SensorDaemon:
             seconds_since_start=since_start, mirror_problem=self._mirror_problem,
             disk_full=self._disk_full(alerts, delivery), alert_book_problem=self._book_problem,
             worker_problems=self._worker_problems(sender),
-            rules_problem=self.capture.rules_problem(),
             quarantined=None if not delivery.quarantined else
             f"{delivery.quarantined} unreadable alert(s) moved to the quarantine table of "
             f"{book.path}, not delivered; look at them with `sqlite3 {book.path} 'SELECT * "
@@ -347,8 +344,6 @@ class SensorDaemon:
 
         def feeds() -> None:
             self._reload_feeds_if_changed(sender)
-            if self.capture.rules_unwritten:
-                self.capture.reload(self.feeds)
 
         return [
             ("records", None, lambda: self._turn(alerts, sender,
