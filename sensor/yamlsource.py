@@ -66,6 +66,10 @@ _MERGE = "tag:yaml.org,2002:merge"
 _COLLECTION_TAGS = frozenset({None, "!", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
 
 
+_RESOLVED_FIRST = frozenset(_IMPLICIT)
+"""First characters of a plain scalar that may resolve to something else than text."""
+
+
 def _tag_of_plain(value: str) -> str:
     """The tag YAML 1.1 resolves a plain scalar to (what ``SafeLoader`` does, first char first)."""
     for tag, pattern in _IMPLICIT.get(value[:1], ()):
@@ -183,9 +187,15 @@ def parse_yaml(text: str | bytes) -> YamlDocument:
     builder = _Builder()
     documents = 0
     try:
+        stack = builder.stack
         while (event := loader.get_event()) is not None:
             kind = type(event)
-            if kind is yaml.ScalarEvent:
+            if kind is yaml.ScalarEvent and stack and event.tag is None and \
+                    type(top := stack[-1].container) is list and \
+                    (not event.implicit[0] or event.value[:1] not in _RESOLVED_FIRST):
+                stack[-1].items.append(event.start_mark.line + 1)  # text in a list: a feed's
+                top.append(event.value)                            # million domains
+            elif kind is yaml.ScalarEvent:
                 builder.value(builder.scalar(event), event.start_mark)
             elif kind is yaml.SequenceStartEvent:
                 builder.open([], event)
