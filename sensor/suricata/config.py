@@ -92,12 +92,15 @@ def render_suricata_config(settings: SuricataSettings, log_dir: Path,
                            command_socket: Path | None = None) -> str:
     """suricata.yaml text, with the ``%YAML 1.1`` header Suricata insists on.
 
-    With ``interface``: af-packet capture on it (live); with ``command_socket``:
-    the unix command socket the supervisor watches Suricata through.
+    With ``rule_paths``: those rules and ``alert`` records (the live sensor and
+    ``analyze`` pass none); with ``interface``: af-packet capture on it (live);
+    with ``command_socket``: the unix command socket the supervisor watches
+    Suricata through.
     """
     config = suricata_config(settings, log_dir)
-    if rule_paths:
+    if rule_paths:  # for the tests of `veilleuse rules`: the sensor itself loads none
         config["rule-files"] = list(rule_paths)
+        config["outputs"][0]["eve-log"]["types"].insert(0, {"alert": {"tagged-packets": False}})
     if interface is not None:
         config["af-packet"] = [{"interface": interface, "cluster-id": 99,
                                 "cluster-type": "cluster_flow", "defrag": True,
