@@ -22,7 +22,6 @@ import argparse
 import os
 import resource
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from bench import mixed_traffic, session_traffic  # noqa: E402
+from bench.mixed_traffic import packet_count  # noqa: E402
 from bench.run import SHARED, feeds  # noqa: E402
 from sensor.suricata.config import SuricataSettings, render_suricata_config  # noqa: E402
 
@@ -50,18 +50,6 @@ def cached_capture(kind: str, packets: int, build: Callable[[Path, int], Path],
         build(path, packets)
         print(f"built {path.name} in {time.perf_counter() - started:.0f} s", flush=True)
     return path
-
-
-def packet_count(pcap: Path) -> int:
-    """Records in a classic pcap file (what the label says is what the file holds)."""
-    count = 0
-    with pcap.open("rb") as capture:
-        header = capture.read(24)
-        order = "<" if header[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-        while len(record := capture.read(16)) == 16:
-            capture.seek(struct.unpack(order + "IIII", record)[2], os.SEEK_CUR)
-            count += 1
-    return count
 
 
 def cpu_seconds(command: list[str], cwd: Path) -> float:
