@@ -1,14 +1,17 @@
 """Read YAML while remembering where each key sits, so errors can name the line.
 
-One parse: libyaml (``CSafeLoader``, pure-Python ``SafeLoader`` where it is
-missing) composes the node tree, a walk over it maps every key path
-(``("feeds", "sources", 0, "url")``) to its 1-based line, and the same tree
-is then turned into plain data.
+One pass over libyaml's events (``CSafeLoader``, pure-Python ``SafeLoader``
+where it is missing) builds the plain data and, at the same time, the
+1-based line of every key path (``("feeds", "sources", 0, "url")``). No node
+tree is composed: it would hold two objects and two marks per scalar at once,
+about a gigabyte for a feed of a million domains. Scalars resolve as
+``SafeLoader`` resolves them (YAML 1.1: ``yes`` is True, ``1.0`` a float).
 
 The walk also refuses what our files never need and an attacker could use:
 anchors and aliases (a 500-byte "billion laughs" file expands to gigabytes
 in whoever walks it), a key given twice in one mapping (YAML keeps the last
-one silently), and nesting deeper than ``MAX_DEPTH``. Not the job of this
+one silently), nesting deeper than ``MAX_DEPTH``, merge keys and tags other
+than the standard ones (``!!python/...``). Not the job of this
 module: what the data means (the config and feed schemas).
 """
 
