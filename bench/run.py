@@ -23,7 +23,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from bench.mixed_traffic import GENERATOR_VERSION, build_mixed_capture  # noqa: E402
+from bench.mixed_traffic import GENERATOR_VERSION, build_mixed_capture, packet_count  # noqa: E402
 from sensor.analysis import build_engine, build_matcher  # noqa: E402
 from sensor.capture.eve import EveRecordError, parse_eve_line  # noqa: E402
 from sensor.config import Config  # noqa: E402
@@ -119,7 +119,7 @@ def main() -> None:
     full = statistics.median(run["wall"] for run in runs)
     replay = statistics.median(run["replay_seconds"] for run in runs)
     rss = max(run["rss_mb"] for run in runs)
-    print(f"capture: {pcap.name} ({args.packets} packets), feeds: "
+    print(f"capture: {pcap.name} ({packet_count(pcap):,} packets), feeds: "
           f"{', '.join(p.name for p in feeds())}, median of {args.repeat}")
     print(f"analyzer: {throughput['lines']} EVE lines ({throughput['unparsed']} unparsable) -> "
           f"{throughput['observations']} observations; parse "

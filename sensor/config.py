@@ -289,7 +289,7 @@ class DaemonConfig(_Section):
     runtime_directory: Path = Field(Path("/run/veilleuse"), description="In RAM: the health "
                                     "file `veilleuse status` reads (mode 0640, directory "
                                     "0750) and, in suricata/ (0700), Suricata's generated "
-                                    "config, rules, eve.json, logs, command socket and the "
+                                    "config, eve.json, logs, command socket and the "
                                     "EVE offset. Keep it across service restarts (systemd: "
                                     "RuntimeDirectoryPreserve=yes); a reboot clears file and "
                                     "offset together.")
@@ -298,7 +298,7 @@ class DaemonConfig(_Section):
     silent_after_minutes: float = Field(10.0, gt=0, description="No mirrored traffic for "
                                         "this long makes the sensor degraded.")
     feeds_check_seconds: float = Field(60.0, gt=0, description="How often the sensor looks "
-                                       "for updated feeds and reloads its rules.")
+                                       "for updated feeds and reloads its matcher.")
     max_eve_megabytes: int = Field(16, ge=1, description="Suricata's eve.json is rotated past "
                                    "this size; one previous file is kept until read, so up to "
                                    "twice this lives in runtime_directory (RAM).")

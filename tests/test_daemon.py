@@ -48,7 +48,6 @@ def _inputs(**changes: object) -> HealthInputs:
     ({"disk_full": "full", "serious_alerts": 1}, "degraded", ("disk_full",)),
     ({"alert_book_problem": "refused", "starting": True}, "degraded", ("alert_book_error",)),
     ({"worker_problems": ("a", "b")}, "degraded", ("worker_error",)),
-    ({"rules_problem": "rejected"}, "degraded", ("suricata_rules_rejected",)),
     ({"quarantined": "1 row"}, "degraded", ("alerts_quarantined",)),
     ({"capture_running": False, "capture_problem": "exited", "disk_full": "full",
       "worker_problems": ("x",), "quarantined": "1 row"}, "degraded",
@@ -132,8 +131,9 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         assert core.wait_for(lambda c: any(p["indicator"] == "copy9.com" for p in c.received),
                              60)
         assert until(lambda: health().get("state") == "alert", 30)
-        assert {"eve.json", "eve.offset", "suricata.yaml", "veilleuse.rules"} <= \
-            {p.name for p in (tmp_path / "run" / "suricata").iterdir()}
+        runtime = {p.name for p in (tmp_path / "run" / "suricata").iterdir()}
+        assert {"eve.json", "eve.offset", "suricata.yaml"} <= runtime
+        assert not any(name.endswith(".rules") for name in runtime), "no rules in the live path"
         assert not (tmp_path / "state").exists()
 
         os.kill(suricata_pid(), signal.SIGKILL)
@@ -156,7 +156,7 @@ def test_the_live_sensor_end_to_end(tmp_path, veth, suricata, echap_files) -> No
         assert core.wait_for(lambda c: sum(p["kind"] == "selftest" for p in c.received) >
                              selftests, 60), "the screen's request runs a self-test"
 
-        # A feed update: new detection and rules, loaded without restarting the capture.
+        # A feed update: new detection, without restarting the capture.
         before = (suricata_pid(), dict(health()["feeds"]))
         with feeds[0].open("a") as feed:
             feed.write("\n- name: FreshSpy\n  type: stalkerware\n  c2:\n    domains:\n"

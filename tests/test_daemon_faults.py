@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +30,6 @@ from tests.daemons import daemon_running, health_of, sensor_config
 
 READY = 90.0
 DEADLINE = 60.0
-BAD_RULE = 'alert dns any any -> any any (msg:"x"; nosuchkeyword; sid:1;)\n'
 
 
 class _Killed(BaseException):
@@ -172,7 +169,7 @@ def test_a_dead_sniffer_thread_is_restarted_and_a_dead_publisher_exits_non_zero(
     assert "MQTT publisher's thread stopped" in str(running.error)
 
 
-def test_suricata_faults_rules_rejected_a_dead_supervisor_and_a_failing_alert_book(
+def test_suricata_faults_a_dead_supervisor_and_a_failing_alert_book(
         tmp_path, veth, suricata, broker, echap_files, monkeypatch) -> None:
     host, namespace = veth
     config_path = sensor_config(tmp_path, broker.url, host)
@@ -211,13 +208,6 @@ def test_suricata_faults_rules_rejected_a_dead_supervisor_and_a_failing_alert_bo
                                                for p in c.received), DEADLINE), daemon.health
             assert until(lambda: "alert_book_error" not in _reasons(daemon), DEADLINE)
             assert until(lambda: (workdir / "eve.offset").read_text() != offset, DEADLINE)
-
-            # Rules Suricata refuses at a restart: the last good ones, and a reason.
-            (workdir / "veilleuse.rules").write_text(BAD_RULE)
-            os.kill(daemon.capture.supervisor.process.pid, signal.SIGKILL)
-            assert until(lambda: "suricata_rules_rejected" in _reasons(daemon) and
-                         daemon.capture.running(), READY), daemon.health
-            assert "the last good rules" in _detail(daemon, "suricata_rules_rejected")
 
             # The supervising thread dies: restarted, capture comes back, the reason says so.
             real_poll = daemon.capture.supervisor.poll
@@ -273,29 +263,11 @@ def test_a_full_runtime_directory_and_book_are_reported_and_survived(
         core.close()
 
 
-def test_rules_that_cannot_be_written_keep_the_old_ones_and_are_written_later(
-        tmp_path, small_disk, echap_feeds) -> None:
-    workdir = small_disk.path / "suricata"
-    capture = SuricataCapture(Config(), echap_feeds, workdir)
-    written = (workdir / "veilleuse.rules").read_text()
-    small_disk.fill()
-    capture.reload(echap_feeds[:1])  # no exception: the old rules stay
-    assert (workdir / "veilleuse.rules").read_text() == written
-    assert "cannot write the Suricata rules" in " ".join(capture.disk_problems())
-    assert "No space left on device" in capture.rules_unwritten
-    assert not list(workdir.glob(".veilleuse.rules.*")), "no temporary file left behind"
-    small_disk.free()
-    capture.reload(echap_feeds[:1])
-    assert capture.rules_unwritten is None and capture.disk_problems() == []
-    assert (workdir / "veilleuse.rules").read_text() != written
-
-
 def test_a_full_disk_at_start_does_not_stop_the_daemon_from_being_built(
-        tmp_path, small_disk, echap_feeds) -> None:
+        tmp_path, small_disk) -> None:
     small_disk.fill()
-    capture = SuricataCapture(Config(), echap_feeds, small_disk.path / "suricata")
-    assert capture.rules_unwritten and not (small_disk.path / "suricata" /
-                                            "veilleuse.rules").exists()
+    capture = SuricataCapture(Config(), small_disk.path / "suricata")
+    assert capture.disk_problems() == []  # nothing written before Suricata starts
 
 
 def test_the_health_file_reasons_are_the_schema_reasons() -> None:

@@ -90,12 +90,11 @@ def test_a_restart_in_the_middle_of_a_rotation_finishes_the_old_file(tmp_path: P
     assert _names(restarted) == ["c.example"]
 
 
-def test_the_daemon_rotates_only_when_nothing_can_be_lost(tmp_path: Path,
-                                                          echap_feeds) -> None:
+def test_the_daemon_rotates_only_when_nothing_can_be_lost(tmp_path: Path) -> None:
     from sensor.config import Config
     from sensor.daemon.captures import SuricataCapture
 
-    capture = SuricataCapture(Config(), echap_feeds, tmp_path / "suricata")
+    capture = SuricataCapture(Config(), tmp_path / "suricata")
     eve = capture.supervisor.eve_path
     eve.write_bytes(_line("a.example") * 5000)          # ~1.1 MB
     capture.rotate_if_needed(limit_bytes=2**20)

@@ -41,6 +41,13 @@ def test_version_changes_with_content_and_only_then(echap_files) -> None:
     ("- name: X\n  type: stalkerware\n  c2:\n    domains: [a.example]\n  c2: {}\n", 5, "[0].c2",
      "given twice in the same mapping"),
     ("- " + "[" * 70 + "]" * 70 + "\n", 1, None, "nested deeper than 64 levels"),
+    ("- name: X\n  type: stalkerware\n  <<: {c2: {}}\n", 3, None, "merge keys (<<)"),
+    ("- name: X\n  type: stalkerware\n---\n- name: Y\n", 3, None,
+     "but found another document"),
+    ("- !!python/object/apply:os.system ['true']\n", 1, None, "is not allowed here"),
+    ("- name: !!python/name:os.system X\n  type: stalkerware\n", 1, None,
+     "could not determine a constructor"),
+    ("- name: X\n  type: stalkerware\n  {a: 1}: [b]\n", 3, None, "unhashable key"),
 ])
 def test_broken_feed_names_line_and_key(text, line, key, message) -> None:
     with pytest.raises(FeedError) as caught:

@@ -10,9 +10,6 @@ from pathlib import Path
 import pytest
 
 from sensor.demo.traffic import DEFAULT_START, Traffic
-from sensor.errors import CaptureError
-from sensor.feeds.model import Category, Indicator
-from sensor.suricata.rules import compile_rules, render_rules
 from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, SuricataSupervisor
 from tests.conftest import require_tool, until
 
@@ -21,12 +18,8 @@ BAD_RULE = 'alert dns any any -> any any (msg:"x"; nosuchkeyword; sid:1;)\n'
 
 
 def _supervisor(tmp_path: Path, interface: str, **overrides: object) -> SuricataSupervisor:
-    rules = tmp_path / "veilleuse.rules"
-    rules.write_text(render_rules(compile_rules(
-        [Indicator("demospy.example", Category.C2, "DemoSpy")])))
     settings = SupervisorSettings(interface=interface, workdir=tmp_path / "run",
-                                  rule_files=(str(rules),), startsecs=1.0,
-                                  backoff_initial=0.2, **overrides)
+                                  startsecs=1.0, backoff_initial=0.2, **overrides)
     return SuricataSupervisor(settings)
 
 
@@ -59,11 +52,9 @@ def _log(supervisor: SuricataSupervisor) -> str:
     return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
 
-def test_a_crash_is_restarted_and_rules_reload_without_a_restart(running, tmp_path) -> None:
+def test_a_crash_is_restarted_and_logs_reopen_without_a_restart(running, tmp_path) -> None:
     supervisor, host, namespace = running
     first_pid = supervisor.process.pid
-    supervisor.reload_rules()
-    assert supervisor.process.pid == first_pid and supervisor.state is SupervisorState.RUNNING
 
     traffic = Traffic()
     traffic.dns(DEFAULT_START, "192.168.1.10", "192.168.1.1", "api.demospy.example")
@@ -109,50 +100,30 @@ def test_an_interface_that_does_not_exist_ends_in_fatal_and_is_retried_slowly(
     supervisor.stop()
 
 
-def test_rules_suricata_rejects_fall_back_to_no_rules_and_capture_goes_on(
-        tmp_path, suricata) -> None:
+def test_live_suricata_loads_no_rules_and_writes_privately(tmp_path, suricata) -> None:
     supervisor = _supervisor(tmp_path, "lo")
-    Path(supervisor.settings.rule_files[0]).write_text(BAD_RULE)
     supervisor.start()
     try:
         assert supervisor.state is SupervisorState.STARTING, supervisor.transitions
-        assert supervisor.rules_in_use == ()
-        assert "suricata rejects its configuration or rules" in supervisor.rules_problem
-        assert "no Suricata rules" in supervisor.rules_problem
         assert _drive_until(supervisor, SupervisorState.RUNNING), _log(supervisor)
+        # Detection is Veilleuse's: Suricata neither loads rules nor runs its engine.
+        [ruleset] = supervisor.control.command("ruleset-stats")
+        assert ruleset["rules_loaded"] == 0, ruleset
+        assert not list(supervisor.settings.workdir.glob("*.rules"))
         # What Suricata writes (raw addresses) is private whatever our umask.
         assert supervisor.eve_path.stat().st_mode & 0o077 == 0
     finally:
         supervisor.stop()
 
 
-def test_rejected_rules_fall_back_to_the_last_good_ones(tmp_path, suricata) -> None:
-    supervisor = _supervisor(tmp_path, "lo")
-    rules = Path(supervisor.settings.rule_files[0])
-    good = rules.read_text()
-    supervisor.start()  # accepted: kept as the last good rules
-    assert supervisor.rules_problem is None
-    assert _drive_until(supervisor, SupervisorState.RUNNING), _log(supervisor)
-    # A reload of rejected rules raises and leaves Suricata running as it was.
-    rules.write_text(BAD_RULE)
-    with pytest.raises(CaptureError, match="rejects"):
-        supervisor.reload_rules()
-    assert supervisor.state is SupervisorState.RUNNING
-    assert str(rules) in supervisor.config_path.read_text()
-    supervisor.stop()
-    # A restart with the bad file on disk uses the copy of the good one.
+def test_a_configuration_suricata_rejects_is_a_failed_start(tmp_path, suricata) -> None:
+    supervisor = _supervisor(tmp_path, "lo", max_quick_failures=2)
+    supervisor.settings.workdir.mkdir(parents=True)
+    supervisor.write_config = lambda: supervisor.config_path.write_text(  # type: ignore[method-assign]
+        "%YAML 1.1\n---\noutputs: [oops\n")
     supervisor.start()
-    try:
-        assert supervisor.state is SupervisorState.STARTING, supervisor.transitions
-        assert "the last good rules" in supervisor.rules_problem
-        [copy] = supervisor.rules_in_use
-        assert Path(copy).read_text() == good and copy in supervisor.config_path.read_text()
-        assert _drive_until(supervisor, SupervisorState.RUNNING), _log(supervisor)
-        rules.write_text(good)  # fixed: a reload goes back to the configured file
-        supervisor.reload_rules()
-        assert supervisor.rules_problem is None and supervisor.rules_in_use == (str(rules),)
-    finally:
-        supervisor.stop()
+    assert supervisor.state is SupervisorState.BACKOFF, supervisor.transitions
+    assert "suricata rejects its configuration" in supervisor.transitions[-1].reason
 
 
 def test_an_unexpected_error_in_the_supervising_thread_is_reported_and_survived(

@@ -1,7 +1,7 @@
 """The live sensor's capture sources, as the daemon drives them: Suricata supervised, or scapy.
 
 Each offers the same small interface to the daemon's loop (``start``,
-``records``, ``commit``, ``reload``, ``running``, ``problem``...). Not the job
+``records``, ``commit``, ``running``, ``problem``...). Not the job
 of this module: detection, the alert book or health (``sensor.daemon.service``).
 """
 
@@ -11,17 +11,13 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 from sensor.capture.eve_tail import EveTailer, rotated_path
 from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
-from sensor.feeds.model import Feed
-from sensor.files import is_disk_full, replace_file
 from sensor.observations import Observation
 from sensor.suricata.config import SuricataSettings
-from sensor.suricata.rules import compile_rules, render_rules
 from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, SuricataSupervisor
 from sensor.workers import WorkerThread
 
@@ -31,66 +27,15 @@ log = logging.getLogger(__name__)
 class SuricataCapture:
     """Suricata supervised on the interface, its EVE file tailed."""
 
-    def __init__(self, config: Config, feeds: Sequence[Feed], workdir: Path) -> None:
+    def __init__(self, config: Config, workdir: Path) -> None:
         # EVE holds who talked to whom: readable by the sensor alone.
         workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.rules = workdir / "veilleuse.rules"
-        self.rules_unwritten: str | None = None  # a full disk kept the new rules in memory
-        self._written_rules(feeds)
         self.supervisor = SuricataSupervisor(SupervisorSettings(
             interface=config.network.interface, workdir=workdir,
             suricata=SuricataSettings(binary=config.suricata.binary,
-                                      home_net=config.network.home_net),
-            rule_files=(str(self.rules),)))
+                                      home_net=config.network.home_net)))
         self.tailer = EveTailer(self.supervisor.eve_path, workdir / "eve.offset")
         self._worker: WorkerThread | None = None
-
-    def _written_rules(self, feeds: Sequence[Feed]) -> bool:
-        """Write the rules of ``feeds``; on a full disk keep the file as it was and say so."""
-        text = render_rules(compile_rules(i for feed in feeds for i in feed.indicators),
-                            header=", ".join(f"{f.name} {f.version}" for f in feeds))
-        try:
-            replace_file(self.rules, text, durable=False)
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
-            if self.rules_unwritten is None:
-                log.error("%s: cannot write the Suricata rules (%s); Suricata keeps the rules "
-                          "it has, Veilleuse's matcher uses the new feeds, and writing is "
-                          "tried again at each feeds check", self.rules, error.strerror)
-            self.rules_unwritten = (f"cannot write the Suricata rules {self.rules} "
-                                    f"({error.strerror})")
-            return False
-        self.rules_unwritten = None
-        return True
-
-    def reload(self, feeds: Sequence[Feed]) -> None:
-        """New rules for new feeds, loaded by the running Suricata (no restart, no gap)."""
-        try:
-            previous: bytes | None = self.rules.read_bytes()
-        except FileNotFoundError:
-            previous = None  # never written (a full disk at start)
-        if not self._written_rules(feeds):
-            return
-
-        def reloaded(ok: bool, message: str) -> None:
-            if ok:
-                log.info("suricata: %s", message)
-                return
-            log.error("new rules not loaded, the previous ones stay: %s", message)
-            if previous is None:
-                return
-            try:
-                replace_file(self.rules, previous, durable=False)
-            except OSError as error:
-                if not is_disk_full(error):
-                    raise
-                log.error("%s: cannot put the previous rules back (%s); Suricata runs with "
-                          "them, its next start falls back to the last good copy", self.rules,
-                          error.strerror)
-
-        # If Suricata is not running, its next start reads the new file.
-        self.supervisor.request_reload(reloaded)
 
     def start(self, stop: threading.Event) -> None:
         self._worker = WorkerThread("suricata-supervisor", lambda: self.supervisor.run(stop))
@@ -101,14 +46,11 @@ class SuricataCapture:
         return [self._worker] if self._worker else []
 
     def disk_problems(self) -> list[str]:
-        problems = [self.rules_unwritten] if self.rules_unwritten else []
+        problems = []
         if self.tailer.disk_full:
             problems.append(f"cannot save the EVE position {self.tailer.offset_file} (reading "
                             "goes on; a restart now would read some records again)")
         return problems
-
-    def rules_problem(self) -> str | None:
-        return self.supervisor.rules_problem
 
     def worker_problem(self) -> str | None:
         return self.supervisor.errors.problem
@@ -185,7 +127,6 @@ class LiteCapture:
         self.source = ScapyLiveSource(config.network.interface)
         self._queue: queue.Queue[Observation] = queue.Queue(maxsize=100_000)
         self._worker: WorkerThread | None = None
-        self.rules_unwritten: str | None = None  # no rules to write
 
     def start(self, stop: threading.Event) -> None:
         def pump() -> None:
@@ -202,9 +143,6 @@ class LiteCapture:
     def disk_problems(self) -> list[str]:
         return []  # writes nothing
 
-    def rules_problem(self) -> str | None:
-        return None
-
     def worker_problem(self) -> str | None:
         return None
 
@@ -219,9 +157,6 @@ class LiteCapture:
 
     def commit(self) -> None:
         pass
-
-    def reload(self, feeds: Sequence[Feed]) -> None:
-        pass  # the lite source has no rules: the new matcher is all it needs
 
     def rotate_if_needed(self, limit_bytes: int) -> None:
         pass  # no files

@@ -29,7 +29,6 @@ class HealthInputs:
     disk_full: str | None = None
     alert_book_problem: str | None = None
     worker_problems: tuple[str, ...] = ()
-    rules_problem: str | None = None
     quarantined: str | None = None
     # Left by `veilleuse first-boot` (sensor.firstboot_report): the cause comes first.
     config_refused: str | None = None
@@ -87,9 +86,6 @@ def _problems(inputs: HealthInputs, limits: HealthThresholds) -> list[tuple[str,
          if inputs.drop_ratio > limits.max_drop_ratio else None),
         ("no_traffic", f"no mirrored traffic for {(inputs.seconds_since_traffic or 0) / 60:.0f} "
          "min" if silent else None),
-        # Degraded although detection goes on (the Python matcher reads every record; Suricata's
-        # own alerts are not used): a rule file Suricata refuses needs an operator all the same.
-        ("suricata_rules_rejected", inputs.rules_problem),
         ("feeds_stale", None if not stale else "no feed installed"
          if inputs.feeds_age_days is None else f"feeds are {inputs.feeds_age_days:.0f} days old"),
         ("clock_unsynchronised", "the system clock is not synchronised "

@@ -89,8 +89,7 @@ class SensorDaemon:
         # Suricata's files and the EVE offset live in RAM (/run): the SD card is written
         # only for the alert book, the feeds and the pseudonym key. A reboot loses both
         # the file and its offset together, so nothing is read twice or skipped.
-        self.capture = SuricataCapture(config, self.feeds,
-                                       config.daemon.runtime_directory / "suricata") \
+        self.capture = SuricataCapture(config, config.daemon.runtime_directory / "suricata") \
             if source == "suricata" else LiteCapture(config)
         self._last_traffic = self._started = clock()
         self._drop_ratio = 0.0
@@ -133,9 +132,8 @@ class SensorDaemon:
         # Beacon timings start again; alert counts live on in the book.
         self.engine = build_engine(self.config, build_matcher(feeds, self.config,
                                                               [SELFTEST_INDICATOR]))
-        self.capture.reload(feeds)
         sender.feed_versions = feed_versions(feeds)
-        log.info("feeds updated (%s); detection and rules reloaded without a capture restart",
+        log.info("feeds updated (%s); detection reloaded without a capture restart",
                  describe_feeds(feeds))
 
     # -- health -----------------------------------------------------------------------
@@ -176,7 +174,6 @@ class SensorDaemon:
             seconds_since_start=since_start, mirror_problem=self._mirror_problem,
             disk_full=self._disk_full(alerts, delivery), alert_book_problem=self._book_problem,
             worker_problems=self._worker_problems(sender),
-            rules_problem=self.capture.rules_problem(),
             config_refused=setup.get(CONFIG_REFUSED),
             mirror_port_missing=setup.get(MIRROR_PORT_MISSING),
             quarantined=None if not delivery.quarantined else
@@ -358,8 +355,6 @@ class SensorDaemon:
 
         def feeds() -> None:
             self._reload_feeds_if_changed(sender)
-            if self.capture.rules_unwritten:
-                self.capture.reload(self.feeds)
 
         return [
             ("records", None, lambda: self._turn(alerts, sender,

@@ -88,8 +88,12 @@ class IndicatorMatcher:
         return len(self._domains) + len(self._ips)
 
     def _warn_about_allowlist(self) -> None:
-        hidden = [value for value, indicator in {**self._domains, **self._ips}.items()
-                  if indicator.category is Category.C2 and self.allowlist.covers(value)]
+        if not self.allowlist:  # the usual case: a million-name feed needs no walk
+            return
+        hidden = [value for table, covers in ((self._domains, self.allowlist.covers_domain),
+                                              (self._ips, self.allowlist.covers_ip))
+                  for value, indicator in table.items()
+                  if indicator.category is Category.C2 and covers(value)]
         if hidden:
             log.warning("the allowlist covers %d stalkerware C2 indicator(s) (e.g. %s); "
                         "C2 indicators are always reported, the allowlist is ignored for them",

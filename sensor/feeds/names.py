@@ -50,6 +50,9 @@ def normalize_domain(name: str) -> str:
 MAX_NAME_LENGTH = 253  # RFC 1035, in its dotted text form
 MAX_LABEL_LENGTH = 63
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
+_ASCII_NAME = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)+"
+                         r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+"""A well-formed name of two labels or more, already normalized: the common case, one regex."""
 
 
 def shown(value: object, limit: int = 60) -> str:
@@ -74,6 +77,10 @@ def indicator_domain(value: str) -> str:
     ...
     ValueError: 'com' is a single label; list a full name (app.example)
     """
+    if value.isascii() and value.isprintable():  # fast path: a feed can list a million names
+        name = value.strip().rstrip(".").lower()
+        if len(name) <= MAX_NAME_LENGTH and _ASCII_NAME.fullmatch(name):
+            return value if name == value else name  # keep one copy of each string
     if not value.isprintable():
         raise ValueError(f"{shown(value)} holds control or invisible characters")
     name = normalize_domain(value)

@@ -88,7 +88,3 @@ class SuricataControl:
     def interface_stats(self, interface: str) -> InterfaceStats:
         message = self.command("iface-stat", {"iface": interface})
         return InterfaceStats(packets=int(message["pkts"]), drops=int(message["drop"]))
-
-    def reload_rules(self, timeout: float = 300.0) -> None:
-        """Reload the rule files without a restart; raises if Suricata did not say OK."""
-        self.command("reload-rules", timeout=timeout)

@@ -10,17 +10,18 @@ RUNNING once the command socket answers and the process has lived
 ``startsecs``. Every transition is logged and kept in ``transitions``;
 intervals use the monotonic clock.
 
-The configuration is checked with ``suricata -T`` before every start. Rules
-it rejects never blind capture: the last rule files it accepted are used
-instead, else no rules at all (the Python matcher does the detection; the
-rules only add Suricata's own alert records), and ``rules_problem`` says so.
-Rules are reloaded through the socket, without a restart. Not the job of this
-module: reading EVE records.
+The configuration is checked with ``suricata -T`` before every start.
+Suricata runs without rules and with its detection engine off: Veilleuse
+detects in Python on the dns/tls/http/quic/flow records, and one rule per
+listed domain would cost about 4 KB and 0.3 ms each at every start (1.7 GB
+and two minutes for a 100k-domain feed) for alert records nobody reads.
+``veilleuse rules`` exports the rules for people who run their own Suricata.
+A feed update therefore needs nothing from Suricata: the daemon swaps its
+matcher. Not the job of this module: reading EVE records.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
@@ -63,7 +64,6 @@ class SupervisorSettings:
     interface: str
     workdir: Path
     suricata: SuricataSettings = field(default_factory=SuricataSettings)
-    rule_files: tuple[str, ...] = ()
     startsecs: float = 5.0
     start_timeout: float = 120.0
     max_quick_failures: int = 5
@@ -95,9 +95,6 @@ class SuricataSupervisor:
         self._requests: list[tuple[str, Callable[[], None], Callable[[bool, str], None]]] = []
         self.eve_path = settings.workdir / "eve.json"
         self.config_path = settings.workdir / "suricata.yaml"
-        self.last_good_dir = settings.workdir / "rules-last-good"
-        self.rules_in_use: tuple[str, ...] = settings.rule_files
-        self.rules_problem: str | None = None
         self.errors = WorkerErrors("suricata supervisor")
 
     # -- transitions ------------------------------------------------------------------
@@ -124,80 +121,33 @@ class SuricataSupervisor:
                                      "-t bookworm-backports suricata")
         return binary
 
-    def write_config(self, rule_files: tuple[str, ...] | None = None) -> None:
-        """suricata.yaml with ``rule_files`` (default: the configured ones)."""
+    def write_config(self) -> None:
+        """suricata.yaml for live capture on the interface, with the command socket."""
         self.settings.workdir.mkdir(parents=True, exist_ok=True)
-        rules = self.settings.rule_files if rule_files is None else rule_files
-        text = render_suricata_config(dataclasses.replace(self.settings.suricata,
-                                                          rule_files=rules),
-                                      self.settings.workdir, rules,
+        text = render_suricata_config(self.settings.suricata, self.settings.workdir,
                                       interface=self.settings.interface,
                                       command_socket=self.control.socket_path)
         replace_file(self.config_path, text, durable=False)
 
-    def _last_good_paths(self) -> tuple[str, ...]:
-        return tuple(str(self.last_good_dir / f"{index}-{Path(name).name}")
-                     for index, name in enumerate(self.settings.rule_files))
-
-    def _save_last_good(self) -> None:
-        """Keep a copy of the rule files ``suricata -T`` just accepted."""
-        self.last_good_dir.mkdir(mode=0o700, exist_ok=True)
-        for source, copy in zip(self.settings.rule_files, self._last_good_paths(), strict=True):
-            replace_file(Path(copy), Path(source).read_bytes(), durable=False)
-
-    def _choose_rules(self) -> None:
-        """Write a suricata.yaml that ``suricata -T`` accepts: configured rules, else the
-        last good ones, else none. CaptureError if even no rules fail (a broken config)."""
-        candidates = [self.settings.rule_files]
-        last_good = self._last_good_paths()
-        if last_good and all(Path(name).exists() for name in last_good):
-            candidates.append(last_good)
-        candidates.append(())
-        rejection: CaptureError | None = None
-        for rules in dict.fromkeys(candidates):
-            self.write_config(rules)
-            try:
-                self.test_configuration()
-            except CaptureError as error:
-                rejection = rejection or error
-                continue
-            self._use_rules(rules, rejection)
-            return
-        assert rejection is not None
-        raise rejection
-
-    def _use_rules(self, rules: tuple[str, ...], rejection: CaptureError | None) -> None:
-        self.rules_in_use = rules
-        if rules == self.settings.rule_files:
-            self.rules_problem = None
-            if rules:
-                self._save_last_good()
-            return
-        fallback = "the last good rules" if rules else "no Suricata rules (the Veilleuse " \
-            "matcher still detects everything)"
-        self.rules_problem = (f"{rejection}\ncapture goes on with {fallback}; fix the rule "
-                              f"files {', '.join(self.settings.rule_files)}")
-        log.error("suricata rejected its rules: %s", self.rules_problem)
-
     def test_configuration(self) -> None:
-        """``suricata -T``: CaptureError with Suricata's own words if config or rules are bad."""
+        """``suricata -T``: CaptureError with Suricata's own words if the config is bad."""
         result = subprocess.run([self._binary(), "-T", "-c", str(self.config_path), "-l",
                                  str(self.settings.workdir)], capture_output=True, text=True,
                                 check=False)
         if result.returncode != 0:
             tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-6:])
-            raise CaptureError(f"suricata rejects its configuration or rules:\n{tail}")
+            raise CaptureError(f"suricata rejects its configuration:\n{tail}")
 
     def start(self) -> None:
-        """Check the configuration (choosing rules that pass) and start Suricata.
+        """Write and check the configuration, then start Suricata.
 
-        A failure (a configuration Suricata rejects even without rules, a
-        full disk, a missing binary) is a failed start: BACKOFF, then FATAL,
-        and retried either way.
+        A failure (a configuration Suricata rejects, a full disk, a missing
+        binary) is a failed start: BACKOFF, then FATAL, and retried either way.
         """
         self._started_at = self._clock()
         try:
-            self._choose_rules()
+            self.write_config()
+            self.test_configuration()
             self.control.socket_path.unlink(missing_ok=True)
             descriptor = os.open(self.settings.workdir / "suricata.out",
                                  os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -224,31 +174,6 @@ class SuricataSupervisor:
                 self.process.wait()
         if self.state is not SupervisorState.STOPPED:
             self._to(SupervisorState.STOPPED, "stopped")
-
-    def reload_rules(self) -> None:
-        """After the rule files changed: test them, then reload without a restart.
-
-        Rules ``suricata -T`` rejects raise CaptureError and leave suricata.yaml
-        as it was (Suricata keeps running with the rules it has).
-        """
-        self.write_config()
-        try:
-            self.test_configuration()
-        except CaptureError:
-            self.write_config(self.rules_in_use)
-            raise
-        self._use_rules(self.settings.rule_files, None)
-        self.control.reload_rules()
-        log.info("suricata: rules reloaded without a restart")
-
-    def request_reload(self, on_result: Callable[[bool, str], None]) -> None:
-        """Ask the supervising thread to reload the rules; ``on_result(ok, message)`` follows.
-
-        Only the supervising thread talks to Suricata, so the daemon's loop
-        never waits on its socket.
-        """
-        self._requests.append(("rules reloaded without a restart", self.reload_rules,
-                               on_result))
 
     def request_reopen_logs(self, on_result: Callable[[bool, str], None]) -> None:
         """Ask the supervising thread to make Suricata reopen eve.json (after a rename)."""
@@ -283,7 +208,7 @@ class SuricataSupervisor:
         return self.state
 
     def _running_chores(self, now: float) -> None:
-        """Pending requests (rule reload, log reopen), then fresh interface counters."""
+        """Pending requests (log reopen), then fresh interface counters."""
         while self._requests:
             done, action, on_result = self._requests.pop(0)
             try:
