@@ -1,4 +1,4 @@
-"""The tshark source never leaves tshark or its worker running."""
+"""The tshark source never leaves tshark running."""
 
 from __future__ import annotations
 
@@ -40,11 +40,11 @@ def _leftovers(capture: Path) -> list[str]:
             if (pid in mine and "spawn_main" in command) or str(capture) in command]
 
 
-def test_stopping_early_closes_tshark_and_the_worker(tmp_path, tshark) -> None:
+def test_stopping_early_closes_tshark(tmp_path, tshark) -> None:
     capture, _ = build_everything(tmp_path / "c.pcap")
-    records = TsharkSource(batch=1).read(capture)
+    records = TsharkSource().read(capture)
     assert next(records) is not None
-    assert _leftovers(capture), "the worker and tshark should be running while we read"
+    assert _leftovers(capture), "tshark should be running while we read"
     records.close()
     assert _leftovers(capture) == []
 
@@ -59,7 +59,7 @@ def test_a_tshark_killed_mid_run_is_an_error_with_the_partial_results(tmp_path, 
     import signal
 
     capture, _ = build_everything(tmp_path / "c.pcap")
-    source = TsharkSource(batch=1)
+    source = TsharkSource()
     records = source.read(capture)
     first = [next(records)]
     [pid] = [pid for pid, (_, command) in _commands().items()
