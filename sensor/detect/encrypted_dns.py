@@ -43,7 +43,7 @@ DOH_PORT = 443
 # The anycast addresses the big public resolvers publish for DoH, from their own
 # documentation: Cloudflare (developers.cloudflare.com/1.1.1.1/ip-addresses), Google
 # (developers.google.com/speed/public-dns/docs/using), Quad9
-# # (quad9.net/service/service-addresses-and-features), OpenDNS (support.opendns.com)
+# (quad9.net/service/service-addresses-and-features), OpenDNS (support.opendns.com)
 # and AdGuard (adguard-dns.io/kb/general/dns-providers).
 # No maintained list ships in the feeds the sensor downloads; set
 # detection.encrypted_dns_addresses to extend it.
