@@ -13,6 +13,7 @@ ends the run with the observations read so far and the reason in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from sensor.capture import scan_capture
+from sensor.capture import CaptureFile, scan_capture
 from sensor.capture.stats import SourceStats
 from sensor.capture.tshark_packets import AGGREGATOR, FIELDS, TsharkDecoder, TsharkFieldError
 from sensor.errors import CaptureToolMissing
@@ -58,8 +59,8 @@ class TsharkSource:
         capture = scan_capture(pcap)
         self.stats.damaged = capture.damage
         decoder = TsharkDecoder()
-        with tempfile.TemporaryFile() as errors:
-            process = subprocess.Popen(tshark_command(tshark, capture.path),
+        with tempfile.TemporaryFile() as errors, _readable_part(capture) as readable:
+            process = subprocess.Popen(tshark_command(tshark, readable),
                                        stdout=subprocess.PIPE, stderr=errors, text=True,
                                        encoding="utf-8", errors="replace")
             try:
@@ -98,3 +99,27 @@ class TsharkSource:
         reason = f"tshark failed ({how})" + (f": {reasons[-1]}" if reasons else "")
         self.stats.damaged = reason if self.stats.damaged is None else \
             f"{self.stats.damaged}; {reason}"
+
+
+@contextlib.contextmanager
+def _readable_part(capture: CaptureFile) -> Iterator[Path]:
+    """The capture, or a copy of its records before the damage ``scan_capture`` found.
+
+    tshark reads the first records of a pcap to tell its variant apart, so a
+    lying second record makes it refuse the whole file: it is given only the
+    part that can be read, and the damage is reported from the scan.
+    """
+    if capture.damage is None:
+        yield capture.path
+        return
+    with tempfile.NamedTemporaryFile(prefix="veilleuse-readable-", suffix=f".{capture.format}") \
+            as copy, capture.path.open("rb") as original:
+        remaining = capture.end
+        while remaining > 0:
+            chunk = original.read(min(remaining, 1 << 20))
+            if not chunk:
+                break
+            copy.write(chunk)
+            remaining -= len(chunk)
+        copy.flush()
+        yield Path(copy.name)
