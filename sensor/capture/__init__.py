@@ -54,8 +54,10 @@ def check_capture_file(path: Path | str) -> Path:
 def scan_capture(path: Path | str) -> CaptureFile:
     """Walk the headers of a pcap or pcapng file; CaptureError if no engine could read it.
 
-    Errors: not a capture, a header cut short, an unknown link type, no packet
-    at all. Damage after some packets is not an error here: it is ``damage``.
+    Errors: not a capture, a header cut short, an unknown link type, damage
+    before the first packet. Damage after some packets is not an error here: it
+    is ``damage``. A valid capture with no packet is not an error either: the
+    sources read nothing from it and the command says so (``packets`` is 0).
     """
     path = Path(path)
     try:
@@ -81,9 +83,8 @@ def scan_capture(path: Path | str) -> CaptureFile:
                            "Veilleuse can decode (Ethernet, raw IP, Linux cooked and loopback "
                            "are); convert it with editcap or capture on an Ethernet "
                            "interface")
-    if capture.packets == 0:
-        raise CaptureError(f"{path}: the capture holds no packet" +
-                           (f" ({capture.damage})" if capture.damage else ""))
+    if capture.packets == 0 and capture.damage:
+        raise CaptureError(f"{path}: the capture holds no packet ({capture.damage})")
     return capture
 
 
