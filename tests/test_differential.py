@@ -367,7 +367,9 @@ def test_public_captures(tmp_path, source) -> None:
     if source != "scapy":
         require_tool(source)
     minimum = float(os.environ.get("VEILLEUSE_PUBLIC_MIN_RECALL", "1.0"))
-    expected_total, found_total, beyond, misses = 0, 0, 0, []
+    expected_total, found_total = 0, 0
+    beyond: list[str] = []
+    misses: list[str] = []
     for index, capture in enumerate(_public_captures()):
         expected = tshark_sightings(capture)
         if not expected:
@@ -380,10 +382,13 @@ def test_public_captures(tmp_path, source) -> None:
             misses.append(f"{capture}: {error}")
         expected_total += len(expected)
         found_total += len(expected & found)
-        beyond += len(found - expected)
-        misses += [f"{capture}: {device} {name}" for device, name in sorted(expected - found)]
+        beyond += [f"{capture.name}: {device} {name}" for device, name in sorted(found - expected)]
+        misses += [f"{capture.name}: {device} {name}" for device, name in sorted(expected - found)]
     recall = found_total / expected_total if expected_total else 1.0
     print(f"{source}: recall {recall:.3f} ({found_total}/{expected_total}), "
-          f"{beyond} alert(s) beyond the feed")
-    assert beyond == 0
+          f"{len(beyond)} alert(s) beyond the feed")
+    for line in [*(f"  beyond: {item}" for item in beyond), *(f"  missed: {item}"
+                                                             for item in misses)]:
+        print(line)
+    assert beyond == []
     assert recall >= minimum, "\n".join(misses[:50])
