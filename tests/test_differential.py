@@ -24,6 +24,7 @@ vendored here. ``VEILLEUSE_PUBLIC_MIN_RECALL`` (default 1.0) sets the bar.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import random
@@ -52,6 +53,7 @@ from sensor.demo.tls import (
 )
 from sensor.demo.traffic import DEFAULT_START, Traffic, _length_prefixed
 from sensor.detect.model import AlertKind
+from sensor.feeds.names import indicator_domain
 from sensor.feeds.store import load_feed_file
 from tests.conftest import require_tool
 
@@ -254,7 +256,7 @@ def tshark_sightings(capture: Path) -> set[Sighting]:
     separator = "\x1f"
     fields = ("frame.protocols", "ip.src", "ipv6.src", "dns.flags.response", "dns.qry.name",
               "tls.handshake.type", "tls.handshake.extensions_server_name", "http.host")
-    command = [tshark, "-r", str(capture), "-n", "-Y",
+    command = [tshark, "-r", str(capture), "-n", "--enable-heuristic", "teredo_udp", "-Y",
                "dns.flags.response == 0 || tls.handshake.type == 1 || http.request",
                "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a",
                "-E", f"aggregator={separator}"]
@@ -272,15 +274,17 @@ def tshark_sightings(capture: Path) -> set[Sighting]:
             continue
         device = str(ipaddress.ip_address(addresses[-1]))
         names = []
-        if "0" in responses and "1" not in responses:
+        # mDNS and LLMNR reuse DNS's fields but are local service discovery, not lookups.
+        if "0" in responses and "1" not in responses and \
+                not {"mdns", "llmnr"} & set(layers):
             names += queries
         if "1" in types:
             names += snis
         names += [host.rsplit(":", 1)[0] if host.count(":") == 1 else host for host in hosts]
         for name in names:
-            name = name.strip().rstrip(".").lower()
-            if name and "." in name and not _is_address(name.strip("[]")):
-                sightings.add((device, name))
+            if "." in name and not _is_address(name.strip("[]")):
+                with contextlib.suppress(ValueError):  # not a name a feed can hold
+                    sightings.add((device, indicator_domain(name)))
     return sightings
 
 

@@ -34,8 +34,12 @@ DISPLAY_FILTER = "(tcp || udp) && !icmp && !icmpv6"
 
 
 def tshark_command(binary: str, pcap: Path) -> list[str]:
-    """The tshark command line: every tcp/udp packet, the decoder's fields, all occurrences."""
-    command = [binary, "-r", str(pcap), "-n", "-Y", DISPLAY_FILTER, "-T", "fields",
+    """The tshark command line: every tcp/udp packet, the decoder's fields, all occurrences.
+
+    Teredo (IPv6 in UDP) is decoded as Suricata does; tshark leaves it off by default.
+    """
+    command = [binary, "-r", str(pcap), "-n", "--enable-heuristic", "teredo_udp",
+               "-Y", DISPLAY_FILTER, "-T", "fields",
                "-E", "separator=/t", "-E", "occurrence=a", "-E", f"aggregator={AGGREGATOR}",
                "-E", "quote=n"]
     for name in FIELDS:
