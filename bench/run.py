@@ -3,7 +3,8 @@
 - analyzer throughput: EVE lines parsed and observations detected per second;
 - offline replay of a large capture: Suricata alone vs Suricata + analyzer (goal <= 1.25x);
 - the analyzer's peak RSS during that replay (goal < 60 MB);
-- with ``--scapy``, the scapy source's cost per packet before and after (bench/scapy_bench.py).
+- with ``--scapy``, the scapy source's cost per packet before and after (bench/scapy_bench.py);
+- ``--tshark``: the tshark source's µs per packet before/after (bench/tshark_bench.py).
 """
 
 from __future__ import annotations
@@ -100,7 +101,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scapy", action="store_true",
                         help="also the scapy source's µs per packet, before/after")
+    parser.add_argument("--tshark", action="store_true",
+                        help="only the tshark source's µs per packet, before/after "
+                             "(bench/tshark_bench.py)")
     args = parser.parse_args()
+    if args.tshark:
+        from bench.tshark_bench import main as tshark_bench
+
+        tshark_bench([])
+        return
     pcap = capture(args.packets)
     # Probes first: a child's peak RSS includes what it inherited from this process
     # before exec (ru_maxrss survives execve), so measure while this one is small.

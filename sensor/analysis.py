@@ -97,7 +97,9 @@ def build_engine(config: Config, matcher: IndicatorMatcher) -> DetectionEngine:
     detection = config.detection
     detectors: list = [IocDetector(matcher, detection.resolved_ip_window_seconds)]
     if detection.encrypted_dns:
-        detectors.append(EncryptedDnsDetector(matcher.allowlist))
+        addresses = detection.encrypted_dns_addresses
+        detectors.append(EncryptedDnsDetector(matcher.allowlist) if addresses is None else
+                         EncryptedDnsDetector(matcher.allowlist, addresses=addresses))
     detectors.append(BeaconDetector(
         config.network.home_net, matcher.allowlist,
         BeaconSettings(min_connections=detection.beacon.min_connections,

@@ -29,6 +29,7 @@ from sensor.analysis import (
     load_feeds,
     open_source,
 )
+from sensor.capture import scan_capture
 from sensor.command import run_command
 from sensor.config import DEFAULT_CONFIG_PATH, Config, load_config
 from sensor.config_docs import render_config_docs
@@ -203,6 +204,9 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
             status = _deliver(config, book, args.mqtt, args.mqtt_timeout, feed_versions(feeds))
         finally:
             book.close()
+    if not result.damaged and scan_capture(capture).packets == 0:
+        print(f"veilleuse: warning: {capture}: the capture holds no packet; nothing was "
+              "analysed (was the capture taken on the right interface?)", file=sys.stderr)
     if result.damaged:
         print(f"veilleuse: error: {capture}: {result.damaged}; the report above covers only "
               f"what was read before the damage ({result.records} {result.source} records)",

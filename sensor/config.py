@@ -42,6 +42,13 @@ def _network(value: str) -> str:
         raise ValueError(f"not an IP network: {value!r} (write e.g. 192.168.0.0/16)") from None
 
 
+def _address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"not an IP address: {value!r} (write e.g. 1.1.1.1)") from None
+
+
 def _topic_safe(value: str) -> str:
     if not _TOPIC_SAFE.match(value):
         raise ValueError(f"{value!r} must be 1-63 lower-case letters, digits, '-' or '_' "
@@ -111,6 +118,7 @@ def _allow_entry(value: str) -> str:
 
 
 Network = Annotated[str, AfterValidator(_network)]
+Address = Annotated[str, AfterValidator(_address)]
 TopicName = Annotated[str, AfterValidator(_topic_safe)]
 Url = Annotated[str, AfterValidator(_url)]
 BrokerUrl = Annotated[str, AfterValidator(_broker_url)]
@@ -176,6 +184,10 @@ class DetectionConfig(_Section):
         "the device that looked it up.")
     encrypted_dns: bool = Field(True, description="Report devices that use DNS over "
                                 "HTTPS, TLS or QUIC.")
+    encrypted_dns_addresses: tuple[Address, ...] | None = Field(
+        None, description="Addresses of DNS-over-HTTPS resolvers: a connection to one on "
+        "port 443 is reported even without a name. Default: the anycast addresses of "
+        "Cloudflare, Google, Quad9, OpenDNS and AdGuard.")
     beacon: BeaconConfig = Field(default_factory=BeaconConfig,
                                  description="Beaconing detection.")
 

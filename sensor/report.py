@@ -99,8 +99,8 @@ def write_text(alerts: list[Alert], stream: IO[str], catalogue: Catalogue, *, ca
     if detector_errors:
         paragraph(catalogue.text("report.detector_errors", errors=detector_errors))
     stream.write("\n")
-    if not alerts:
-        paragraph(catalogue.text("report.none"))
+    if not alerts:  # "nothing seen" only when something was read
+        paragraph(catalogue.text("report.none" if observations else "report.empty"))
     for alert in alerts:
         text = explain(alert, catalogue)
         severity = catalogue.text(f"severity.{alert.severity.value}")

@@ -1,9 +1,11 @@
-"""The tshark source never leaves tshark or its worker running."""
+"""The tshark source never leaves tshark running."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import pytest
 
 from sensor.capture.tshark import TsharkSource
 from tests.scenarios import build_everything
@@ -40,11 +42,11 @@ def _leftovers(capture: Path) -> list[str]:
             if (pid in mine and "spawn_main" in command) or str(capture) in command]
 
 
-def test_stopping_early_closes_tshark_and_the_worker(tmp_path, tshark) -> None:
+def test_stopping_early_closes_tshark(tmp_path, tshark) -> None:
     capture, _ = build_everything(tmp_path / "c.pcap")
-    records = TsharkSource(batch=1).read(capture)
+    records = TsharkSource().read(capture)
     assert next(records) is not None
-    assert _leftovers(capture), "the worker and tshark should be running while we read"
+    assert _leftovers(capture), "tshark should be running while we read"
     records.close()
     assert _leftovers(capture) == []
 
@@ -59,14 +61,26 @@ def test_a_tshark_killed_mid_run_is_an_error_with_the_partial_results(tmp_path, 
     import signal
 
     capture, _ = build_everything(tmp_path / "c.pcap")
-    source = TsharkSource(batch=1)
+    source = TsharkSource()
     records = source.read(capture)
     first = [next(records)]
+    # Ours only: other tshark processes may run on the machine at the same time.
     [pid] = [pid for pid, (_, command) in _commands().items()
-             if command.startswith(tshark) or (" -r " in command and str(capture) in command
-                                                and "tshark" in command.split()[0])]
+             if command.startswith(tshark) and f" -r {capture} " in command]
     os.kill(pid, signal.SIGKILL)
     rest = list(records)  # no exception: what was read is kept ...
     assert first and source.stats.observations == len(first) + len(rest)
     assert source.stats.damaged == "tshark failed (killed by signal 9)"  # ... and reported
     assert _leftovers(capture) == []
+
+
+def test_tshark_is_found_through_pyshark_and_must_be_recent(tmp_path) -> None:
+    from sensor.capture.tshark import locate_tshark
+    from sensor.errors import CaptureError
+
+    assert Path(locate_tshark()).name == "tshark"
+    old = tmp_path / "tshark"
+    old.write_text("#!/bin/sh\necho 'TShark (Wireshark) 2.6.20 (Git v2.6.20)'\n")
+    old.chmod(0o755)
+    with pytest.raises(CaptureError, match=r"tshark 2\.6\.20; Veilleuse needs 3\.0 or newer"):
+        locate_tshark(str(old))

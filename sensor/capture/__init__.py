@@ -40,6 +40,7 @@ class CaptureFile:
     linktypes: tuple[int, ...]
     packets: int  # complete, plausible packet records before any damage
     damage: str | None  # why reading stops after ``packets`` records, or None
+    end: int = 0  # bytes from the start that hold those records (the file's size if whole)
 
     def readable_by_suricata(self) -> bool:
         return all(linktype in SURICATA_LINKTYPES for linktype in self.linktypes)
@@ -53,8 +54,10 @@ def check_capture_file(path: Path | str) -> Path:
 def scan_capture(path: Path | str) -> CaptureFile:
     """Walk the headers of a pcap or pcapng file; CaptureError if no engine could read it.
 
-    Errors: not a capture, a header cut short, an unknown link type, no packet
-    at all. Damage after some packets is not an error here: it is ``damage``.
+    Errors: not a capture, a header cut short, an unknown link type, damage
+    before the first packet. Damage after some packets is not an error here: it
+    is ``damage``. A valid capture with no packet is not an error either: the
+    sources read nothing from it and the command says so (``packets`` is 0).
     """
     path = Path(path)
     try:
@@ -80,9 +83,8 @@ def scan_capture(path: Path | str) -> CaptureFile:
                            "Veilleuse can decode (Ethernet, raw IP, Linux cooked and loopback "
                            "are); convert it with editcap or capture on an Ethernet "
                            "interface")
-    if capture.packets == 0:
-        raise CaptureError(f"{path}: the capture holds no packet" +
-                           (f" ({capture.damage})" if capture.damage else ""))
+    if capture.packets == 0 and capture.damage:
+        raise CaptureError(f"{path}: the capture holds no packet ({capture.damage})")
     return capture
 
 
@@ -90,7 +92,8 @@ class _Unreadable(Exception):
     """The file's own header is broken (internal to the scan)."""
 
 
-def _scan_pcap(handle, order: str, size: int) -> tuple[str, tuple[int, ...], int, str | None]:
+def _scan_pcap(handle, order: str,
+               size: int) -> tuple[str, tuple[int, ...], int, str | None, int]:
     header = handle.read(20)
     if len(header) < 20:
         raise _Unreadable("the pcap file header is cut short")
@@ -104,30 +107,30 @@ def _scan_pcap(handle, order: str, size: int) -> tuple[str, tuple[int, ...], int
         record = handle.read(16)
         if len(record) < 16:
             return "pcap", (linktype,), packets, f"cut short in the header of record " \
-                f"{packets + 1}"
+                f"{packets + 1}", offset
         captured = struct.unpack(order + "IIII", record)[2]
         if captured > limit:
             return "pcap", (linktype,), packets, f"record {packets + 1} claims {captured} " \
-                f"bytes (more than {limit}): the file is damaged there"
+                f"bytes (more than {limit}): the file is damaged there", offset
         if offset + 16 + captured > size:
             return "pcap", (linktype,), packets, f"cut short in the middle of record " \
-                f"{packets + 1}"
+                f"{packets + 1}", offset
         handle.seek(captured, 1)
         offset += 16 + captured
         packets += 1
-    return "pcap", (linktype,), packets, None
+    return "pcap", (linktype,), packets, None, size
 
 
 _PACKET_BLOCKS = frozenset({2, 3, 6})  # obsolete packet, simple packet, enhanced packet
 
 
-def _scan_pcapng(handle, size: int) -> tuple[str, tuple[int, ...], int, str | None]:
+def _scan_pcapng(handle, size: int) -> tuple[str, tuple[int, ...], int, str | None, int]:
     handle.seek(0)
     order, linktypes, packets, offset = "<", [], 0, 0
     while offset < size:
         head = handle.read(12)
         if len(head) < 12:
-            return "pcapng", tuple(linktypes), packets, "cut short in a block header"
+            return "pcapng", tuple(linktypes), packets, "cut short in a block header", offset
         kind = struct.unpack(order + "I", head[:4])[0]
         if kind == 0x0A0D0D0A:  # a section header says its byte order
             order = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
@@ -138,14 +141,14 @@ def _scan_pcapng(handle, size: int) -> tuple[str, tuple[int, ...], int, str | No
             if not packets and not linktypes:
                 raise _Unreadable(f"the first pcapng block claims {length} bytes")
             return "pcapng", tuple(linktypes), packets, f"a block after packet {packets} " \
-                f"claims {length} bytes: the file is damaged there"
+                f"claims {length} bytes: the file is damaged there", offset
         if offset + length > size:
             return "pcapng", tuple(linktypes), packets, f"cut short in the middle of the " \
-                f"block after packet {packets}"
+                f"block after packet {packets}", offset
         if kind == 1:  # interface description: its link type
             linktypes.append(struct.unpack(order + "H", head[8:10])[0])
         elif kind in _PACKET_BLOCKS:
             packets += 1
         handle.seek(offset + length)
         offset += length
-    return "pcapng", tuple(linktypes), packets, None
+    return "pcapng", tuple(linktypes), packets, None, size

@@ -69,6 +69,9 @@ class SuricataSource:
         if binary is None:
             raise CaptureToolMissing(self.settings.binary, "-t bookworm-backports suricata")
         capture = scan_capture(pcap)
+        if capture.packets == 0:  # Suricata waits a minute on an empty file, then fails
+            log.info("%s", self.stats.summary())
+            return
         if not capture.readable_by_suricata():
             yield from self._read_with_scapy(capture.path, capture.linktypes)
             return

@@ -1,171 +1,161 @@
-"""tshark (through pyshark) as a capture source, for laptops and cross-checks.
+"""tshark as a capture source, for laptops and cross-checks.
 
-pyshark drives tshark from an asyncio loop and can leave tshark running when
-its consumer stops early, so it runs in a child process of its own: the
-parent only receives observation batches, and whatever happens (an error, the
-consumer stopping, Ctrl-C) the child closes its capture and is joined or
-terminated. Slower than Suricata; meant for offline analysis.
+tshark prints the few fields Veilleuse needs, one tab-separated line a packet
+(``-T fields``): no XML or JSON of the whole dissection is built and parsed,
+which made the pyshark route cost about 2 ms a packet. tshark runs as a child
+process that is terminated and reaped whatever happens (an error, the consumer
+stopping, Ctrl-C).
 
-tshark's exit status is checked (pyshark kills it at end-of-file before
-looking): a crash or a capture tshark finds damaged ends the run with the
-observations read so far and the reason in ``stats.damaged``, never a clean
-"no alert" and never a traceback.
+tshark's exit status is checked: a crash or a capture tshark finds damaged
+ends the run with the observations read so far and the reason in
+``stats.damaged``, never a clean "no alert" and never a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import multiprocessing
-import queue
 import shutil
-import signal
-import sys
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from sensor.capture import scan_capture
+from sensor.capture import CaptureFile, scan_capture
 from sensor.capture.stats import SourceStats
+from sensor.capture.tshark_packets import AGGREGATOR, FIELDS, TsharkDecoder, TsharkFieldError
 from sensor.errors import CaptureError, CaptureToolMissing
 from sensor.observations import Observation
 
 log = logging.getLogger(__name__)
 
-DISPLAY_FILTER = "tcp || udp"
-_BATCH = 500
-_POLL_SECONDS = 1.0
+# ICMP errors quote the IP and transport headers of the packet they answer: not a flow.
+DISPLAY_FILTER = "(tcp || udp) && !icmp && !icmpv6"
+
+
+def tshark_command(binary: str, pcap: Path) -> list[str]:
+    """The tshark command line: every tcp/udp packet, the decoder's fields, all occurrences.
+
+    Teredo (IPv6 in UDP) is decoded as Suricata does; tshark leaves it off by default.
+    """
+    command = [binary, "-r", str(pcap), "-n", "--enable-heuristic", "teredo_udp",
+               "-Y", DISPLAY_FILTER, "-T", "fields",
+               "-E", "separator=/t", "-E", "occurrence=a", "-E", f"aggregator={AGGREGATOR}",
+               "-E", "quote=n"]
+    for name in FIELDS:
+        command += ["-e", name]
+    return command
+
+
+MINIMUM_VERSION = "3.0"  # the tls.* and quic.* fields read here (ssl.* before 3.0)
+
+
+def locate_tshark(binary: str = "tshark") -> str:
+    """tshark's path, found as pyshark finds it, and checked to be recent enough.
+
+    The default name is looked up by pyshark (its config.ini ``tshark_path``, the
+    PATH, Wireshark's install places on macOS and Windows: where a laptop has it);
+    another name or path is taken as given.
+    """
+    from pyshark.tshark.tshark import (
+        TSharkNotFoundException,
+        TSharkVersionException,
+        get_process_path,
+        get_tshark_version,
+    )
+
+    try:
+        found = get_process_path() if binary == "tshark" else shutil.which(binary)
+    except TSharkNotFoundException:
+        found = None
+    if found is None:
+        raise CaptureToolMissing(binary, "tshark")
+    try:
+        version = get_tshark_version(found)
+    except (TSharkVersionException, subprocess.CalledProcessError, OSError) as error:
+        raise CaptureError(f"{found} does not say which tshark it is ({error}); "
+                           "install Wireshark's tshark or choose another --source") from None
+    if version < type(version)(MINIMUM_VERSION):  # pyshark's packaging Version
+        raise CaptureError(f"{found} is tshark {version}; Veilleuse needs {MINIMUM_VERSION} or "
+                           "newer (apt-get install tshark) or choose another --source")
+    return found
 
 
 class TsharkSource:
-    """Reads a capture file with tshark in a child process."""
+    """Reads a capture file with tshark."""
 
     name = "tshark"
 
-    def __init__(self, binary: str = "tshark", batch: int = _BATCH) -> None:
+    def __init__(self, binary: str = "tshark") -> None:
         self.binary = binary
-        self.batch = batch
         self.stats = SourceStats(self.name)
 
     def read(self, pcap: Path) -> Iterator[Observation]:
-        tshark = shutil.which(self.binary)
-        if tshark is None:
-            raise CaptureToolMissing(self.binary, "tshark")
+        tshark = locate_tshark(self.binary)
         capture = scan_capture(pcap)
-        pcap = capture.path
         self.stats.damaged = capture.damage
-        context = multiprocessing.get_context("spawn")
-        channel: multiprocessing.Queue[tuple[str, Any]] = context.Queue(maxsize=64)
-        worker = context.Process(target=_run_worker, args=(str(pcap), tshark, self.batch,
-                                                          channel), daemon=True)
-        worker.start()
-        finished = False
-        try:
-            yield from self._receive(channel, worker)
-            finished = True
-        finally:
-            if not finished:
-                worker.terminate()  # the worker turns SIGTERM into a clean close of tshark
-            worker.join(timeout=10)
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
-            channel.close()
-            channel.join_thread()
+        decoder = TsharkDecoder()
+        with tempfile.TemporaryFile() as errors, _readable_part(capture) as readable:
+            process = subprocess.Popen(tshark_command(tshark, readable),
+                                       stdout=subprocess.PIPE, stderr=errors, text=True,
+                                       encoding="utf-8", errors="replace")
+            try:
+                yield from self._decode(process.stdout, decoder)
+            finally:
+                if process.poll() is None:
+                    process.terminate()
+                process.stdout.close()
+                process.wait()
+            if process.returncode != 0:
+                errors.seek(0)
+                self._damaged(process.returncode, errors.read().decode(errors="replace"))
+        observations = decoder.finish()
+        self.stats.observations += len(observations)
+        yield from observations
         log.info("%s", self.stats.summary())
 
-    def _receive(self, channel: multiprocessing.Queue, worker: Any) -> Iterator[Observation]:
-        while True:
+    def _decode(self, lines, decoder: TsharkDecoder) -> Iterator[Observation]:
+        for line in lines:
+            self.stats.records += 1
             try:
-                kind, payload = channel.get(timeout=_POLL_SECONDS)
-            except queue.Empty:
-                if not worker.is_alive():
-                    raise CaptureError(f"the tshark worker died (exit code {worker.exitcode})") \
-                        from None
-                continue
-            if kind == "batch":
-                self.stats.observations += len(payload)
-                yield from payload
-            elif kind == "skipped":
-                reason, detail = payload
-                self.stats.skip(reason, detail)
-            elif kind == "done":
-                self.stats.records += payload
-                return
-            elif kind == "damaged":
-                packets, reason = payload
-                self.stats.records += packets
-                self.stats.damaged = reason if self.stats.damaged is None else \
-                    f"{self.stats.damaged}; {reason}"
-                return
-            else:
-                raise CaptureError(f"tshark failed: {payload}")
-
-
-def _run_worker(pcap: str, tshark: str, batch_size: int, channel: Any) -> None:
-    """The child: pyshark over tshark, observations sent in batches."""
-    import pyshark  # imported here: the parent never loads pyshark's event loop
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so ``finally`` closes tshark
-
-    from sensor.capture.tshark_packets import TsharkDecoder, TsharkFieldError
-
-    capture = None
-    decoder = TsharkDecoder()
-    batch: list[Observation] = []
-    packets = 0
-    failure: str | None = None
-    try:
-        capture = _checked_capture(pyshark)(pcap, keep_packets=False,
-                                            display_filter=DISPLAY_FILTER, tshark_path=tshark)
-        for packet in capture:
-            packets += 1
-            try:
-                batch.extend(decoder.decode(packet))
+                observations = decoder.decode(line)
             except TsharkFieldError as error:
-                channel.put(("skipped", ("undecodable packet", str(error))))
+                self.stats.skip("undecodable packet", str(error))
+                continue
             except Exception as error:  # noqa: BLE001 - the record boundary: count, go on
-                channel.put(("skipped", ("malformed packet", f"{type(error).__name__}: {error}")))
-            if len(batch) >= batch_size:
-                channel.put(("batch", batch))
-                batch = []
-    except Exception as error:  # noqa: BLE001 - reported to the parent with what was read
-        failure = f"tshark stopped after {packets} packet(s): {type(error).__name__}: " \
-            f"{str(error).splitlines()[0] if str(error) else ''}"
-    finally:
-        if capture is not None:
-            capture.close()
-    failure = failure or (capture.failure() if capture is not None else None)
-    batch.extend(decoder.finish())
-    channel.put(("batch", batch))
-    channel.put(("damaged", (packets, failure)) if failure else ("done", packets))
+                self.stats.skip("malformed packet", f"{type(error).__name__}: {error}")
+                continue
+            self.stats.observations += len(observations)
+            yield from observations
+
+    def _damaged(self, code: int, text: str) -> None:
+        reasons = [line.strip() for line in text.splitlines()
+                   if line.strip() and not line.startswith("Running as user")]
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        reason = f"tshark failed ({how})" + (f": {reasons[-1]}" if reasons else "")
+        self.stats.damaged = reason if self.stats.damaged is None else \
+            f"{self.stats.damaged}; {reason}"
 
 
-def _checked_capture(pyshark: Any) -> type:
-    """pyshark's FileCapture, keeping tshark's exit status instead of killing it unchecked."""
-    import asyncio
-    import contextlib
+@contextlib.contextmanager
+def _readable_part(capture: CaptureFile) -> Iterator[Path]:
+    """The capture, or a copy of its records before the damage ``scan_capture`` found.
 
-    class CheckedCapture(pyshark.FileCapture):
-        exit_codes: list[int]
-
-        async def _cleanup_subprocess(self, process: Any) -> None:
-            if process.returncode is None and self._eof_reached:
-                # At the end of its output tshark is exiting: wait for its real status.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), 10)
-            if process.returncode is None:
-                await super()._cleanup_subprocess(process)
-                return
-            self.__dict__.setdefault("exit_codes", []).append(process.returncode)
-
-        def failure(self) -> str | None:
-            bad = [code for code in self.__dict__.get("exit_codes", []) if code != 0]
-            if not bad:
-                return None
-            how = f"killed by signal {-bad[0]}" if bad[0] < 0 else f"exit code {bad[0]}"
-            last = (self._last_error_line or "").strip()
-            if last.startswith("Running as user"):  # tshark's warning under root, not a reason
-                last = ""
-            return f"tshark failed ({how})" + (f": {last}" if last else "")
-
-    return CheckedCapture
+    tshark reads the first records of a pcap to tell its variant apart, so a
+    lying second record makes it refuse the whole file: it is given only the
+    part that can be read, and the damage is reported from the scan.
+    """
+    if capture.damage is None:
+        yield capture.path
+        return
+    with tempfile.NamedTemporaryFile(prefix="veilleuse-readable-", suffix=f".{capture.format}") \
+            as copy, capture.path.open("rb") as original:
+        remaining = capture.end
+        while remaining > 0:
+            chunk = original.read(min(remaining, 1 << 20))
+            if not chunk:
+                break
+            copy.write(chunk)
+            remaining -= len(chunk)
+        copy.flush()
+        yield Path(copy.name)

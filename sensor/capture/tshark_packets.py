@@ -1,13 +1,16 @@
-"""Decode pyshark packets (tshark's dissection) into observations.
+"""Decode tshark's field output (one line of tab-separated fields a packet) into observations.
 
-The mirror of ``packets.py`` for tshark's field names; flows go through the
-same ``FlowTracker`` so all sources split conversations alike.
+The mirror of ``packets.py`` for tshark's dissection; flows go through the
+same ``FlowTracker`` so all sources split conversations alike. tshark prints
+every occurrence of a field (``-E occurrence=a``) joined by ``AGGREGATOR``, so
+a TCP segment carrying several DNS messages (pipelined queries) or HTTP
+requests gives all of them, and a tunnelled packet (GRE, VXLAN...) gives the
+inner addresses last. Not its job: running tshark (``tshark.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from scapy.layers.dns import dnstypes
 
@@ -26,23 +29,27 @@ from sensor.observations import (
     packet_time,
 )
 
-_ADDRESS_FIELDS = {"A": "a", "AAAA": "aaaa", "CNAME": "cname"}
+AGGREGATOR = "\x1f"  # joins a field's occurrences: a byte no name or number carries
+FIELDS = (
+    "frame.time_epoch", "frame.protocols", "frame.len",
+    "ip.src", "ip.dst", "ipv6.src", "ipv6.dst",
+    "tcp.srcport", "tcp.dstport", "tcp.flags", "udp.srcport", "udp.dstport",
+    "dns.flags.response", "dns.count.queries", "dns.count.answers", "dns.count.auth_rr",
+    "dns.count.add_rr", "dns.qry.name", "dns.qry.type", "dns.resp.name", "dns.resp.type",
+    "dns.resp.ttl", "dns.a", "dns.aaaa", "dns.cname",
+    "tls.handshake.type", "tls.handshake.extensions_server_name",
+    "http.request.method", "http.host",
+)
+(_TIME, _PROTOCOLS, _LENGTH, _IP_SRC, _IP_DST, _IP6_SRC, _IP6_DST, _TCP_SRC, _TCP_DST,
+ _TCP_FLAGS, _UDP_SRC, _UDP_DST, _DNS_RESPONSE, _DNS_QUERIES, _DNS_ANSWERS, _DNS_AUTHORITY,
+ _DNS_ADDITIONAL, _QRY_NAME, _QRY_TYPE, _RESP_NAME, _RESP_TYPE, _RESP_TTL, _A, _AAAA, _CNAME,
+ _TLS_TYPE, _SNI, _HTTP_METHOD, _HTTP_HOST) = range(len(FIELDS))
+_ADDRESS_FIELDS = {"A": _A, "AAAA": _AAAA, "CNAME": _CNAME}
+_OPT = "41"  # the EDNS pseudo-record: it has no TTL field
 
 
 class TsharkFieldError(ValueError):
-    """A packet lacks a field its layer should have."""
-
-
-def _values(layer: Any, name: str) -> list[str]:
-    field = layer.get_field(name)
-    if field is None:
-        return []
-    return [str(item.show) for item in field.all_fields]
-
-
-def _first(layer: Any, name: str) -> str | None:
-    values = _values(layer, name)
-    return values[0] if values else None
+    """A packet's line lacks a field its layer should have."""
 
 
 def _type_name(code: str) -> str:
@@ -52,79 +59,134 @@ def _type_name(code: str) -> str:
         return code
 
 
+def _split(value: str) -> list[str]:
+    return value.split(AGGREGATOR) if value else []
+
+
 class TsharkDecoder:
-    """Keeps the flow table; ``decode`` one pyshark packet at a time."""
+    """Keeps the flow table; ``decode`` one line of tshark's output at a time."""
 
     def __init__(self) -> None:
         self.flows = FlowTracker()
 
-    def decode(self, packet: Any) -> list[Observation]:
-        network = getattr(packet, "ip", None) or getattr(packet, "ipv6", None)
-        transport = getattr(packet, "tcp", None) or getattr(packet, "udp", None)
+    def decode(self, line: str) -> list[Observation]:
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) != len(FIELDS):
+            raise TsharkFieldError(f"{len(fields)} fields where {len(FIELDS)} were asked for")
+        layers = fields[_PROTOCOLS].split(":")
+        network = _last_of(layers, ("ip", "ipv6"))
+        transport = _last_of(layers, ("tcp", "udp"))
         if network is None or transport is None:
             return []
+        is_tcp = transport == "tcp"
+        source, destination = (_IP_SRC, _IP_DST) if network == "ip" else (_IP6_SRC, _IP6_DST)
+        source_port, destination_port = (_TCP_SRC, _TCP_DST) if is_tcp else (_UDP_SRC, _UDP_DST)
         try:
-            is_tcp = transport.layer_name == "tcp"
-            flags = int(str(transport.flags), 16) if is_tcp else 0
+            flags = int(_split(fields[_TCP_FLAGS])[-1], 16) if is_tcp else 0
             summary = PacketSummary(
-                time=packet_time(packet.sniff_timestamp), source=canonical_ip(str(network.src)),
-                destination=canonical_ip(str(network.dst)), source_port=int(transport.srcport),
-                destination_port=int(transport.dstport), transport="tcp" if is_tcp else "udp",
-                length=int(packet.length), syn=bool(flags & 0x02), ack=bool(flags & 0x10),
-                fin=bool(flags & 0x01), rst=bool(flags & 0x04))
-        except (AttributeError, ValueError) as error:
+                time=packet_time(float(fields[_TIME])),
+                source=canonical_ip(_split(fields[source])[-1]),
+                destination=canonical_ip(_split(fields[destination])[-1]),
+                source_port=int(_split(fields[source_port])[-1]),
+                destination_port=int(_split(fields[destination_port])[-1]),
+                transport="tcp" if is_tcp else "udp", length=int(fields[_LENGTH]),
+                syn=bool(flags & 0x02), ack=bool(flags & 0x10), fin=bool(flags & 0x01),
+                rst=bool(flags & 0x04))
+        except (IndexError, ValueError) as error:
             raise TsharkFieldError(f"{type(error).__name__}: {error}") from None
         state, ended = self.flows.add(summary)
         observations: list[Observation] = list(ended)
-        observations.extend(self._application(packet, summary, state))
+        observations.extend(self._application(fields, layers, summary, state))
         return observations
 
     def finish(self) -> list[Observation]:
         return list(self.flows.finish())
 
-    def _application(self, packet: Any, summary: PacketSummary,
+    def _application(self, fields: list[str], layers: list[str], summary: PacketSummary,
                      state: FlowState) -> Iterator[Observation]:
         endpoints = state.endpoints
         from_client = summary.source == endpoints.client and \
             summary.source_port == endpoints.client_port
-        if hasattr(packet, "dns"):
-            yield from _dns(packet.dns, summary.time, endpoints)
-        elif hasattr(packet, "tls") and from_client and not state.hello_seen and \
-                _first(packet.tls, "handshake_type") == "1":
-            state.hello_seen = True
-            sni = _first(packet.tls, "handshake_extensions_server_name")
-            if sni:
-                yield TlsHello(summary.time, endpoints, sni)
-        elif hasattr(packet, "http") and from_client and _first(packet.http, "request_method"):
-            host = _first(packet.http, "host")
-            if host:
-                yield HttpRequest(summary.time, endpoints, host,
-                                  _first(packet.http, "request_method") or "GET")
-        elif hasattr(packet, "quic") and from_client and not state.hello_seen and \
-                endpoints.server_port in QUIC_PORTS:
-            sni = _first(packet.quic, "tls_handshake_extensions_server_name")
-            if _first(packet.quic, "tls_handshake_type") == "1":
+        if "dns" in layers:
+            yield from _dns(fields, summary.time, endpoints)
+        elif "quic" in layers:
+            if from_client and not state.hello_seen and endpoints.server_port in QUIC_PORTS \
+                    and "1" in _split(fields[_TLS_TYPE]):
                 state.hello_seen = True
+                sni = _split(fields[_SNI])
                 if sni:
-                    yield QuicHello(summary.time, endpoints, sni)
+                    yield QuicHello(summary.time, endpoints, sni[0])
+        elif "tls" in layers:
+            if from_client and not state.hello_seen and "1" in _split(fields[_TLS_TYPE]):
+                state.hello_seen = True
+                sni = _split(fields[_SNI])
+                if sni:
+                    yield TlsHello(summary.time, endpoints, sni[0])
+        elif "http" in layers and from_client:
+            methods, hosts = _split(fields[_HTTP_METHOD]), _split(fields[_HTTP_HOST])
+            for method, host in zip(methods, hosts, strict=False):
+                yield HttpRequest(summary.time, endpoints, host, method or "GET")
 
 
-def _dns(layer: Any, time: float, endpoints: Endpoints) -> Iterator[Observation]:
-    names = _values(layer, "qry_name")
-    if _first(layer, "flags_response") in ("0", "False", None):
-        types = _values(layer, "qry_type")
-        for index, name in enumerate(names):
-            rrtype = _type_name(types[index]) if index < len(types) else ""
-            yield DnsQuery(time, endpoints, name, rrtype)
-        return
-    count = int(_first(layer, "count_answers") or 0)
-    record_names = _values(layer, "resp_name")[:count]
-    record_types = [_type_name(t) for t in _values(layer, "resp_type")[:count]]
-    ttls = _values(layer, "resp_ttl")[:count]
-    pending = {kind: _values(layer, field) for kind, field in _ADDRESS_FIELDS.items()}
-    records = []
-    for index, (name, rrtype) in enumerate(zip(record_names, record_types, strict=False)):
-        data = pending[rrtype].pop(0) if pending.get(rrtype) else ""
-        ttl = int(ttls[index]) if index < len(ttls) and ttls[index].isdigit() else 0
-        records.append(DnsRecord(name=name, rrtype=rrtype, data=data, ttl=ttl))
-    yield DnsAnswer(time, endpoints, names[0] if names else "", tuple(records))
+def _last_of(layers: list[str], wanted: tuple[str, ...]) -> str | None:
+    """The innermost of ``wanted`` in the protocol stack (a tunnel's inner packet)."""
+    for layer in reversed(layers):
+        if layer in wanted:
+            return layer
+    return None
+
+
+class _Column:
+    """The occurrences of one field, consumed message by message."""
+
+    __slots__ = ("next", "values")
+
+    def __init__(self, value: str) -> None:
+        self.values = _split(value)
+        self.next = 0
+
+    def take(self, count: int) -> list[str]:
+        taken = self.values[self.next:self.next + count]
+        self.next += count
+        return taken
+
+    def pop(self) -> str:
+        if self.next >= len(self.values):
+            return ""
+        self.next += 1
+        return self.values[self.next - 1]
+
+
+def _dns(fields: list[str], time: float, endpoints: Endpoints) -> Iterator[Observation]:
+    """Every DNS message of the packet (several when TCP carries pipelined ones)."""
+    responses = _split(fields[_DNS_RESPONSE])
+    counts = [_Column(fields[index]) for index in (_DNS_QUERIES, _DNS_ANSWERS, _DNS_AUTHORITY,
+                                                   _DNS_ADDITIONAL)]
+    names, types = _Column(fields[_QRY_NAME]), _Column(fields[_QRY_TYPE])
+    records = [_Column(fields[_RESP_NAME]), _Column(fields[_RESP_TYPE]),
+               _Column(fields[_RESP_TTL])]
+    addresses = {kind: _Column(fields[index]) for kind, index in _ADDRESS_FIELDS.items()}
+    for response in responses:
+        queries, answers, authority, additional = (_count(column.pop()) for column in counts)
+        query_names = names.take(queries)
+        query_types = [_type_name(code) for code in types.take(queries)]
+        if response in ("0", "False"):
+            for index, name in enumerate(query_names):
+                yield DnsQuery(time, endpoints, name,
+                               query_types[index] if index < len(query_types) else "")
+            continue
+        found = []
+        record_names, record_types = records[0].take(answers + authority + additional), \
+            records[1].take(answers + authority + additional)
+        for index, (name, code) in enumerate(zip(record_names, record_types, strict=False)):
+            ttl = records[2].pop() if code != _OPT else ""
+            rrtype = _type_name(code)
+            data = addresses[rrtype].pop() if rrtype in addresses else ""
+            if index < answers:
+                found.append(DnsRecord(name=name, rrtype=rrtype, data=data,
+                                       ttl=int(ttl) if ttl.isdigit() else 0))
+        yield DnsAnswer(time, endpoints, query_names[0] if query_names else "", tuple(found))
+
+
+def _count(text: str) -> int:
+    return int(text) if text.isdigit() else 0

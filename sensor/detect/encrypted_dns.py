@@ -3,16 +3,27 @@
 Encrypted DNS is not malicious in itself (browsers and Android's Private DNS
 use it), but every name-based detection is blind for that device. The alert
 is informational and says so. One alert per device and method.
+
+Recognised by the port of DoT and DoQ (853), by the name a DoH client sends
+(SNI), and, for DoH clients that send no name (``https://1.1.1.1/dns-query``),
+by the anycast address of the big public resolvers on port 443.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from sensor.detect.model import AlertKind, Finding, Severity
 from sensor.feeds.matcher import Allowlist
 from sensor.feeds.names import DomainSuffixSet
-from sensor.observations import Flow, Observation, QuicHello, TlsHello
+from sensor.observations import (
+    Endpoints,
+    Flow,
+    Observation,
+    QuicHello,
+    TlsHello,
+    canonical_ip,
+)
 
 DNS_OVER_TLS_PORT = 853
 
@@ -27,6 +38,28 @@ PUBLIC_DOH_RESOLVERS = (
     "dns.switch.ch", "doh.ffmuc.net", "dns.digitale-gesellschaft.ch",
 )
 
+DOH_PORT = 443
+
+# The anycast addresses the big public resolvers publish for DoH, from their own
+# documentation: Cloudflare (developers.cloudflare.com/1.1.1.1/ip-addresses), Google
+# (developers.google.com/speed/public-dns/docs/using), Quad9
+# (quad9.net/service/service-addresses-and-features), OpenDNS (support.opendns.com)
+# and AdGuard (adguard-dns.io/kb/general/dns-providers).
+# No maintained list ships in the feeds the sensor downloads; set
+# detection.encrypted_dns_addresses to extend it.
+PUBLIC_DOH_ADDRESSES = (
+    "1.1.1.1", "1.0.0.1", "1.1.1.2", "1.0.0.2", "1.1.1.3", "1.0.0.3",
+    "2606:4700:4700::1111", "2606:4700:4700::1001", "2606:4700:4700::1112",
+    "2606:4700:4700::1002", "2606:4700:4700::1113", "2606:4700:4700::1003",
+    "8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844",
+    "9.9.9.9", "149.112.112.112", "9.9.9.10", "149.112.112.10", "9.9.9.11",
+    "149.112.112.11", "2620:fe::fe", "2620:fe::9", "2620:fe::10", "2620:fe::fe:10",
+    "2620:fe::11", "2620:fe::fe:11",
+    "208.67.222.222", "208.67.220.220", "208.67.222.123", "208.67.220.123",
+    "2620:119:35::35", "2620:119:53::53",
+    "94.140.14.14", "94.140.15.15", "2a10:50c0::ad1:ff", "2a10:50c0::ad2:ff",
+)
+
 DOH = "dns-over-https"
 DOT = "dns-over-tls"
 DOQ = "dns-over-quic"
@@ -38,9 +71,13 @@ class EncryptedDnsDetector:
     name = "encrypted_dns"
 
     def __init__(self, allowlist: Allowlist | None = None,
-                 resolvers: tuple[str, ...] = PUBLIC_DOH_RESOLVERS) -> None:
+                 resolvers: tuple[str, ...] = PUBLIC_DOH_RESOLVERS,
+                 addresses: Iterable[str] = PUBLIC_DOH_ADDRESSES) -> None:
         self._allowlist = allowlist or Allowlist()
         self._resolvers = DomainSuffixSet(resolvers)
+        self._addresses = frozenset(map(canonical_ip, addresses))
+        # Connections already reported by their name: their flow must not count twice.
+        self._named: set[Endpoints] = set()
 
     def observe(self, observation: Observation) -> Iterator[Finding]:
         match observation:
@@ -53,11 +90,20 @@ class EncryptedDnsDetector:
                 else:
                     return
                 protocol = "tls" if isinstance(observation, TlsHello) else "quic"
+                if method == DOH:
+                    self._named.add(endpoints)
                 yield from self._finding(observation.time, endpoints.client, method,
                                          name.lower().rstrip("."), protocol)
             case Flow(endpoints=endpoints) if endpoints.server_port == DNS_OVER_TLS_PORT:
                 method = DOT if endpoints.transport == "tcp" else DOQ
                 yield from self._finding(observation.time, endpoints.client, method,
+                                         endpoints.server, endpoints.transport)
+            case Flow(endpoints=endpoints) if endpoints.server_port == DOH_PORT and \
+                    endpoints.server in self._addresses:
+                if endpoints in self._named:
+                    self._named.discard(endpoints)
+                    return
+                yield from self._finding(observation.time, endpoints.client, DOH,
                                          endpoints.server, endpoints.transport)
 
     def flush(self) -> Iterator[Finding]:

@@ -80,7 +80,10 @@ def suricata_config(settings: SuricataSettings, log_dir: Path, *,
             "dns": {"tcp": {"enabled": True, "detection-ports": {"dp": "53"}},
                     "udp": {"enabled": True, "detection-ports": {"dp": "53"}}},
         }},
-        "stream": {"checksum-validation": False, "midstream": False},
+        # A sensor that boots while connections are open, or a mirror port that carries
+        # one direction only, sees connections without their handshake or their replies:
+        # Suricata must pick them up anyway, as the packet sources do.
+        "stream": {"checksum-validation": False, "midstream": True, "async-oneside": True},
         "flow-timeouts": {"default": {"new": 30, "established": 300, "closed": 0},
                           "tcp": {"new": 60, "established": 600, "closed": 60},
                           "udp": {"new": 30, "established": 300}},
