@@ -14,6 +14,13 @@ shrank is read again from its start.
 A full disk does not stop the tailer: the position is kept in memory,
 ``disk_full`` says so, and it is saved by the first ``commit`` that has room
 (a crash meanwhile replays from the last saved position: nothing is skipped).
+
+Waking: ``wait_for_lines`` blocks until the kernel says (inotify, on the
+directory, so that a rotated or recreated file is seen too) that the EVE
+file changed, so new records are read within milliseconds while an idle
+sensor sleeps. Saving: with ``save_every``, ``commit`` saves at most that
+often (and ``save`` on stop); the position on disk may then lag, which a
+crash turns into records read again, never into records skipped.
 """
 
 from __future__ import annotations
@@ -21,10 +28,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from inotify_simple import INotify, flags
 
 from sensor.capture.stats import SourceStats
 from sensor.capture.suricata import read_eve_lines
@@ -34,6 +44,8 @@ from sensor.observations import Observation
 log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+# What tells the tailer that EVE grew, was recreated or rotated.
+_WAKING = flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +61,22 @@ def rotated_path(path: Path) -> Path:
 class EveTailer:
     """Reads complete new lines of one EVE file; ``commit`` makes progress durable."""
 
-    def __init__(self, path: Path, offset_file: Path, stats: SourceStats | None = None) -> None:
+    def __init__(self, path: Path, offset_file: Path, stats: SourceStats | None = None, *,
+                 save_every: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self.offset_file = offset_file
         self.stats = stats or SourceStats("suricata-eve")
-        self.position = self._load()
+        self.position = self._saved = self._load()
         self._handle: BinaryIO | None = None
         self._pending: Position | None = None
+        self._read_to = 0  # where the last read stopped, a half line included
         self.disk_full = False
+        self._save_every, self._clock = save_every, clock
+        self._save_due = clock()
+        self._inotify: INotify | None = None
+        self._unwatchable = False  # inotify refused once: poll from then on
+        self._names = {path.name, rotated_path(path).name}
 
     def _load(self) -> Position:
         try:
@@ -111,14 +131,21 @@ class EveTailer:
             if complete or not self._switch_if_rotated():
                 break
             self._commit_position()  # the new file starts at 0
+        self._read_to = start + len(chunk)
         self._pending = Position(self.position.inode, start + len(complete))
         yield from read_eve_lines(complete.splitlines(), self.stats)
 
     def commit(self) -> None:
-        """Save the position reached by the last ``read_available`` (atomically)."""
+        """The last ``read_available`` is handled: save its position, now or when due."""
         if self._pending is not None and self._pending != self.position:
             self.position = self._pending
-        self._commit_position()
+        if self._clock() >= self._save_due:
+            self.save()
+
+    def save(self) -> None:
+        """Save the committed position (atomically) if it is not on disk yet."""
+        if self.position != self._saved or self.disk_full:
+            self._commit_position()
 
     def _commit_position(self) -> None:
         try:
@@ -134,6 +161,8 @@ class EveTailer:
                           error.strerror)
             self.disk_full = True
             return
+        self._saved = self.position
+        self._save_due = self._clock() + self._save_every
         if self.disk_full:
             log.info("%s: the EVE position is saved again", self.offset_file)
         self.disk_full = False
@@ -145,3 +174,54 @@ class EveTailer:
             return self.path.stat().st_ino != self.position.inode
         except FileNotFoundError:
             return True
+
+    def wait_for_lines(self, timeout: float) -> None:
+        """Return when the EVE file may hold new lines, or after ``timeout`` seconds.
+
+        Without inotify (no watch left, another OS) this waits ``timeout``: the
+        tailer then works by polling, only later.
+        """
+        deadline = self._clock() + timeout
+        watch = self._watch()
+        if watch is None:
+            time.sleep(timeout)
+            return
+        watch.read(timeout=0)  # forget what the last read already covered
+        if self._unread():
+            return
+        while (left := deadline - self._clock()) > 0:
+            if any(event.name in self._names or event.mask & flags.Q_OVERFLOW
+                   for event in watch.read(timeout=max(1, round(left * 1000)))):
+                return
+
+    def _watch(self) -> INotify | None:
+        if self._inotify is None and not self._unwatchable:
+            try:
+                self._inotify = INotify()
+                self._inotify.add_watch(self.path.parent, _WAKING)
+            except OSError as error:
+                self.close()
+                if isinstance(error, FileNotFoundError):
+                    return None  # no directory yet: nothing to read either
+                self._unwatchable = True
+                log.warning("%s: cannot watch for new EVE records (%s); reading them every "
+                            "half second instead", self.path.parent, error.strerror)
+                return None
+        return self._inotify
+
+    def _unread(self) -> bool:
+        """True if the open file changed since the last read, or a newer file waits."""
+        if self._handle is None:
+            return self.path.exists()
+        if os.fstat(self._handle.fileno()).st_size != self._read_to:
+            return True
+        try:
+            return self.path.stat().st_ino != self.position.inode
+        except FileNotFoundError:
+            return False  # renamed away, Suricata has not reopened yet
+
+    def close(self) -> None:
+        """Stop watching (the position is not saved: call ``save`` first)."""
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
