@@ -4,6 +4,8 @@
 - offline replay of a large capture: Suricata alone vs Suricata + analyzer (goal <= 1.25x);
 - the analyzer's peak RSS during that replay (goal < 60 MB);
 - with ``--scapy``, the scapy source's cost per packet before and after (bench/scapy_bench.py).
+- with ``--live`` (root): the live sensor, bench/live_bench.py (latency, idle CPU,
+  drops, CPU per EVE record).
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scapy", action="store_true",
                         help="also the scapy source's µs per packet, before/after")
+    parser.add_argument("--live", type=int, metavar="SECONDS",
+                        help="then the live bench (root) with SECONDS of load")
     args = parser.parse_args()
     pcap = capture(args.packets)
     # Probes first: a child's peak RSS includes what it inherited from this process
@@ -136,6 +140,9 @@ def main() -> None:
     if args.scapy:
         subprocess.run([sys.executable, str(BENCH / "scapy_bench.py"), "--packets",
                         str(args.packets), "--repeat", str(args.repeat)], check=True)
+    if args.live:
+        subprocess.run([sys.executable, str(BENCH / "live_bench.py"), "--seconds",
+                        str(args.live)], check=True, cwd=REPO)
 
 
 if __name__ == "__main__":
