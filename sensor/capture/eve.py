@@ -6,14 +6,13 @@ JSON, or a record missing a field we need, raises ``EveRecordError`` so the
 reader can count it and carry on. Event types we do not use are skipped;
 types we have never heard of are counted by the reader.
 
-Speed (the live path reads every record Suricata writes): the event type is
-found in the raw line first, then the record is decoded by msgspec straight
-into a typed structure of that type holding only the fields we use (the rest
-is skipped without being built). Records of a type we ignore are only
-checked to be JSON. A line of an unexpected shape (a field of another JSON
-type, an event type out of place) goes the slow, general way, which gives the
-same observations or the same error as before: the fast way changes the
-cost, never the answer.
+Speed (the live path reads every record Suricata writes): msgspec decodes a
+record straight into the typed structure its event_type names, holding only
+the fields we use (the rest is skipped without being built); a record of a
+type we ignore is only checked to be JSON. A line of an unexpected shape (a
+field of another JSON type, an unknown event type) goes the slow, general
+way, which gives the same observations or the same error as before: the
+fast way changes the cost, never the answer.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import functools
 import re
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Union
 
 import msgspec
 import orjson
@@ -183,18 +182,27 @@ _PARSERS = {"dns": _dns, "flow": _flow, "tls": _tls, "quic": _quic, "http": _htt
 # -- the fast way: typed decoding of the fields we use --------------------------------------
 
 
-class _Envelope(msgspec.Struct):
-    """What every record has; the fields we use of each type are in the subclasses."""
+class _Record(msgspec.Struct, kw_only=True, tag_field="event_type"):
+    """A record of a type we ignore: only checked to be JSON, none of its fields built."""
 
-    event_type: str
+    def observations(self) -> list[Observation]:
+        return []
 
 
-class _Located(_Envelope, kw_only=True):
+class _Located(_Record, kw_only=True):
     src_ip: str
     dest_ip: str
     src_port: int = 0
     dest_port: int = 0
     proto: str = ""
+
+    def endpoints(self) -> Endpoints:
+        try:
+            return Endpoints(client=canonical_ip(self.src_ip), server=canonical_ip(self.dest_ip),
+                             client_port=self.src_port, server_port=self.dest_port,
+                             transport=self.proto.lower())  # type: ignore[arg-type]
+        except ValueError as error:
+            raise EveRecordError(f"bad endpoints: {error}") from None
 
 
 class _Timed(_Located, kw_only=True):
@@ -212,6 +220,14 @@ class _DnsAnswerRecord(msgspec.Struct):
     rdata: str = ""
     ttl: int = 0
 
+    def data(self) -> str:
+        if self.rrtype in ("A", "AAAA"):
+            try:
+                return _ip(self.rdata)
+            except ValueError:
+                return self.rdata
+        return self.rdata
+
 
 class _DnsSection(msgspec.Struct):
     type: str
@@ -221,8 +237,23 @@ class _DnsSection(msgspec.Struct):
     answers: list[_DnsAnswerRecord] = []
 
 
-class _DnsEvent(_Timed):
+class _DnsEvent(_Timed, tag="dns"):
     dns: _DnsSection
+
+    def observations(self) -> list[Observation]:
+        dns = self.dns
+        time, endpoints = parse_eve_time(self.timestamp), self.endpoints()
+        if dns.type == "query":
+            queries: list[Observation] = []
+            if dns.rrname is not None:
+                queries.append(DnsQuery(time, endpoints, dns.rrname, dns.rrtype))
+            queries.extend(DnsQuery(time, endpoints, q.rrname, q.rrtype) for q in dns.queries)
+            return queries
+        if dns.type == "answer":
+            records = tuple(DnsRecord(name=a.rrname, rrtype=a.rrtype, data=a.data(), ttl=a.ttl)
+                            for a in dns.answers)
+            return [DnsAnswer(time, endpoints, dns.rrname or "", records)]
+        raise EveRecordError(f"dns record of unknown type {dns.type!r}")
 
 
 class _FlowSection(msgspec.Struct):
@@ -234,8 +265,17 @@ class _FlowSection(msgspec.Struct):
     bytes_toclient: int = 0
 
 
-class _FlowEvent(_Located):
+class _FlowEvent(_Located, tag="flow"):
     flow: _FlowSection
+
+    def observations(self) -> list[Observation]:
+        if self.proto.lower() not in ("tcp", "udp"):
+            return []
+        flow = self.flow
+        return [Flow(time=parse_eve_time(flow.start), endpoints=self.endpoints(),
+                     end=parse_eve_time(flow.end),
+                     packets=flow.pkts_toserver + flow.pkts_toclient,
+                     bytes=flow.bytes_toserver + flow.bytes_toclient)]
 
 
 class _Hello(msgspec.Struct):
@@ -243,12 +283,23 @@ class _Hello(msgspec.Struct):
     ja4: str | None = None
 
 
-class _TlsEvent(_Timed):
+class _TlsEvent(_Timed, tag="tls"):
     tls: _Hello | None = None
 
+    def observations(self) -> list[Observation]:
+        if self.tls is None or not self.tls.sni:
+            return []
+        return [TlsHello(parse_eve_time(self.timestamp), self.endpoints(), self.tls.sni,
+                         ja4=self.tls.ja4)]
 
-class _QuicEvent(_Timed):
+
+class _QuicEvent(_Timed, tag="quic"):
     quic: _Hello | None = None
+
+    def observations(self) -> list[Observation]:
+        if self.quic is None or not self.quic.sni:
+            return []
+        return [QuicHello(parse_eve_time(self.timestamp), self.endpoints(), self.quic.sni)]
 
 
 class _HttpSection(msgspec.Struct):
@@ -256,121 +307,42 @@ class _HttpSection(msgspec.Struct):
     http_method: str = "GET"
 
 
-class _HttpEvent(_Timed):
+class _HttpEvent(_Timed, tag="http"):
     http: _HttpSection | None = None
 
-
-def _typed_endpoints(record: _Located) -> Endpoints:
-    try:
-        return Endpoints(client=canonical_ip(record.src_ip), server=canonical_ip(record.dest_ip),
-                         client_port=record.src_port, server_port=record.dest_port,
-                         transport=record.proto.lower())  # type: ignore[arg-type]
-    except ValueError as error:
-        raise EveRecordError(f"bad endpoints: {error}") from None
+    def observations(self) -> list[Observation]:
+        if self.http is None or not self.http.hostname:
+            return []
+        return [HttpRequest(parse_eve_time(self.timestamp), self.endpoints(),
+                            self.http.hostname, self.http.http_method)]
 
 
-def _typed_dns(record: _DnsEvent) -> list[Observation]:
-    dns = record.dns
-    time, endpoints = parse_eve_time(record.timestamp), _typed_endpoints(record)
-    if dns.type == "query":
-        queries: list[Observation] = []
-        if dns.rrname is not None:
-            queries.append(DnsQuery(time, endpoints, dns.rrname, dns.rrtype))
-        queries.extend(DnsQuery(time, endpoints, q.rrname, q.rrtype) for q in dns.queries)
-        return queries
-    if dns.type == "answer":
-        records = tuple(DnsRecord(name=a.rrname, rrtype=a.rrtype, data=_typed_answer_data(a),
-                                  ttl=a.ttl) for a in dns.answers)
-        return [DnsAnswer(time, endpoints, dns.rrname or "", records)]
-    raise EveRecordError(f"dns record of unknown type {dns.type!r}")
+# msgspec picks the structure by event_type (in C); an ignored type gets an empty one.
+_DECODER = msgspec.json.Decoder(Union[(
+    _DnsEvent, _FlowEvent, _TlsEvent, _QuicEvent, _HttpEvent,
+    *(msgspec.defstruct(f"_Ignored{index}", [], bases=(_Record,), tag=name)
+      for index, name in enumerate(sorted(IGNORED_EVENT_TYPES))))])
 
 
-def _typed_answer_data(answer: _DnsAnswerRecord) -> str:
-    if answer.rrtype in ("A", "AAAA"):
-        try:
-            return _ip(answer.rdata)
-        except ValueError:
-            return answer.rdata
-    return answer.rdata
-
-
-def _typed_flow(record: _FlowEvent) -> list[Observation]:
-    if record.proto.lower() not in ("tcp", "udp"):
-        return []
-    flow = record.flow
-    return [Flow(time=parse_eve_time(flow.start), endpoints=_typed_endpoints(record),
-                 end=parse_eve_time(flow.end), packets=flow.pkts_toserver + flow.pkts_toclient,
-                 bytes=flow.bytes_toserver + flow.bytes_toclient)]
-
-
-def _typed_tls(record: _TlsEvent) -> list[Observation]:
-    tls = record.tls
-    if tls is None or not tls.sni:
-        return []
-    return [TlsHello(parse_eve_time(record.timestamp), _typed_endpoints(record), tls.sni,
-                     ja4=tls.ja4)]
-
-
-def _typed_quic(record: _QuicEvent) -> list[Observation]:
-    quic = record.quic
-    if quic is None or not quic.sni:
-        return []
-    return [QuicHello(parse_eve_time(record.timestamp), _typed_endpoints(record), quic.sni)]
-
-
-def _typed_http(record: _HttpEvent) -> list[Observation]:
-    http = record.http
-    if http is None or not http.hostname:
-        return []
-    return [HttpRequest(parse_eve_time(record.timestamp), _typed_endpoints(record),
-                        http.hostname, http.http_method)]
-
-
-_IGNORED = object()
-_TYPED: dict[bytes, tuple[msgspec.json.Decoder, Any]] = {
-    b"dns": (msgspec.json.Decoder(_DnsEvent), _typed_dns),
-    b"flow": (msgspec.json.Decoder(_FlowEvent), _typed_flow),
-    b"tls": (msgspec.json.Decoder(_TlsEvent), _typed_tls),
-    b"quic": (msgspec.json.Decoder(_QuicEvent), _typed_quic),
-    b"http": (msgspec.json.Decoder(_HttpEvent), _typed_http),
-    **{name.encode(): (msgspec.json.Decoder(_Envelope), _IGNORED)
-       for name in IGNORED_EVENT_TYPES},
-}
-_EVENT_TYPE_KEY = b'"event_type":"'
-
-
-def _parse_typed(line: bytes) -> list[Observation] | None:
+def _parse_typed(line: str | bytes) -> list[Observation] | None:
     """The fast way; None when the line needs the general one (then nothing was decided)."""
-    at = line.find(_EVENT_TYPE_KEY)
-    if at < 0:
-        return None
-    start = at + len(_EVENT_TYPE_KEY)
-    event_type = line[start:line.find(b'"', start)]
-    typed = _TYPED.get(event_type)
-    if typed is None:
-        return None
-    decoder, handle = typed
     try:
-        record = decoder.decode(line)
+        record = _DECODER.decode(line)
     except msgspec.ValidationError:
-        return None  # valid JSON of an unexpected shape: the general way decides
+        return None  # valid JSON of an unexpected shape or type: the general way decides
     except msgspec.DecodeError as error:
         raise EveRecordError(f"not JSON: {error}") from None
-    if record.event_type.encode() != event_type:
-        return None  # the key found first was not the record's own
-    if handle is _IGNORED:
-        return []
     try:
-        return handle(record)
+        return record.observations()
     except ValueError as error:  # an observation refused its values (a flow ending first...)
         if isinstance(error, EveRecordError):
             raise
-        raise EveRecordError(f"{record.event_type} record: {error}") from None
+        raise EveRecordError(f"{type(record).__name__} record: {error}") from None
 
 
 def parse_eve_line(line: str | bytes) -> list[Observation]:
     """The observations in one EVE line; EveRecordError if the line is unusable."""
-    observations = _parse_typed(line.encode() if isinstance(line, str) else line)
+    observations = _parse_typed(line)
     if observations is not None:
         return observations
     try:
