@@ -390,10 +390,10 @@ class SensorDaemon:
 
     def _pause(self, due: dict[str, float]) -> float:
         """How long the loop may sleep: until the next chore (the health ping...) is due."""
-        soonest = min(due.values())
-        if self._updates:
+        now, soonest = self._clock(), min(due.values())
+        if self._updates and self._updates_due > now:  # past due: the book refused them
             soonest = min(soonest, self._updates_due)
-        return min(IDLE_TURN, max(0.0, soonest - self._clock()))
+        return min(IDLE_TURN, max(0.0, soonest - now))
 
     def _wait_for_records(self, stop: threading.Event, timeout: float) -> None:
         """The capture's wait; if it fails, a plain one (reading reports the error)."""
