@@ -87,6 +87,13 @@ def parse_eve_time(text: str) -> float:
     return _whole_seconds(base, zone) + fraction
 
 
+def _suricata_time(text: str) -> float:
+    """``parse_eve_time`` for a string, quicker for the form Suricata writes."""
+    if len(text) == 31 and text[19] == "." and text[26] in "+-" and text[20:26].isdigit():
+        return _whole_seconds(text[:19], text[26:]) + int(text[20:26]) / 1_000_000
+    return parse_eve_time(text)
+
+
 @functools.lru_cache(maxsize=4096)
 def _whole_seconds(base: str, zone: str) -> float:
     """Memoized: records of the same second share this (strptime is slow)."""
@@ -242,7 +249,7 @@ class _DnsEvent(_Timed, tag="dns"):
 
     def observations(self) -> list[Observation]:
         dns = self.dns
-        time, endpoints = parse_eve_time(self.timestamp), self.endpoints()
+        time, endpoints = _suricata_time(self.timestamp), self.endpoints()
         if dns.type == "query":
             queries: list[Observation] = []
             if dns.rrname is not None:
@@ -272,8 +279,8 @@ class _FlowEvent(_Located, tag="flow"):
         if self.proto.lower() not in ("tcp", "udp"):
             return []
         flow = self.flow
-        return [Flow(time=parse_eve_time(flow.start), endpoints=self.endpoints(),
-                     end=parse_eve_time(flow.end),
+        return [Flow(time=_suricata_time(flow.start), endpoints=self.endpoints(),
+                     end=_suricata_time(flow.end),
                      packets=flow.pkts_toserver + flow.pkts_toclient,
                      bytes=flow.bytes_toserver + flow.bytes_toclient)]
 
@@ -289,7 +296,7 @@ class _TlsEvent(_Timed, tag="tls"):
     def observations(self) -> list[Observation]:
         if self.tls is None or not self.tls.sni:
             return []
-        return [TlsHello(parse_eve_time(self.timestamp), self.endpoints(), self.tls.sni,
+        return [TlsHello(_suricata_time(self.timestamp), self.endpoints(), self.tls.sni,
                          ja4=self.tls.ja4)]
 
 
@@ -299,7 +306,7 @@ class _QuicEvent(_Timed, tag="quic"):
     def observations(self) -> list[Observation]:
         if self.quic is None or not self.quic.sni:
             return []
-        return [QuicHello(parse_eve_time(self.timestamp), self.endpoints(), self.quic.sni)]
+        return [QuicHello(_suricata_time(self.timestamp), self.endpoints(), self.quic.sni)]
 
 
 class _HttpSection(msgspec.Struct):
@@ -313,7 +320,7 @@ class _HttpEvent(_Timed, tag="http"):
     def observations(self) -> list[Observation]:
         if self.http is None or not self.http.hostname:
             return []
-        return [HttpRequest(parse_eve_time(self.timestamp), self.endpoints(),
+        return [HttpRequest(_suricata_time(self.timestamp), self.endpoints(),
                             self.http.hostname, self.http.http_method)]
 
 
