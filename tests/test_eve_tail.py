@@ -212,3 +212,25 @@ def test_a_batched_save_lags_but_a_crash_never_skips(tmp_path: Path) -> None:
     assert _names(tailer) == ["c.example"]
     tailer.save()  # on stop
     assert _after_a_crash(eve, offsets) == []
+
+
+def test_reading_goes_on_past_an_uncommitted_batch_and_a_crash_replays_it(
+        tmp_path: Path) -> None:
+    """The daemon holds the position while sightings wait to be written: it must not read
+    the same records again meanwhile (each would be counted again)."""
+    eve, offsets = tmp_path / "eve.json", tmp_path / "eve.offset"
+    eve.write_bytes(_line("a.example"))
+    tailer = EveTailer(eve, offsets)
+    assert _names(tailer) == ["a.example"]
+    with eve.open("ab") as handle:
+        handle.write(_line("b.example"))
+    assert [o.name for o in tailer.read_available()] == ["b.example"]  # not committed
+    with eve.open("ab") as handle:
+        handle.write(_line("c.example"))
+    assert [o.name for o in tailer.read_available()] == ["c.example"], "b is not read twice"
+    os.replace(eve, tmp_path / "eve.json.1")
+    eve.write_bytes(_line("d.example"))  # rotated, with b and c still not committed
+    assert [o.name for o in tailer.read_available()] == ["d.example"]
+    assert _after_a_crash(eve, offsets) == ["b.example", "c.example"], "nothing skipped"
+    tailer.commit()
+    assert _after_a_crash(eve, offsets) == []

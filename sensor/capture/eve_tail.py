@@ -3,7 +3,9 @@
 At-least-once: the caller handles the observations of ``read_available``
 then calls ``commit``, which saves (inode, offset) atomically; a crash in
 between replays that batch (ids are stable, so replays are harmless), it
-never skips one. A half-written last line waits for its end.
+never skips one. Reading goes on past a batch not committed yet (each line
+is read once per run): ``commit`` then covers everything read so far. A
+half-written last line waits for its end.
 
 Rotation (``eve.json`` renamed to ``eve.json.1``, then Suricata told to
 reopen its logs): the file being read stays open, so it is read to its end
@@ -67,7 +69,8 @@ class EveTailer:
         self.path = path
         self.offset_file = offset_file
         self.stats = stats or SourceStats("suricata-eve")
-        self.position = self._saved = self._load()
+        self.position = self._saved = self._load()  # committed (what a restart resumes from)
+        self._reading = self.position  # where the next read starts
         self._handle: BinaryIO | None = None
         self._pending: Position | None = None
         self._read_to = 0  # where the last read stopped, a half line included
@@ -93,36 +96,39 @@ class EveTailer:
             except FileNotFoundError:
                 continue
             if os.fstat(handle.fileno()).st_ino == self.position.inode:
-                self._handle = handle
+                self._handle, self._reading = handle, self.position
                 return
             handle.close()
         try:
             self._handle = self.path.open("rb")
         except FileNotFoundError:
             return
-        self.position = Position(os.fstat(self._handle.fileno()).st_ino, 0)
+        self.position = self._reading = Position(os.fstat(self._handle.fileno()).st_ino, 0)
 
     def _switch_if_rotated(self) -> bool:
-        """At the end of the open file: move to a newer eve.json if there is one."""
+        """At the end of the open file: move to a newer eve.json if there is one.
+
+        The committed position stays in the old file until the next ``commit``.
+        """
         try:
             current = self.path.stat().st_ino
         except FileNotFoundError:
             return False  # renamed, Suricata has not reopened yet: keep reading the old one
-        if self._handle is None or current == self.position.inode:
+        if self._handle is None or current == self._reading.inode:
             return False
         self._handle.close()
         self._handle = self.path.open("rb")
-        self.position = Position(os.fstat(self._handle.fileno()).st_ino, 0)
+        self._reading = Position(os.fstat(self._handle.fileno()).st_ino, 0)
         return True
 
     def read_available(self) -> Iterator[Observation]:
-        """Observations of the complete lines written since the last ``commit``."""
+        """Observations of the complete lines written since the last ``read_available``."""
         if self._handle is None:
             self._open()
             if self._handle is None:
                 return
         while True:
-            start = self.position.offset
+            start = self._reading.offset
             if os.fstat(self._handle.fileno()).st_size < start:
                 start = 0  # truncated
             self._handle.seek(start)
@@ -130,13 +136,12 @@ class EveTailer:
             complete = chunk[:chunk.rfind(b"\n") + 1]
             if complete or not self._switch_if_rotated():
                 break
-            self._commit_position()  # the new file starts at 0
         self._read_to = start + len(chunk)
-        self._pending = Position(self.position.inode, start + len(complete))
+        self._reading = self._pending = Position(self._reading.inode, start + len(complete))
         yield from read_eve_lines(complete.splitlines(), self.stats)
 
     def commit(self) -> None:
-        """The last ``read_available`` is handled: save its position, now or when due."""
+        """Everything read is handled: save the position reached, now or when due."""
         if self._pending is not None and self._pending != self.position:
             self.position = self._pending
         if self._clock() >= self._save_due:
@@ -216,7 +221,7 @@ class EveTailer:
         if os.fstat(self._handle.fileno()).st_size != self._read_to:
             return True
         try:
-            return self.path.stat().st_ino != self.position.inode
+            return self.path.stat().st_ino != self._reading.inode
         except FileNotFoundError:
             return False  # renamed away, Suricata has not reopened yet
 
