@@ -435,11 +435,16 @@ class SensorDaemon:
                "retention": started, "mirror check": started}
         chores = self._chores(book, alerts, sender, due)
         try:
+            failed = False
             while not (stop.wait(BUSY_TURN) if self._busy else stop.is_set()):
                 self._busy = False
-                self._wait_for_records(stop, self._pause(due))
+                if failed:  # records may wait unread: the wait would not wait, the loop spin
+                    stop.wait(self._pause(due))
+                else:
+                    self._wait_for_records(stop, self._pause(due))
                 if stop.is_set():
                     break
+                failed = False
                 for name, every, action in chores:
                     if every is not None and not self._due(due, name, every):
                         continue
@@ -447,6 +452,7 @@ class SensorDaemon:
                         action()
                     except Exception as error:  # noqa: BLE001 - the loop's boundary: report, go on
                         self.faults.record(name, error)
+                        failed = True
                 self._keep_workers_alive(sender)
                 if self._due(due, "health", HEALTH_EVERY):
                     try:
