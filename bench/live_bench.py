@@ -89,6 +89,23 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _backlog(eve: Path, offset_file: Path) -> int:
+    """Bytes of EVE written but not analysed yet, across a rotation (eve.json.1)."""
+    saved = json.loads(offset_file.read_text())
+    sizes = {}
+    for path in (eve.with_name(eve.name + ".1"), eve):
+        try:
+            status = path.stat()
+        except FileNotFoundError:
+            continue
+        sizes[status.st_ino] = status.st_size
+    if saved["inode"] not in sizes:
+        return sum(sizes.values())
+    inodes = list(sizes)
+    return sizes[saved["inode"]] - saved["offset"] + sum(
+        sizes[i] for i in inodes[inodes.index(saved["inode"]) + 1:])
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[int(share * (len(ordered) - 1))]
@@ -221,7 +238,7 @@ def live(code: Path, pcap: Path, args: argparse.Namespace) -> dict:
         while replay.poll() is None:
             time.sleep(5)
             now = {pid: _cpu_seconds(pid) for pid in previous}
-            backlog = eve.stat().st_size - json.loads(offset.read_text())["offset"]
+            backlog = _backlog(eve, offset)
             samples.append({"daemon_cpu": (now[daemon.pid] - previous[daemon.pid]) / 5 * 100,
                             "suricata_cpu": (now[suricata] - previous[suricata]) / 5 * 100,
                             "daemon_rss": _rss_mb(daemon.pid),

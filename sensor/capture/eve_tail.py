@@ -186,7 +186,7 @@ class EveTailer:
         Without inotify (no watch left, another OS) this waits ``timeout``: the
         tailer then works by polling, only later.
         """
-        deadline = self._clock() + timeout
+        deadline = time.monotonic() + timeout
         watch = self._watch()
         if watch is None:
             time.sleep(timeout)
@@ -194,7 +194,7 @@ class EveTailer:
         watch.read(timeout=0)  # forget what the last read already covered
         if self._unread():
             return
-        while (left := deadline - self._clock()) > 0:
+        while (left := deadline - time.monotonic()) > 0:
             if any(event.name in self._names or event.mask & flags.Q_OVERFLOW
                    for event in watch.read(timeout=max(1, round(left * 1000)))):
                 return
