@@ -13,8 +13,11 @@
 4. Load: the 300k-packet bench capture replayed at --pps (default 20,000
    packets/s) for --seconds (default 300); every 5 s it samples CPU (% of one
    core) and RSS of the daemon and of Suricata, and the EVE backlog (bytes
-   written but not yet analysed). "No backlog growing" means the backlog at
-   the end is no larger than its median. Drops: Suricata's capture drops
+   written past the saved offset: the daemon saves it only once waiting
+   sightings are written, every daemon.alert_update_seconds, so this counts
+   records read but not committed too; the probes' latency says whether the
+   reading keeps up). "No backlog growing" means the backlog at the end is no
+   larger than its median. Drops: Suricata's capture drops
    (its stats) and probes that never gave an alert.
 
 ``--before DIR`` runs everything a second time with the code of another
