@@ -4,7 +4,9 @@
 - offline replay of a large capture: Suricata alone vs Suricata + analyzer (goal <= 1.25x);
 - the analyzer's peak RSS during that replay (goal < 60 MB);
 - with ``--scapy``, the scapy source's cost per packet before and after (bench/scapy_bench.py);
-- ``--tshark``: the tshark source's µs per packet before/after (bench/tshark_bench.py).
+- ``--tshark``: the tshark source's µs per packet before/after (bench/tshark_bench.py);
+- with ``--live`` (root): the live sensor, bench/live_bench.py (latency, idle CPU,
+  drops, CPU per EVE record).
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ def main() -> None:
     parser.add_argument("--tshark", action="store_true",
                         help="only the tshark source's µs per packet, before/after "
                              "(bench/tshark_bench.py)")
+    parser.add_argument("--live", type=int, metavar="SECONDS",
+                        help="then the live bench (root) with SECONDS of load")
     args = parser.parse_args()
     if args.tshark:
         from bench.tshark_bench import main as tshark_bench
@@ -145,6 +149,9 @@ def main() -> None:
     if args.scapy:
         subprocess.run([sys.executable, str(BENCH / "scapy_bench.py"), "--packets",
                         str(args.packets), "--repeat", str(args.repeat)], check=True)
+    if args.live:
+        subprocess.run([sys.executable, str(BENCH / "live_bench.py"), "--seconds",
+                        str(args.live)], check=True, cwd=REPO)
 
 
 if __name__ == "__main__":

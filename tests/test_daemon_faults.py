@@ -97,7 +97,9 @@ def test_an_error_that_comes_back_rarely_never_ends_the_daemon() -> None:
 def test_a_chore_that_keeps_failing_is_reported_then_the_daemon_exits_non_zero(
         tmp_path, veth, broker, echap_files, caplog) -> None:
     host, _ = veth
-    config = sensor_config(tmp_path, broker.url, host, error_limit_seconds=3)
+    # Past two health periods (2 s each), so that a ping after the first report of the
+    # error comes before the daemon gives up, whatever the phase of the fault.
+    config = sensor_config(tmp_path, broker.url, host, error_limit_seconds=5)
     notes: list[str] = []
     with caplog.at_level(logging.ERROR), daemon_running(
             config, echap_files, notifier=SystemdNotifier(notes.append)) as running:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from sensor.capture.eve_tail import EveTailer
@@ -131,3 +132,104 @@ def test_a_full_disk_keeps_reading_and_saves_the_position_when_space_returns(
     tailer.commit()
     assert not tailer.disk_full
     assert EveTailer(eve, offsets).position.offset == 2 * len(_line("a.example"))
+
+
+def _waiting(tailer: EveTailer, timeout: float) -> threading.Thread:
+    waiter = threading.Thread(target=tailer.wait_for_lines, args=(timeout,), daemon=True)
+    waiter.start()
+    return waiter
+
+
+def test_a_waiting_tailer_wakes_on_a_new_line_and_sleeps_without_one(tmp_path: Path) -> None:
+    eve, offsets = tmp_path / "eve.json", tmp_path / "eve.offset"
+    eve.write_bytes(_line("a.example"))
+    tailer = EveTailer(eve, offsets)
+    waiter = _waiting(tailer, 60)
+    waiter.join(10)
+    assert not waiter.is_alive(), "unread lines: no wait at all"
+    assert _names(tailer) == ["a.example"]
+    waiter = _waiting(tailer, 60)
+    waiter.join(0.2)
+    assert waiter.is_alive(), "nothing new: it sleeps (saving the offset did not wake it)"
+    with eve.open("ab") as handle:
+        handle.write(_line("b.example"))
+    waiter.join(10)
+    assert not waiter.is_alive(), "woken by the new line, long before its 60 s"
+    assert _names(tailer) == ["b.example"]
+    half = _line("c.example")
+    with eve.open("ab") as handle:
+        handle.write(half[:40])
+    assert _names(tailer) == []
+    waiter = _waiting(tailer, 60)
+    waiter.join(0.2)
+    assert waiter.is_alive(), "a half line read already does not keep it awake"
+    with eve.open("ab") as handle:
+        handle.write(half[40:])
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert _names(tailer) == ["c.example"]
+    tailer.close()
+
+
+def test_a_waiting_tailer_wakes_on_rotation(tmp_path: Path) -> None:
+    eve, offsets = tmp_path / "eve.json", tmp_path / "eve.offset"
+    eve.write_bytes(_line("a.example"))
+    tailer = EveTailer(eve, offsets)
+    assert _names(tailer) == ["a.example"]
+    os.replace(eve, tmp_path / "eve.json.1")
+    waiter = _waiting(tailer, 60)
+    replacement = tmp_path / "new"
+    replacement.write_bytes(_line("b.example"))
+    os.replace(replacement, eve)  # Suricata reopened its logs
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert _names(tailer) == ["b.example"]
+    tailer.close()
+
+
+def _after_a_crash(eve: Path, offsets: Path) -> list[str]:
+    """What a restarted tailer reads first (without saving anything)."""
+    return [o.name for o in EveTailer(eve, offsets).read_available()]
+
+
+def test_a_batched_save_lags_but_a_crash_never_skips(tmp_path: Path) -> None:
+    eve, offsets = tmp_path / "eve.json", tmp_path / "eve.offset"
+    now = [0.0]
+    eve.write_bytes(_line("a.example"))
+    tailer = EveTailer(eve, offsets, save_every=2.0, clock=lambda: now[0])
+    assert _names(tailer) == ["a.example"]  # the first commit saves: it was due
+    with eve.open("ab") as handle:
+        handle.write(_line("b.example"))
+    now[0] = 1.0
+    assert _names(tailer) == ["b.example"]  # committed, not saved yet
+    assert _after_a_crash(eve, offsets) == ["b.example"], "a crash now reads it again"
+    now[0] = 2.0
+    tailer.commit()  # due: saved
+    assert _after_a_crash(eve, offsets) == []
+    with eve.open("ab") as handle:
+        handle.write(_line("c.example"))
+    assert _names(tailer) == ["c.example"]
+    tailer.save()  # on stop
+    assert _after_a_crash(eve, offsets) == []
+
+
+def test_reading_goes_on_past_an_uncommitted_batch_and_a_crash_replays_it(
+        tmp_path: Path) -> None:
+    """The daemon holds the position while sightings wait to be written: it must not read
+    the same records again meanwhile (each would be counted again)."""
+    eve, offsets = tmp_path / "eve.json", tmp_path / "eve.offset"
+    eve.write_bytes(_line("a.example"))
+    tailer = EveTailer(eve, offsets)
+    assert _names(tailer) == ["a.example"]
+    with eve.open("ab") as handle:
+        handle.write(_line("b.example"))
+    assert [o.name for o in tailer.read_available()] == ["b.example"]  # not committed
+    with eve.open("ab") as handle:
+        handle.write(_line("c.example"))
+    assert [o.name for o in tailer.read_available()] == ["c.example"], "b is not read twice"
+    os.replace(eve, tmp_path / "eve.json.1")
+    eve.write_bytes(_line("d.example"))  # rotated, with b and c still not committed
+    assert [o.name for o in tailer.read_available()] == ["d.example"]
+    assert _after_a_crash(eve, offsets) == ["b.example", "c.example"], "nothing skipped"
+    tailer.commit()
+    assert _after_a_crash(eve, offsets) == []

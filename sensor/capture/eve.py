@@ -5,6 +5,14 @@ decryption); this module only maps its records to ours. A line that is not
 JSON, or a record missing a field we need, raises ``EveRecordError`` so the
 reader can count it and carry on. Event types we do not use are skipped;
 types we have never heard of are counted by the reader.
+
+Speed (the live path reads every record Suricata writes): msgspec decodes a
+record straight into the typed structure its event_type names, holding only
+the fields we use (the rest is skipped without being built); a record of a
+type we ignore is only checked to be JSON. A line of an unexpected shape (a
+field of another JSON type, an unknown event type) goes the slow, general
+way, which gives the same observations or the same error as before: the
+fast way changes the cost, never the answer.
 """
 
 from __future__ import annotations
@@ -13,8 +21,9 @@ import functools
 import re
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Union
 
+import msgspec
 import orjson
 
 from sensor.observations import (
@@ -76,6 +85,13 @@ def parse_eve_time(text: str) -> float:
     if digits:
         fraction = int(digits) / (1_000_000 if len(digits) > 6 else 10 ** len(digits))
     return _whole_seconds(base, zone) + fraction
+
+
+def _suricata_time(text: str) -> float:
+    """``parse_eve_time`` for a string, quicker for the form Suricata writes."""
+    if len(text) == 31 and text[19] == "." and text[26] in "+-" and text[20:26].isdigit():
+        return _whole_seconds(text[:19], text[26:]) + int(text[20:26]) / 1_000_000
+    return parse_eve_time(text)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -170,8 +186,172 @@ def _http(record: dict[str, Any]) -> Iterator[Observation]:
 _PARSERS = {"dns": _dns, "flow": _flow, "tls": _tls, "quic": _quic, "http": _http}
 
 
+# -- the fast way: typed decoding of the fields we use --------------------------------------
+
+
+class _Record(msgspec.Struct, kw_only=True, tag_field="event_type"):
+    """A record of a type we ignore: only checked to be JSON, none of its fields built."""
+
+    def observations(self) -> list[Observation]:
+        return []
+
+
+class _Located(_Record, kw_only=True):
+    src_ip: str
+    dest_ip: str
+    src_port: int = 0
+    dest_port: int = 0
+    proto: str = ""
+
+    def endpoints(self) -> Endpoints:
+        try:
+            return Endpoints(client=canonical_ip(self.src_ip), server=canonical_ip(self.dest_ip),
+                             client_port=self.src_port, server_port=self.dest_port,
+                             transport=self.proto.lower())  # type: ignore[arg-type]
+        except ValueError as error:
+            raise EveRecordError(f"bad endpoints: {error}") from None
+
+
+class _Timed(_Located, kw_only=True):
+    timestamp: str
+
+
+class _DnsQuestion(msgspec.Struct):
+    rrname: str
+    rrtype: str = ""
+
+
+class _DnsAnswerRecord(msgspec.Struct):
+    rrname: str = ""
+    rrtype: str = ""
+    rdata: str = ""
+    ttl: int = 0
+
+    def data(self) -> str:
+        if self.rrtype in ("A", "AAAA"):
+            try:
+                return _ip(self.rdata)
+            except ValueError:
+                return self.rdata
+        return self.rdata
+
+
+class _DnsSection(msgspec.Struct):
+    type: str
+    rrname: str | None = None
+    rrtype: str = ""
+    queries: list[_DnsQuestion] = []
+    answers: list[_DnsAnswerRecord] = []
+
+
+class _DnsEvent(_Timed, tag="dns"):
+    dns: _DnsSection
+
+    def observations(self) -> list[Observation]:
+        dns = self.dns
+        time, endpoints = _suricata_time(self.timestamp), self.endpoints()
+        if dns.type == "query":
+            queries: list[Observation] = []
+            if dns.rrname is not None:
+                queries.append(DnsQuery(time, endpoints, dns.rrname, dns.rrtype))
+            queries.extend(DnsQuery(time, endpoints, q.rrname, q.rrtype) for q in dns.queries)
+            return queries
+        if dns.type == "answer":
+            records = tuple(DnsRecord(name=a.rrname, rrtype=a.rrtype, data=a.data(), ttl=a.ttl)
+                            for a in dns.answers)
+            return [DnsAnswer(time, endpoints, dns.rrname or "", records)]
+        raise EveRecordError(f"dns record of unknown type {dns.type!r}")
+
+
+class _FlowSection(msgspec.Struct):
+    start: str
+    end: str
+    pkts_toserver: int = 0
+    pkts_toclient: int = 0
+    bytes_toserver: int = 0
+    bytes_toclient: int = 0
+
+
+class _FlowEvent(_Located, tag="flow"):
+    flow: _FlowSection
+
+    def observations(self) -> list[Observation]:
+        if self.proto.lower() not in ("tcp", "udp"):
+            return []
+        flow = self.flow
+        return [Flow(time=_suricata_time(flow.start), endpoints=self.endpoints(),
+                     end=_suricata_time(flow.end),
+                     packets=flow.pkts_toserver + flow.pkts_toclient,
+                     bytes=flow.bytes_toserver + flow.bytes_toclient)]
+
+
+class _Hello(msgspec.Struct):
+    sni: str | None = None
+    ja4: str | None = None
+
+
+class _TlsEvent(_Timed, tag="tls"):
+    tls: _Hello | None = None
+
+    def observations(self) -> list[Observation]:
+        if self.tls is None or not self.tls.sni:
+            return []
+        return [TlsHello(_suricata_time(self.timestamp), self.endpoints(), self.tls.sni,
+                         ja4=self.tls.ja4)]
+
+
+class _QuicEvent(_Timed, tag="quic"):
+    quic: _Hello | None = None
+
+    def observations(self) -> list[Observation]:
+        if self.quic is None or not self.quic.sni:
+            return []
+        return [QuicHello(_suricata_time(self.timestamp), self.endpoints(), self.quic.sni)]
+
+
+class _HttpSection(msgspec.Struct):
+    hostname: str | None = None
+    http_method: str = "GET"
+
+
+class _HttpEvent(_Timed, tag="http"):
+    http: _HttpSection | None = None
+
+    def observations(self) -> list[Observation]:
+        if self.http is None or not self.http.hostname:
+            return []
+        return [HttpRequest(_suricata_time(self.timestamp), self.endpoints(),
+                            self.http.hostname, self.http.http_method)]
+
+
+# msgspec picks the structure by event_type (in C); an ignored type gets an empty one.
+_DECODER = msgspec.json.Decoder(Union[(
+    _DnsEvent, _FlowEvent, _TlsEvent, _QuicEvent, _HttpEvent,
+    *(msgspec.defstruct(f"_Ignored{index}", [], bases=(_Record,), tag=name)
+      for index, name in enumerate(sorted(IGNORED_EVENT_TYPES))))])
+
+
+def _parse_typed(line: str | bytes) -> list[Observation] | None:
+    """The fast way; None when the line needs the general one (then nothing was decided)."""
+    try:
+        record = _DECODER.decode(line)
+    except msgspec.ValidationError:
+        return None  # valid JSON of an unexpected shape or type: the general way decides
+    except msgspec.DecodeError as error:
+        raise EveRecordError(f"not JSON: {error}") from None
+    try:
+        return record.observations()
+    except ValueError as error:  # an observation refused its values (a flow ending first...)
+        if isinstance(error, EveRecordError):
+            raise
+        raise EveRecordError(f"{type(record).__name__} record: {error}") from None
+
+
 def parse_eve_line(line: str | bytes) -> list[Observation]:
     """The observations in one EVE line; EveRecordError if the line is unusable."""
+    observations = _parse_typed(line)
+    if observations is not None:
+        return observations
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as error:

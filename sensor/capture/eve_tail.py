@@ -3,7 +3,9 @@
 At-least-once: the caller handles the observations of ``read_available``
 then calls ``commit``, which saves (inode, offset) atomically; a crash in
 between replays that batch (ids are stable, so replays are harmless), it
-never skips one. A half-written last line waits for its end.
+never skips one. Reading goes on past a batch not committed yet (each line
+is read once per run): ``commit`` then covers everything read so far. A
+half-written last line waits for its end.
 
 Rotation (``eve.json`` renamed to ``eve.json.1``, then Suricata told to
 reopen its logs): the file being read stays open, so it is read to its end
@@ -14,6 +16,13 @@ shrank is read again from its start.
 A full disk does not stop the tailer: the position is kept in memory,
 ``disk_full`` says so, and it is saved by the first ``commit`` that has room
 (a crash meanwhile replays from the last saved position: nothing is skipped).
+
+Waking: ``wait_for_lines`` blocks until the kernel says (inotify, on the
+directory, so that a rotated or recreated file is seen too) that the EVE
+file changed, so new records are read within milliseconds while an idle
+sensor sleeps. Saving: with ``save_every``, ``commit`` saves at most that
+often (and ``save`` on stop); the position on disk may then lag, which a
+crash turns into records read again, never into records skipped.
 """
 
 from __future__ import annotations
@@ -21,10 +30,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from inotify_simple import INotify, flags
 
 from sensor.capture.stats import SourceStats
 from sensor.capture.suricata import read_eve_lines
@@ -34,6 +46,8 @@ from sensor.observations import Observation
 log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+# What tells the tailer that EVE grew, was recreated or rotated.
+_WAKING = flags.MODIFY | flags.CREATE | flags.MOVED_TO | flags.MOVED_FROM | flags.DELETE
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +63,23 @@ def rotated_path(path: Path) -> Path:
 class EveTailer:
     """Reads complete new lines of one EVE file; ``commit`` makes progress durable."""
 
-    def __init__(self, path: Path, offset_file: Path, stats: SourceStats | None = None) -> None:
+    def __init__(self, path: Path, offset_file: Path, stats: SourceStats | None = None, *,
+                 save_every: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self.offset_file = offset_file
         self.stats = stats or SourceStats("suricata-eve")
-        self.position = self._load()
+        self.position = self._saved = self._load()  # committed (what a restart resumes from)
+        self._reading = self.position  # where the next read starts
         self._handle: BinaryIO | None = None
         self._pending: Position | None = None
+        self._read_to = 0  # where the last read stopped, a half line included
         self.disk_full = False
+        self._save_every, self._clock = save_every, clock
+        self._save_due = clock()
+        self._inotify: INotify | None = None
+        self._unwatchable = False  # inotify refused once: poll from then on
+        self._names = {path.name, rotated_path(path).name}
 
     def _load(self) -> Position:
         try:
@@ -73,36 +96,39 @@ class EveTailer:
             except FileNotFoundError:
                 continue
             if os.fstat(handle.fileno()).st_ino == self.position.inode:
-                self._handle = handle
+                self._handle, self._reading = handle, self.position
                 return
             handle.close()
         try:
             self._handle = self.path.open("rb")
         except FileNotFoundError:
             return
-        self.position = Position(os.fstat(self._handle.fileno()).st_ino, 0)
+        self.position = self._reading = Position(os.fstat(self._handle.fileno()).st_ino, 0)
 
     def _switch_if_rotated(self) -> bool:
-        """At the end of the open file: move to a newer eve.json if there is one."""
+        """At the end of the open file: move to a newer eve.json if there is one.
+
+        The committed position stays in the old file until the next ``commit``.
+        """
         try:
             current = self.path.stat().st_ino
         except FileNotFoundError:
             return False  # renamed, Suricata has not reopened yet: keep reading the old one
-        if self._handle is None or current == self.position.inode:
+        if self._handle is None or current == self._reading.inode:
             return False
         self._handle.close()
         self._handle = self.path.open("rb")
-        self.position = Position(os.fstat(self._handle.fileno()).st_ino, 0)
+        self._reading = Position(os.fstat(self._handle.fileno()).st_ino, 0)
         return True
 
     def read_available(self) -> Iterator[Observation]:
-        """Observations of the complete lines written since the last ``commit``."""
+        """Observations of the complete lines written since the last ``read_available``."""
         if self._handle is None:
             self._open()
             if self._handle is None:
                 return
         while True:
-            start = self.position.offset
+            start = self._reading.offset
             if os.fstat(self._handle.fileno()).st_size < start:
                 start = 0  # truncated
             self._handle.seek(start)
@@ -110,15 +136,21 @@ class EveTailer:
             complete = chunk[:chunk.rfind(b"\n") + 1]
             if complete or not self._switch_if_rotated():
                 break
-            self._commit_position()  # the new file starts at 0
-        self._pending = Position(self.position.inode, start + len(complete))
+        self._read_to = start + len(chunk)
+        self._reading = self._pending = Position(self._reading.inode, start + len(complete))
         yield from read_eve_lines(complete.splitlines(), self.stats)
 
     def commit(self) -> None:
-        """Save the position reached by the last ``read_available`` (atomically)."""
+        """Everything read is handled: save the position reached, now or when due."""
         if self._pending is not None and self._pending != self.position:
             self.position = self._pending
-        self._commit_position()
+        if self._clock() >= self._save_due:
+            self.save()
+
+    def save(self) -> None:
+        """Save the committed position (atomically) if it is not on disk yet."""
+        if self.position != self._saved or self.disk_full:
+            self._commit_position()
 
     def _commit_position(self) -> None:
         try:
@@ -134,6 +166,8 @@ class EveTailer:
                           error.strerror)
             self.disk_full = True
             return
+        self._saved = self.position
+        self._save_due = self._clock() + self._save_every
         if self.disk_full:
             log.info("%s: the EVE position is saved again", self.offset_file)
         self.disk_full = False
@@ -145,3 +179,54 @@ class EveTailer:
             return self.path.stat().st_ino != self.position.inode
         except FileNotFoundError:
             return True
+
+    def wait_for_lines(self, timeout: float) -> None:
+        """Return when the EVE file may hold new lines, or after ``timeout`` seconds.
+
+        Without inotify (no watch left, another OS) this waits ``timeout``: the
+        tailer then works by polling, only later.
+        """
+        deadline = time.monotonic() + timeout
+        watch = self._watch()
+        if watch is None:
+            time.sleep(timeout)
+            return
+        watch.read(timeout=0)  # forget what the last read already covered
+        if self._unread():
+            return
+        while (left := deadline - time.monotonic()) > 0:
+            if any(event.name in self._names or event.mask & flags.Q_OVERFLOW
+                   for event in watch.read(timeout=max(1, round(left * 1000)))):
+                return
+
+    def _watch(self) -> INotify | None:
+        if self._inotify is None and not self._unwatchable:
+            try:
+                self._inotify = INotify()
+                self._inotify.add_watch(self.path.parent, _WAKING)
+            except OSError as error:
+                self.close()
+                if isinstance(error, FileNotFoundError):
+                    return None  # no directory yet: nothing to read either
+                self._unwatchable = True
+                log.warning("%s: cannot watch for new EVE records (%s); reading them every "
+                            "half second instead", self.path.parent, error.strerror)
+                return None
+        return self._inotify
+
+    def _unread(self) -> bool:
+        """True if the open file changed since the last read, or a newer file waits."""
+        if self._handle is None:
+            return self.path.exists()
+        if os.fstat(self._handle.fileno()).st_size != self._read_to:
+            return True
+        try:
+            return self.path.stat().st_ino != self._reading.inode
+        except FileNotFoundError:
+            return False  # renamed away, Suricata has not reopened yet
+
+    def close(self) -> None:
+        """Stop watching (the position is not saved: call ``save`` first)."""
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None

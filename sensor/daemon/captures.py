@@ -1,7 +1,10 @@
 """The live sensor's capture sources, as the daemon drives them: Suricata supervised, or scapy.
 
 Each offers the same small interface to the daemon's loop (``start``,
-``records``, ``commit``, ``running``, ``problem``...). Not the job
+``wait_for_records``, ``records``, ``commit``, ``running``, ``problem``...).
+``wait_for_records`` is how the loop sleeps: it returns as soon as records may
+be waiting, so an alert leaves milliseconds after its packet, and an idle
+sensor does not spin. Not the job
 of this module: detection, the alert book or health (``sensor.daemon.service``).
 """
 
@@ -23,6 +26,11 @@ from sensor.workers import WorkerThread
 
 log = logging.getLogger(__name__)
 
+# The EVE position is saved at most this often (and on stop): it lives in RAM (/run), but
+# writing it at every turn was most of an idle sensor's CPU. A crash reads again what was
+# handled after the last save (at-least-once), it skips nothing.
+OFFSET_SAVE_EVERY = 2.0
+
 
 class SuricataCapture:
     """Suricata supervised on the interface, its EVE file tailed."""
@@ -34,7 +42,8 @@ class SuricataCapture:
             interface=config.network.interface, workdir=workdir,
             suricata=SuricataSettings(binary=config.suricata.binary,
                                       home_net=config.network.home_net)))
-        self.tailer = EveTailer(self.supervisor.eve_path, workdir / "eve.offset")
+        self.tailer = EveTailer(self.supervisor.eve_path, workdir / "eve.offset",
+                                save_every=OFFSET_SAVE_EVERY)
         self._worker: WorkerThread | None = None
 
     def start(self, stop: threading.Event) -> None:
@@ -54,6 +63,9 @@ class SuricataCapture:
 
     def worker_problem(self) -> str | None:
         return self.supervisor.errors.problem
+
+    def wait_for_records(self, timeout: float) -> None:
+        self.tailer.wait_for_lines(timeout)
 
     def records(self) -> list[Observation]:
         return list(self.tailer.read_available())
@@ -118,6 +130,8 @@ class SuricataCapture:
 
     def stop(self) -> None:
         self.supervisor.stop()
+        self.tailer.save()  # what the daemon committed last
+        self.tailer.close()
 
 
 class LiteCapture:
@@ -126,6 +140,7 @@ class LiteCapture:
     def __init__(self, config: Config) -> None:
         self.source = ScapyLiveSource(config.network.interface)
         self._queue: queue.Queue[Observation] = queue.Queue(maxsize=100_000)
+        self._arrived = threading.Event()
         self._worker: WorkerThread | None = None
 
     def start(self, stop: threading.Event) -> None:
@@ -133,6 +148,7 @@ class LiteCapture:
             self.source.started.clear()  # set again by the sniffer this run starts
             for observation in self.source.read(stop):
                 self._queue.put(observation)
+                self._arrived.set()
 
         self._worker = WorkerThread("scapy-live", pump)
         self._worker.start()
@@ -145,6 +161,11 @@ class LiteCapture:
 
     def worker_problem(self) -> str | None:
         return None
+
+    def wait_for_records(self, timeout: float) -> None:
+        if self._queue.empty():
+            self._arrived.wait(timeout)
+        self._arrived.clear()  # what arrived until now is in the queue: `records` takes it
 
     def records(self) -> list[Observation]:
         batch = []

@@ -6,6 +6,12 @@ offline. Every loop turn the daemon handles new records, then at intervals
 rescoring beacons, measuring drops and writing its health (a JSON file that
 `veilleuse status` reads, the retained state topic, systemd's STATUS and the
 watchdog ping). The loop is the only thread that touches the engine.
+
+The loop sleeps until the capture has records (``wait_for_records``: inotify
+on EVE, or the lite source's queue) or the next chore is due, at most
+``IDLE_TURN`` seconds: an alert leaves milliseconds after its record is
+written, and an idle sensor costs next to nothing. Under load, turns are at
+least ``BUSY_TURN`` apart so that a turn's fixed cost is shared by a batch.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ RUNTIME_DIRECTORY_MODE = 0o750
 BEACON_EVERY = 60.0
 DROPS_EVERY = 30.0
 RETENTION_EVERY = 3600.0
+IDLE_TURN = 0.5    # the longest sleep: how late a stop request can be noticed
+BUSY_TURN = 0.005  # the shortest turn when records keep coming
 
 
 class SensorDaemon:
@@ -94,6 +102,7 @@ class SensorDaemon:
         self._last_traffic = self._started = clock()
         self._drop_ratio = 0.0
         self._observations = 0
+        self._busy = False  # the last turn had records: the next one comes soon
         self._ready = False
         self._feeds_signature = self._signature()
         self.selftests = SelftestRunner(lambda: run_selftest(config))
@@ -266,15 +275,16 @@ class SensorDaemon:
             return
         self.selftests.request()
 
-    def _turn(self, alerts: AlertQueue, sender: MqttPublisher, rescore: bool) -> None:
+    def _turn(self, alerts: AlertQueue, sender: MqttPublisher, rescore: bool) -> bool:
         """One pass: new records through detection into the book, then the offset.
 
         Alerts the book refuses (an AlertBookError other than a full disk) stay
         in memory with the offset unsaved, and nothing new is read until they
         are stored: at-least-once, nothing skipped, nothing counted twice.
+        True if records came.
         """
         if self._unstored and not self._store(alerts, sender, []):
-            return
+            return False
         batch = self.capture.records()
         changed = [a for observation in batch for a in self.engine.observe(observation)]
         if rescore:
@@ -285,6 +295,7 @@ class SensorDaemon:
             self._probes_seen += sum(isinstance(o, DnsQuery) and
                                      o.name.endswith(SELFTEST_DOMAIN) for o in batch)
         self._store(alerts, sender, changed)
+        return bool(batch)
 
     def _store(self, alerts: AlertQueue, sender: MqttPublisher, changed: list[Alert],
                flush: bool = False) -> bool:
@@ -346,6 +357,10 @@ class SensorDaemon:
         """(name, interval or None for every turn, action), in the order a turn runs them."""
         daemon = self.config.daemon
 
+        def records() -> None:
+            self._busy = self._turn(alerts, sender,
+                                    rescore=self._due(due, "beacons", BEACON_EVERY))
+
         def drops() -> None:
             self._drop_ratio = self.capture.drop_ratio() or self._drop_ratio
 
@@ -357,8 +372,7 @@ class SensorDaemon:
             self._reload_feeds_if_changed(sender)
 
         return [
-            ("records", None, lambda: self._turn(alerts, sender,
-                                                 rescore=self._due(due, "beacons", BEACON_EVERY))),
+            ("records", None, records),
             ("drops", DROPS_EVERY, drops),
             ("eve rotation", None, lambda: self.capture.rotate_if_needed(
                 daemon.max_eve_megabytes * 2**20)),
@@ -368,6 +382,21 @@ class SensorDaemon:
                 book, self.config.alerts.retention_days, self._wall_clock(),
                 self._clock_synchronised())),
         ]
+
+    def _pause(self, due: dict[str, float]) -> float:
+        """How long the loop may sleep: until the next chore (the health ping...) is due."""
+        now, soonest = self._clock(), min(due.values())
+        if self._updates and self._updates_due > now:  # past due: the book refused them
+            soonest = min(soonest, self._updates_due)
+        return min(IDLE_TURN, max(0.0, soonest - now))
+
+    def _wait_for_records(self, stop: threading.Event, timeout: float) -> None:
+        """The capture's wait; if it fails, a plain one (reading reports the error)."""
+        try:
+            self.capture.wait_for_records(timeout)
+        except Exception as error:  # noqa: BLE001 - the loop's boundary: report, go on
+            self.faults.record("waiting for records", error)
+            stop.wait(timeout)
 
     def _due(self, due: dict[str, float], name: str, every: float) -> bool:
         """True once ``name`` is due, and then not again for ``every`` seconds."""
@@ -401,7 +430,16 @@ class SensorDaemon:
                "retention": started, "mirror check": started}
         chores = self._chores(book, alerts, sender, due)
         try:
-            while not stop.wait(0.5):
+            failed = False
+            while not (stop.wait(BUSY_TURN) if self._busy else stop.is_set()):
+                self._busy = False
+                if failed:  # records may wait unread: the wait would not wait, the loop spin
+                    stop.wait(self._pause(due))
+                else:
+                    self._wait_for_records(stop, self._pause(due))
+                if stop.is_set():
+                    break
+                failed = False
                 for name, every, action in chores:
                     if every is not None and not self._due(due, name, every):
                         continue
@@ -409,6 +447,7 @@ class SensorDaemon:
                         action()
                     except Exception as error:  # noqa: BLE001 - the loop's boundary: report, go on
                         self.faults.record(name, error)
+                        failed = True
                 self._keep_workers_alive(sender)
                 if self._due(due, "health", HEALTH_EVERY):
                     try:
