@@ -34,7 +34,7 @@ import yaml  # noqa: E402
 from tests.conftest import until  # noqa: E402
 from tests.system.booted import BootedSystem, unpack  # noqa: E402
 from tests.system.conftest import built_package  # noqa: E402
-from tests.system.test_image import QEMU_CREDENTIAL_UNITS, build_twin  # noqa: E402
+from tests.system.test_image import build_twin, without_credentials_under_qemu  # noqa: E402
 
 
 def _base_tarball() -> Path:
@@ -73,10 +73,7 @@ def main() -> int:
                                        text=True, check=True).stdout.split()[0])
         compressed = len(subprocess.run(["xz", "-6", "-T0", "-c", str(twin)],
                                         capture_output=True, check=True).stdout)
-        for unit in QEMU_CREDENTIAL_UNITS:
-            dropin = root / "etc" / "systemd" / "system" / f"{unit}.d"
-            dropin.mkdir(parents=True, exist_ok=True)
-            (dropin / "qemu-user.conf").write_text("[Service]\nLoadCredential=\n")
+        without_credentials_under_qemu(root)
         folder = root / "boot" / "firmware" / "veilleuse"
         folder.mkdir()
         (folder / "veilleuse.yaml").write_text(yaml.safe_dump(

@@ -51,6 +51,18 @@ def build_twin(deb: Path) -> Path:
     return REPO / result.stdout.strip().splitlines()[-1]
 
 
+def without_credentials_under_qemu(root: Path) -> None:
+    """Turn systemd's service credentials off in ``root``, for a boot under qemu-user only.
+
+    qemu-user cannot make the mounts systemd 252 sets up for them (EINVAL, "Failed at
+    step CREDENTIALS"); a Pi runs them natively. The twin's tarball stays as built.
+    """
+    for unit in QEMU_CREDENTIAL_UNITS:
+        dropin = root / "etc" / "systemd" / "system" / f"{unit}.d"
+        dropin.mkdir(parents=True, exist_ok=True)
+        (dropin / "qemu-user.conf").write_text("[Service]\nLoadCredential=\n")
+
+
 def _alerts(jsonl: str) -> list[tuple]:
     records = [json.loads(line) for line in jsonl.splitlines() if line.strip()]
     return sorted((r["id"], r["kind"], r["severity"], r["device"], r["indicator"], r["count"],
@@ -76,13 +88,7 @@ def pi(tmp_path_factory, twin: Path) -> Iterator[BootedSystem]:
     (folder / "client.pem").write_bytes(certificate.read_bytes())
     (folder / "client.key").write_bytes(key.read_bytes())
     (folder / "authorized_keys").write_text(ADMIN_KEY + "\n")
-    # qemu-user cannot make the mounts systemd 252 sets up for service credentials
-    # (EINVAL, "Failed at step CREDENTIALS"): off for the units that ask for them,
-    # here only; a Pi runs them natively.
-    for unit in QEMU_CREDENTIAL_UNITS:
-        dropin = root / "etc" / "systemd" / "system" / f"{unit}.d"
-        dropin.mkdir(parents=True, exist_ok=True)
-        (dropin / "qemu-user.conf").write_text("[Service]\nLoadCredential=\n")
+    without_credentials_under_qemu(root)
     suffix = str(os.getpid())[-6:]
     system = BootedSystem(root, name=f"vpi{suffix}", mirror_host=f"vph{suffix}",
                           console_log=work / "console.log")
