@@ -48,10 +48,11 @@ EOF
 # -- No password anywhere: SSH with keys only ------------------------------------
 say "no passwords: root locked, SSH keys only"
 passwd --lock root >/dev/null
-# Any account a base image made with a password (pi-gen's FIRST_USER_PASS) is locked;
+# Any account a base image made with a password (pi-gen's FIRST_USER_PASS) or with an
+# empty one (a login with none) is locked;
 # Raspberry Pi Imager's customisation or the boot partition's authorized_keys give
 # the admin a key instead.
-awk -F: '$2 !~ /^[!*]/ && $2 != "" { print $1 }' /etc/shadow | while read -r account; do
+awk -F: '$2 !~ /^[!*]/ { print $1 }' /etc/shadow | while read -r account; do
     passwd --lock "$account" >/dev/null
 done
 # With no password to type, the admin (the first user, in group sudo, as Raspberry Pi
