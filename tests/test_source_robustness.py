@@ -36,9 +36,9 @@ FEED = """\
 """
 
 
-def _alerts(tmp_path: Path, capsys: pytest.CaptureFixture[str], capture: Path, source: str,
-            expect_code: int = 0) -> set[tuple[str, str, str]]:
-    """(kind, device, observed) of every alert ``veilleuse analyze`` gives with ``source``."""
+def _analyze(tmp_path: Path, capsys: pytest.CaptureFixture[str], capture: Path,
+             source: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``veilleuse analyze`` with ``source`` and the feed."""
     if source != "scapy":
         require_tool(source)
     feed = tmp_path / "feed.yaml"
@@ -47,6 +47,13 @@ def _alerts(tmp_path: Path, capsys: pytest.CaptureFixture[str], capture: Path, s
     code = main(["analyze", str(capture), "--source", source, "--feed", str(feed),
                  "--format", "jsonl"])
     out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _alerts(tmp_path: Path, capsys: pytest.CaptureFixture[str], capture: Path, source: str,
+            expect_code: int = 0) -> set[tuple[str, str, str]]:
+    """(kind, device, observed) of every alert ``veilleuse analyze`` gives with ``source``."""
+    code, out, err = _analyze(tmp_path, capsys, capture, source)
     assert code == expect_code, err
     return {(record["kind"], record["device"], record["observed"])
             for record in map(json.loads, out.splitlines())}
@@ -173,14 +180,7 @@ def test_an_oversized_record_keeps_what_came_before_and_says_where(tmp_path, cap
                      0x7FFFFFFF)  # the second record claims 2 GiB
     capture = tmp_path / "oversized.pcap"
     capture.write_bytes(bytes(data))
-    if source != "scapy":
-        require_tool(source)
-    feed = tmp_path / "feed.yaml"
-    feed.write_text(FEED)
-    capsys.readouterr()
-    code = main(["analyze", str(capture), "--source", source, "--feed", str(feed),
-                 "--format", "jsonl"])
-    out, err = capsys.readouterr()
+    code, out, err = _analyze(tmp_path, capsys, capture, source)
     assert code == 1 and "Traceback" not in err
     assert "record 2 claims 2147483647 bytes" in err and "covers only" in err
     assert '"observed": "before.copy9.com"' in out
