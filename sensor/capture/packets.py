@@ -65,20 +65,25 @@ def _name(raw: bytes | str) -> str:
 # -- TLS ------------------------------------------------------------------------------
 
 
-def sni_of_client_hello(message: bytes) -> str | None:
+def sni_of_client_hello(message: bytes, what: str = "TLS ClientHello") -> str | None:
     """The server name in a ClientHello handshake message, or None if it has none.
 
     Read with ``struct`` (the layout is fixed, RFC 8446 4.1.2 and RFC 6066 3);
-    a hello that does not follow it goes to scapy's lenient dissector.
+    a hello that does not follow it goes to scapy's lenient dissector, whose
+    failure on hostile bytes is a ``PacketDecodeError`` naming ``what``.
     """
     try:
         return _fast_sni(message)
     except (IndexError, struct.error, ValueError):
+        pass
+    try:
         hello = TLSClientHello(message)
         for extension in hello.ext or ():
             if isinstance(extension, TLS_Ext_ServerName) and extension.servernames:
                 return _name(extension.servernames[0].servername)
-        return None
+    except Exception as error:  # noqa: BLE001 - scapy's dissector, on hostile bytes
+        raise PacketDecodeError(f"{what}: {type(error).__name__}: {error}") from None
+    return None
 
 
 def _fast_sni(message: bytes) -> str | None:
@@ -329,11 +334,7 @@ class PacketDecoder:
         if len(data) < 4 + int.from_bytes(data[1:4], "big"):
             return  # the rest comes in the next Initial
         crypto.close()
-        try:
-            sni = sni_of_client_hello(data)
-        except Exception as error:  # noqa: BLE001 - scapy's dissector, on hostile bytes
-            raise PacketDecodeError(f"QUIC ClientHello: {type(error).__name__}: {error}") \
-                from None
+        sni = sni_of_client_hello(data, "QUIC ClientHello")
         state.hello_seen = True
         if sni:
             out.append(QuicHello(summary.time, state.endpoints, sni))
@@ -391,11 +392,7 @@ class PacketDecoder:
         if message is None:
             return  # wait for the next segment
         stream.close()
-        try:
-            sni = sni_of_client_hello(message)
-        except Exception as error:  # noqa: BLE001 - scapy's dissector, on hostile bytes
-            raise PacketDecodeError(f"TLS ClientHello: {type(error).__name__}: {error}") \
-                from None
+        sni = sni_of_client_hello(message)
         state.hello_seen = True  # only once a hello was read whole and parsed
         if sni:
             out.append(TlsHello(summary.time, state.endpoints, sni))
