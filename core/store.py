@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -116,15 +117,29 @@ class CoreStore:
     def __init__(self, path: Path | str, busy_timeout: float = 60.0, writer: str = "") -> None:
         self.path = Path(path)
         self.writer = writer
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
-        except (OSError, sqlite3.Error) as error:
-            raise StoreError(f"cannot open the core database {self.path}: {error}; check "
-                             "store.database and that this user may write there") from None
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            db = None
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                self._db = db
+                return
+            except (OSError, sqlite3.Error) as error:
+                if db is not None:
+                    db.close()
+                # Switching a new database to WAL does not wait on SQLite's busy handler:
+                # two connections opening it at once (the ingest and its notifier) get
+                # "database is locked" at once. Wait for the other, as the timeout says.
+                busy = isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+                if not busy or time.monotonic() >= deadline:
+                    raise StoreError(f"cannot open the core database {self.path}: {error}; "
+                                     "check store.database and that this user may write "
+                                     "there") from None
+                time.sleep(0.05)
 
     def close(self) -> None:
         self._db.close()

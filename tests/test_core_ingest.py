@@ -168,3 +168,27 @@ def test_a_redelivered_invalid_message_is_quarantined_once(tmp_path: Path) -> No
     assert (first.quarantined, first.unchanged) == (1, 0)
     assert (again.quarantined, again.unchanged) == (0, 1)
     assert store.quarantined() == [("veilleuse/shelter-a/box1/alert", "not JSON")]
+
+
+def test_connections_opening_a_new_database_at_once_all_wait_their_turn(tmp_path: Path) -> None:
+    """The ingest and its notifier open the store together at start (it was "locked")."""
+    import threading
+
+    failures = []
+    for round_number in range(20):
+        database = tmp_path / f"core-{round_number}.db"
+        barrier = threading.Barrier(4)
+
+        def open_store(database: Path = database, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                CoreStore(database).close()
+            except Exception as error:  # noqa: BLE001 - collected for the assertion
+                failures.append(error)
+
+        threads = [threading.Thread(target=open_store) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
