@@ -175,7 +175,7 @@ def test_connections_opening_a_new_database_at_once_all_wait_their_turn(tmp_path
     import threading
 
     failures = []
-    for round_number in range(20):
+    for round_number in range(60):
         database = tmp_path / f"core-{round_number}.db"
         barrier = threading.Barrier(4)
 
