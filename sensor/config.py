@@ -33,6 +33,7 @@ from sensor.suricata.config import DEFAULT_HOME_NET
 DEFAULT_CONFIG_PATH = Path("/etc/veilleuse/veilleuse.yaml")
 ECHAP_BASE = "https://raw.githubusercontent.com/AssoEchap/stalkerware-indicators/master"
 _TOPIC_SAFE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")  # bech32, as age-keygen prints it
 
 
 def _network(value: str) -> str:
@@ -117,6 +118,13 @@ def _allow_entry(value: str) -> str:
             raise ValueError(f"{value!r} is neither a domain name nor an IP network") from None
 
 
+def _age_recipient(value: str) -> str:
+    if not _AGE_RECIPIENT.match(value):
+        raise ValueError(f"{value!r} is not an age public key: write the helpline's "
+                         "`age1...` line (age-keygen prints it as 'Public key: age1...')")
+    return value
+
+
 Network = Annotated[str, AfterValidator(_network)]
 Address = Annotated[str, AfterValidator(_address)]
 TopicName = Annotated[str, AfterValidator(_topic_safe)]
@@ -124,6 +132,7 @@ Url = Annotated[str, AfterValidator(_url)]
 BrokerUrl = Annotated[str, AfterValidator(_broker_url)]
 SecretFile = Annotated[FilePath, AfterValidator(_secret_file)]
 AllowEntry = Annotated[str, AfterValidator(_allow_entry)]
+AgeRecipient = Annotated[str, AfterValidator(_age_recipient)]
 
 
 class _Section(BaseModel):
@@ -272,6 +281,26 @@ class AlertsConfig(_Section):
                                 "long are deleted; undelivered ones are always kept.")
 
 
+class EvidenceConfig(_Section):
+    recipients: tuple[AgeRecipient, ...] = Field(
+        (), description="The helpline's age public keys (`age1...`). Evidence (the packets "
+        "of a high alert's device with its indicator) is kept only when at least one is set, "
+        "encrypted to them; with none, nothing is kept. See docs/evidence.md.")
+    directory: Path = Field(Path("/var/lib/veilleuse/evidence"), description="Where the "
+                            "encrypted bundles are kept (`<alert id>.tar.age`); deleted with "
+                            "the alerts after alerts.retention_days.")
+    window_seconds: float = Field(60.0, gt=0, le=3600, description="Packets are kept from "
+                                  "this long before each sighting to this long after it.")
+    max_alert_megabytes: float = Field(2.0, gt=0, description="Packets kept for one alert, "
+                                       "at most (the first ones; the bundle says it was cut).")
+    max_total_megabytes: float = Field(64.0, gt=0, description="All bundles together, at "
+                                       "most: a new bundle that does not fit is not kept (the "
+                                       "older evidence is), and the log says so.")
+    ring_megabytes: int = Field(32, ge=4, le=512, description="Live sensor: the packets "
+                                "Suricata keeps in RAM (pcap-log ring in runtime_directory) "
+                                "for evidence to be cut from; only when recipients are set.")
+
+
 class ScreenConfig(_Section):
     follow: Literal["sensor", "site"] = Field(
         "sensor", description="Show this box's sensor, or every sensor of the site (a "
@@ -354,6 +383,8 @@ class Config(_Section):
     suricata: SuricataSection = Field(default_factory=SuricataSection,
                                       description="Suricata.")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="The alert book.")
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Encrypted "
+                                     "evidence of high alerts (docs/evidence.md).")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="Publishing to the core.")
     local_broker: LocalBrokerConfig = Field(default_factory=LocalBrokerConfig,
                                             description="The box's own broker, for the screen.")

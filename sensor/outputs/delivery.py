@@ -63,6 +63,8 @@ class AlertQueue:
         self.disk_full = False
         self.on_stored: Callable[[str], None] | None = None
         """Called with each payload once it is in the book (the screen's copy)."""
+        self.evidence_of: Callable[[str], dict[str, object] | None] | None = None
+        """The announcement of an alert's kept evidence (``EvidenceKeeper.announcement``)."""
 
     @property
     def held(self) -> int:
@@ -123,6 +125,7 @@ class AlertQueue:
         alert = dataclasses.replace(alert, clock_synchronised=synchronised)
 
         built: list[str] = []
+        evidence = None if self.evidence_of is None else self.evidence_of(alert.id)
 
         def payload(first_seen: float, last_seen: float, count: int,
                     clock_synchronised: bool | None) -> str:
@@ -130,7 +133,7 @@ class AlertQueue:
                                          count=count, clock_synchronised=clock_synchronised)
             built.append(alert_payload(merged, self._catalogues, site=self._config.site,
                                        sensor=self._config.sensor, pseudonyms=self._pseudonyms,
-                                       queued_at=now))
+                                       queued_at=now, evidence=evidence))
             return built[-1]
 
         record = {**asdict(alert), "kind": alert.kind.value, "severity": alert.severity.value}

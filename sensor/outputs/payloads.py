@@ -30,10 +30,14 @@ def outgoing_alert(alert: Alert, pseudonyms: Pseudonymizer | None) -> Alert:
 
 
 def alert_payload(alert: Alert, catalogues: Mapping[str, Catalogue], *, site: str, sensor: str,
-                  pseudonyms: Pseudonymizer | None, queued_at: float) -> str:
+                  pseudonyms: Pseudonymizer | None, queued_at: float,
+                  evidence: Mapping[str, object] | None = None) -> str:
+    """``evidence``: that encrypted evidence is on the box (size, SHA-256), never its content."""
     record = alert_record(outgoing_alert(alert, pseudonyms), catalogues)
     record.update({"site": site, "sensor": sensor, "queued_at": iso_time(queued_at),
                    "device_is_pseudonym": pseudonyms is not None})
+    if evidence is not None:
+        record["evidence"] = dict(evidence)
     return json.dumps(record, ensure_ascii=False, sort_keys=True)
 
 

@@ -1,0 +1,330 @@
+"""Cut, out of capture files, the packets of one device with one indicator around each sighting.
+
+Two passes over the files (they are a capture given to ``analyze`` or the
+live sensor's RAM ring, both bounded). The first finds the sightings: a
+packet between the device and a listed address, or a DNS, TLS, QUIC or HTTP
+message of the device naming the indicator (read by the shared
+``PacketDecoder``, so exactly what the detection reads), and learns the
+addresses the indicator resolved to for that device. The second keeps the
+packets between the device and those addresses, and those of the flows that
+named the indicator, within ``window`` seconds of a sighting, up to
+``max_bytes``. Nothing else of the device, and nothing of any other device,
+is kept. Non-job: deciding what is an alert (detection did), encryption.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import ipaddress
+import logging
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+from scapy.error import Scapy_Exception
+from scapy.utils import RawPcapNgReader, RawPcapReader, RawPcapWriter
+
+from sensor.capture import scan_capture
+from sensor.capture.frames import LINKTYPE_ETHERNET, Segment, parse_frame
+from sensor.capture.packets import PacketDecoder
+from sensor.detect.model import Alert
+from sensor.errors import CaptureError
+from sensor.feeds.names import domain_suffixes, normalize_domain
+from sensor.observations import DnsAnswer, DnsQuery, HttpRequest, Observation, QuicHello, TlsHello
+
+log = logging.getLogger(__name__)
+
+_FlowKey = tuple[str, int, str, int, str]
+SNAPLEN = 262_144  # what tcpdump and dumpcap write: no frame is cut
+
+
+def device_addresses(alert: Alert) -> frozenset[str]:
+    """The IP addresses an alert's device used: its ``addresses`` if it lists them, else its id.
+
+    Devices are keyed by their address today; once an alert is keyed by a
+    device (a MAC) it lists the addresses it was seen with, and those are
+    what packets carry.
+    """
+    addresses = set(getattr(alert, "addresses", ()) or ())
+    if _is_address(alert.device):
+        addresses.add(alert.device)
+    return frozenset(_canonical(address) for address in addresses if _is_address(address))
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _canonical(address: str) -> str:
+    return str(ipaddress.ip_address(address))
+
+
+def _flow_key(source: str, source_port: int, destination: str, destination_port: int,
+              transport: str) -> _FlowKey:
+    if (source, source_port) <= (destination, destination_port):
+        return (source, source_port, destination, destination_port, transport)
+    return (destination, destination_port, source, source_port, transport)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One packet record of a capture file."""
+
+    index: int  # position over all the files read, in order
+    time: float
+    linktype: int
+    frame: bytes
+    sec: int
+    usec: int
+
+
+@dataclass(slots=True)
+class _Target:
+    """What one alert's evidence is made of, learnt in the first pass."""
+
+    alert_id: str
+    devices: frozenset[str]
+    names: frozenset[str]  # normalized names the indicator covers (its suffix set)
+    addresses: set[str]
+    sightings: list[float] = field(default_factory=list)
+    flows: set[_FlowKey] = field(default_factory=set)
+    messages: set[int] = field(default_factory=set)  # DNS packets naming the indicator
+
+
+@dataclass(frozen=True, slots=True)
+class PacketWindow:
+    """The packets kept for one alert (classic pcap bytes) and how they were chosen."""
+
+    alert_id: str
+    pcap: bytes
+    packets: int
+    sightings: int
+    first_sighting: float | None
+    last_sighting: float | None
+    window_seconds: float
+    truncated: bool
+    linktype: int | None
+    other_linktypes_skipped: int = 0
+
+    def describe(self) -> dict[str, object]:
+        """The JSON-ready account kept in the bundle (evidence.json)."""
+        return {"packets": self.packets, "pcap_bytes": len(self.pcap),
+                "sightings": self.sightings, "first_sighting": self.first_sighting,
+                "last_sighting": self.last_sighting, "window_seconds": self.window_seconds,
+                "truncated": self.truncated, "linktype": self.linktype,
+                "other_linktypes_skipped": self.other_linktypes_skipped}
+
+
+def _indicator_names(alert: Alert) -> frozenset[str]:
+    names = set()
+    for value in (alert.indicator, alert.observed):
+        if _is_address(value):
+            continue
+        try:
+            names.add(normalize_domain(value))
+        except ValueError:
+            continue
+    return frozenset(names)
+
+
+def _names_indicator(name: str, names: frozenset[str]) -> bool:
+    try:
+        return any(suffix in names for suffix in domain_suffixes(normalize_domain(name)))
+    except ValueError:
+        return False
+
+
+def read_records(captures: Sequence[Path]) -> Iterator[Record]:
+    """Every complete record of ``captures``, in order; damage ends a file, not the reading."""
+    index = 0
+    for path in captures:
+        capture = scan_capture(path)
+        try:
+            reader = RawPcapReader(str(capture.path))
+        except (OSError, Scapy_Exception) as error:
+            raise CaptureError(f"{path}: cannot read this capture ({error})") from None
+        with reader:
+            try:
+                for frame, linktype, time, sec, usec in islice(_raw(reader), capture.packets):
+                    yield Record(index, time, linktype, frame, sec, usec)
+                    index += 1
+            except (Scapy_Exception, EOFError, struct.error, ValueError) as error:
+                log.warning("evidence: %s read up to record %d (%s)", path, index, error)
+
+
+def _raw(reader: RawPcapReader) -> Iterator[tuple[bytes, int, float, int, int]]:
+    if isinstance(reader, RawPcapNgReader):
+        for frame, meta in reader:
+            stamp = (meta.tshigh << 32) + meta.tslow
+            sec, fraction = divmod(stamp, meta.tsresol)
+            yield (frame, meta.linktype, stamp / meta.tsresol, sec,
+                   fraction * 1_000_000 // meta.tsresol)
+        return
+    linktype, scale = reader.linktype, 1_000 if reader.nano else 1
+    for frame, meta in reader:
+        usec = meta.usec // scale
+        yield frame, linktype, meta.sec + usec / 1e6, meta.sec, usec
+
+
+def _named(observation: Observation) -> str | None:
+    if isinstance(observation, DnsQuery):
+        return observation.name
+    if isinstance(observation, DnsAnswer):
+        return observation.query_name
+    if isinstance(observation, TlsHello | QuicHello):
+        return observation.sni
+    if isinstance(observation, HttpRequest):
+        return observation.host
+    return None
+
+
+def _learn(targets: Sequence[_Target], records: Iterable[Record]) -> None:
+    """First pass: sightings, flows naming the indicator, addresses it resolved to."""
+    everyone = frozenset().union(*(target.devices for target in targets))
+    decoder = PacketDecoder()
+    for record in records:
+        segment = parse_frame(record.linktype, record.frame)
+        if segment is None or not {segment.source, segment.destination} & everyone:
+            continue
+        try:
+            observations = decoder.decode_frame(record.linktype, record.frame, record.time)
+        except Exception as error:  # noqa: BLE001 - one bad packet never stops evidence
+            log.debug("evidence: record %d not decoded (%s)", record.index, error)
+            observations = []
+        for target in targets:
+            _learn_one(target, record, segment, observations)
+
+
+def _learn_one(target: _Target, record: Record, segment: Segment,
+               observations: Sequence[Observation]) -> None:
+    if segment.source in target.devices:
+        peer = segment.destination
+    elif segment.destination in target.devices:
+        peer = segment.source
+    else:
+        return
+    if peer in target.addresses:
+        target.sightings.append(record.time)
+    for observation in observations:
+        name = _named(observation)
+        if name is None or not target.names or not _names_indicator(name, target.names):
+            continue
+        if observation.endpoints.client not in target.devices:
+            continue
+        target.sightings.append(observation.time)
+        if isinstance(observation, DnsAnswer):
+            target.addresses.update(_canonical(r.data) for r in observation.records
+                                    if r.rrtype in ("A", "AAAA") and _is_address(r.data))
+        if isinstance(observation, DnsQuery | DnsAnswer):
+            target.messages.add(record.index)
+        else:
+            ends = observation.endpoints
+            target.flows.add(_flow_key(ends.client, ends.client_port, ends.server,
+                                       ends.server_port, ends.transport))
+
+
+def _keeps(target: _Target, record: Record, segment: Segment) -> bool:
+    if record.index in target.messages:
+        return True
+    if segment.source in target.devices:
+        peer = segment.destination
+    elif segment.destination in target.devices:
+        peer = segment.source
+    else:
+        return False
+    if peer in target.addresses:
+        return True
+    return _flow_key(segment.source, segment.source_port, segment.destination,
+                     segment.destination_port, segment.transport) in target.flows
+
+
+def _in_windows(time: float, sightings: Sequence[float], window: float) -> bool:
+    """Whether ``time`` is within ``window`` of one of the (sorted) ``sightings``."""
+    at = bisect.bisect_left(sightings, time - window)
+    return at < len(sightings) and sightings[at] <= time + window
+
+
+class _PcapBuffer:
+    """A classic pcap written to memory, one link type, up to ``max_bytes`` of records.
+
+    The link type is the first kept record's; records of another link type
+    (a pcapng mixing interfaces) are counted, not kept: a classic pcap is
+    what every tool opens.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._out = io.BytesIO()
+        self._writer: RawPcapWriter | None = None
+        self.linktype: int | None = None
+        self.max_bytes = max_bytes
+        self.packets = 0
+        self.truncated = False
+        self.skipped = 0
+
+    def _open(self, linktype: int) -> RawPcapWriter:
+        if self._writer is None:
+            self.linktype = linktype
+            self._writer = RawPcapWriter(self._out, linktype=linktype, sync=True,
+                                         snaplen=SNAPLEN)
+            self._writer.write_header(None)
+        return self._writer
+
+    def add(self, record: Record) -> None:
+        writer = self._open(record.linktype)
+        if record.linktype != self.linktype:
+            self.skipped += 1
+        elif self._out.tell() + 16 + len(record.frame) > self.max_bytes:
+            self.truncated = True
+        else:
+            writer.write_packet(record.frame, sec=record.sec, usec=record.usec)
+            self.packets += 1
+
+    def value(self) -> bytes:
+        """The pcap; with no packet, a valid empty one (Ethernet)."""
+        self._open(LINKTYPE_ETHERNET).flush()
+        return self._out.getvalue()
+
+
+def cut_windows(captures: Sequence[Path], alerts: Sequence[Alert], *, window: float,
+                max_bytes: int) -> list[PacketWindow]:
+    """The packets of each alert's device with its indicator, in files ``captures``.
+
+    An alert whose device has no known address (or whose indicator is never
+    seen in these files) gets a window with no packet: its bundle says so.
+    """
+    targets = [_Target(alert.id, device_addresses(alert), _indicator_names(alert),
+                       {_canonical(v) for v in (alert.indicator, alert.observed)
+                        if _is_address(v)}) for alert in alerts]
+    live = [target for target in targets if target.devices]
+    if live:
+        _learn(live, read_records(captures))
+    buffers = {target.alert_id: _PcapBuffer(max_bytes) for target in targets}
+    for target in live:
+        target.sightings.sort()
+    if any(target.sightings for target in live):
+        for record in read_records(captures):
+            segment = parse_frame(record.linktype, record.frame)
+            if segment is None:
+                continue
+            for target in live:
+                if target.sightings and _keeps(target, record, segment) and \
+                        _in_windows(record.time, target.sightings, window):
+                    buffers[target.alert_id].add(record)
+    return [_window(target, buffers[target.alert_id], window) for target in targets]
+
+
+def _window(target: _Target, buffer: _PcapBuffer, window: float) -> PacketWindow:
+    sightings = sorted(target.sightings)
+    return PacketWindow(alert_id=target.alert_id, pcap=buffer.value(), packets=buffer.packets,
+                        sightings=len(sightings),
+                        first_sighting=sightings[0] if sightings else None,
+                        last_sighting=sightings[-1] if sightings else None,
+                        window_seconds=window, truncated=buffer.truncated,
+                        linktype=buffer.linktype, other_linktypes_skipped=buffer.skipped)
