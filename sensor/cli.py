@@ -41,6 +41,7 @@ from sensor.report import write_jsonl, write_text
 
 if TYPE_CHECKING:
     from sensor.alerts.book import AlertBook
+    from sensor.evidence.keeper import EvidenceKeeper
 
 log = logging.getLogger("veilleuse")
 
@@ -120,6 +121,18 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--lang", choices=LANGUAGES, help="language of the lines")
     tail.add_argument("--count", type=int, help="exit after this many messages")
 
+    evidence = commands.add_parser("evidence", help="the encrypted evidence kept for high "
+                                   "alerts (docs/evidence.md)")
+    evidence_commands = evidence.add_subparsers(dest="evidence_command", required=True,
+                                                metavar="ACTION")
+    evidence_commands.add_parser("list", help="the bundles kept: alert id, size, SHA-256")
+    export = evidence_commands.add_parser("export", help="copy one alert's encrypted bundle "
+                                          "(for the helpline: age -d -i key.txt)")
+    export.add_argument("alert_id", metavar="ALERT_ID", help="the alert's id, on the box or "
+                        "as published over MQTT")
+    export.add_argument("--output", type=Path, metavar="FILE",
+                        help="where to write it (default: ./<alert id>.tar.age)")
+
     demo = commands.add_parser("demo", help="build a demo capture and analyse it with the "
                                "demo feed (no network, no mirror port needed)")
     _add_analysis_options(demo)
@@ -194,13 +207,16 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
     result = analyze_capture(capture, open_source(args.source, config), engine)
     _report(args, config, from_file, capture, describe_feeds(feeds), result)
     status = 0
+    keeper = _keep_evidence(config, capture, result, feed_versions(feeds))
     if getattr(args, "mqtt", None):
         from sensor.alerts.book import AlertBook
         from sensor.outputs.delivery import AlertQueue, pseudonymizer
 
         book = AlertBook(config.alerts.database)
         try:
-            AlertQueue(book, config, pseudonymizer(config), time.time).add_all(result.alerts)
+            queue = AlertQueue(book, config, pseudonymizer(config), time.time)
+            queue.evidence_of = keeper.announcement if keeper else None
+            queue.add_all(result.alerts)
             status = _deliver(config, book, args.mqtt, args.mqtt_timeout, feed_versions(feeds))
         finally:
             book.close()
@@ -213,6 +229,26 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
               file=sys.stderr)
         return 1
     return status
+
+
+def _keep_evidence(config: Config, capture: Path, result: AnalysisResult,
+                   feeds: dict[str, str]) -> EvidenceKeeper | None:
+    """Encrypted evidence of the high alerts, cut from ``capture``, if a helpline key is set."""
+    if not config.evidence.recipients:
+        log.info("evidence: no helpline key (evidence.recipients); no packets kept")
+        return None
+    from sensor.daemon.clock import SystemClock
+    from sensor.evidence.keeper import EvidenceKeeper
+    from sensor.outputs.delivery import pseudonymizer
+
+    keeper = EvidenceKeeper(config.evidence, pseudonyms=pseudonymizer(config),
+                            wall_clock=time.time, clock_synchronised=SystemClock())
+    kept = keeper.keep(result.alerts, [capture], feeds)
+    if kept or keeper.failures:
+        failed = f"; {keeper.failures} not kept (see the log)" if keeper.failures else ""
+        print(f"veilleuse: evidence kept for {len(kept)} high alert(s), encrypted, in "
+              f"{keeper.store.directory}{failed}; `veilleuse evidence list`", file=sys.stderr)
+    return keeper
 
 
 def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
@@ -400,6 +436,31 @@ def _feeds(args: argparse.Namespace) -> int:
     return status
 
 
+def _evidence(args: argparse.Namespace) -> int:
+    from sensor.evidence.store import SUFFIX, EvidenceStore
+
+    config, _ = _config(args)
+    store = EvidenceStore(config.evidence.directory)
+    if args.evidence_command == "export":
+        output = args.output or Path(f"{args.alert_id}{SUFFIX}")
+        entry = store.export(args.alert_id, output)
+        print(f"{output}: evidence of alert {entry.alert_id}, {entry.size} bytes, "
+              f"sha256 {entry.sha256}; decrypt with: age -d -i key.txt {output} | tar x")
+        return 0
+    if not config.evidence.recipients:
+        print("no helpline key is configured (evidence.recipients): no evidence is kept")
+    entries = store.entries()
+    for entry in entries:
+        cut = ", cut at the cap" if entry.truncated else ""
+        print(f"{entry.alert_id}  (published as {entry.outgoing_id})  "
+              f"{datetime.fromtimestamp(entry.created, UTC):%Y-%m-%d %H:%M} UTC  "
+              f"{entry.packets} packets{cut}  {entry.size} bytes  sha256 {entry.sha256}")
+    print(f"{len(entries)} bundle(s), {sum(e.size for e in entries)} of "
+          f"{int(config.evidence.max_total_megabytes * 1_000_000)} bytes, in "
+          f"{store.directory}")
+    return 0
+
+
 def _check_config(args: argparse.Namespace) -> int:
     path = args.path or args.config or DEFAULT_CONFIG_PATH
     load_config(path)
@@ -430,7 +491,7 @@ _COMMANDS = {"analyze": lambda args: _analyze(args, args.capture, args.feed), "d
              "feeds": _feeds, "publish": _publish, "mirror": _mirror,
              "core-access": _core_access, "rules": _rules,
              "run": _run_daemon, "status": _status, "selftest": _selftest, "tail": _tail,
-             "check-config": _check_config, "config-docs": _config_docs,
+             "check-config": _check_config, "config-docs": _config_docs, "evidence": _evidence,
              "first-boot": _first_boot}
 
 
