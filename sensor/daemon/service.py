@@ -26,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sensor.alerts.book import AlertBook, AlertBookError
-from sensor.alerts.retention import apply_retention
+from sensor.alerts.retention import apply_evidence_retention, apply_retention
 from sensor.analysis import (
     build_engine,
     build_matcher,
@@ -381,6 +381,9 @@ class SensorDaemon:
             ("retention", RETENTION_EVERY, lambda: apply_retention(
                 book, self.config.alerts.retention_days, self._wall_clock(),
                 self._clock_synchronised())),
+            ("evidence retention", RETENTION_EVERY, lambda: apply_evidence_retention(
+                self.config.evidence.directory, self.config.alerts.retention_days,
+                self._wall_clock(), self._clock_synchronised())),
         ]
 
     def _pause(self, due: dict[str, float]) -> float:
@@ -427,7 +430,8 @@ class SensorDaemon:
         started = self._started = self._clock()
         due = {"health": started, "beacons": started + BEACON_EVERY, "drops": started,
                "feeds": started + self.config.daemon.feeds_check_seconds,
-               "retention": started, "mirror check": started}
+               "retention": started, "evidence retention": started,
+               "mirror check": started}
         chores = self._chores(book, alerts, sender, due)
         try:
             failed = False

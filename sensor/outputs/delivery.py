@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from sensor.alerts.book import AlertBook, AlertBookError, AlertBookFull
 from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
-from sensor.alerts.retention import apply_retention
+from sensor.alerts.retention import apply_evidence_retention, apply_retention
 from sensor.config import Config, is_loopback_host
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.detect.model import Alert
@@ -297,6 +297,8 @@ def deliver_pending(config: Config, book: AlertBook, url: str | None, timeout: f
         delivered = sender.wait_until_delivered(timeout)
     finally:
         sender.stop()
-    apply_retention(book, config.alerts.retention_days, time.time(),
-                    (clock_synchronised or SystemClock())())
+    trusted = (clock_synchronised or SystemClock())()
+    apply_retention(book, config.alerts.retention_days, time.time(), trusted)
+    apply_evidence_retention(config.evidence.directory, config.alerts.retention_days,
+                             time.time(), trusted)
     return delivered, sender.health()
