@@ -239,11 +239,12 @@ def _keep_evidence(config: Config, capture: Path, result: AnalysisResult,
         return None
     from sensor.daemon.clock import SystemClock
     from sensor.evidence.keeper import EvidenceKeeper
+    from sensor.evidence.window import file_records
     from sensor.outputs.delivery import pseudonymizer
 
     keeper = EvidenceKeeper(config.evidence, pseudonyms=pseudonymizer(config),
                             wall_clock=time.time, clock_synchronised=SystemClock())
-    kept = keeper.keep(result.alerts, [capture], feeds)
+    kept = keeper.keep(result.alerts, file_records([capture]), feeds)
     if kept or keeper.failures:
         failed = f"; {keeper.failures} not kept (see the log)" if keeper.failures else ""
         print(f"veilleuse: evidence kept for {len(kept)} high alert(s), encrypted, in "

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 
 from sensor.alerts.pseudonym import Pseudonymizer
 from sensor.config import EvidenceConfig
@@ -27,7 +26,7 @@ from sensor.evidence.bundle import (
     pack,
 )
 from sensor.evidence.store import EvidenceStore, StoredEvidence
-from sensor.evidence.window import cut_windows
+from sensor.evidence.window import Records, cut_windows
 from sensor.report import alert_record, all_catalogues
 
 log = logging.getLogger(__name__)
@@ -63,9 +62,9 @@ class EvidenceKeeper:
         """Evidence is kept only when a helpline key is configured."""
         return bool(self.config.recipients)
 
-    def keep(self, alerts: Iterable[Alert], captures: Sequence[Path],
+    def keep(self, alerts: Iterable[Alert], records: Records,
              feeds: Mapping[str, str]) -> list[StoredEvidence]:
-        """Bundle the high ones among ``alerts`` from ``captures``; the bundles kept."""
+        """Bundle the high ones among ``alerts`` from the packets ``records()`` reads."""
         wanted = [alert for alert in alerts if needs_evidence(alert)]
         if not wanted:
             return []
@@ -75,7 +74,7 @@ class EvidenceKeeper:
                             "no packets are kept for high alerts; see docs/evidence.md")
                 self._said_disabled = True
             return []
-        windows = cut_windows(captures, wanted, window=self.config.window_seconds,
+        windows = cut_windows(records, wanted, window=self.config.window_seconds,
                               max_bytes=int(self.config.max_alert_megabytes * MEGABYTE))
         now = self._wall_clock()
         created = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -84,8 +83,8 @@ class EvidenceKeeper:
         kept = []
         for alert, window in zip(wanted, windows, strict=True):
             if window.packets == 0:
-                log.info("evidence: no packet of alert %s in %d capture file(s); nothing kept",
-                         alert.id, len(captures))
+                log.info("evidence: no packet of alert %s is left to keep (the capture, or "
+                         "the ring in RAM, holds none)", alert.id)
                 continue
             clock = ClockState(alert.clock_synchronised, box_clock, created)
             files = bundle_files(window, alert_record(alert, catalogues), feeds, clock)
@@ -112,5 +111,5 @@ class EvidenceKeeper:
 
     def announcement(self, alert_id: str) -> dict[str, object] | None:
         """What an alert's payload says of its evidence (size, digest), or None."""
-        entry = self.store.find(alert_id)
+        entry = self.store.get(alert_id)
         return None if entry is None else entry.announcement()

@@ -19,7 +19,7 @@ import io
 import ipaddress
 import logging
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -75,14 +75,22 @@ def _flow_key(source: str, source_port: int, destination: str, destination_port:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One packet record of a capture file."""
+    """One packet: from a capture file, or from the lite sniffer's ring in memory."""
 
-    index: int  # position over all the files read, in order
+    index: int  # position over everything read, in order
     time: float
     linktype: int
     frame: bytes
-    sec: int
-    usec: int
+
+    @property
+    def stamp(self) -> tuple[int, int]:
+        """(seconds, microseconds), as a classic pcap record stores the time."""
+        seconds, micro = divmod(round(self.time * 1_000_000), 1_000_000)
+        return seconds, micro
+
+
+Records = Callable[[], Iterable[Record]]
+"""Reads the packets from the start, each time it is called (the cut makes two passes)."""
 
 
 @dataclass(slots=True)
@@ -142,35 +150,41 @@ def _names_indicator(name: str, names: frozenset[str]) -> bool:
 
 
 def read_records(captures: Sequence[Path]) -> Iterator[Record]:
-    """Every complete record of ``captures``, in order; damage ends a file, not the reading."""
+    """Every complete record of ``captures``, in order; damage ends a file, not the reading.
+
+    A file still being written (the ring's newest) ends with a record cut
+    short: read up to it, like damage.
+    """
     index = 0
     for path in captures:
-        capture = scan_capture(path)
         try:
+            capture = scan_capture(path)
             reader = RawPcapReader(str(capture.path))
-        except (OSError, Scapy_Exception) as error:
-            raise CaptureError(f"{path}: cannot read this capture ({error})") from None
+        except (CaptureError, OSError, Scapy_Exception) as error:
+            log.warning("evidence: %s not read (%s)", path, error)
+            continue
         with reader:
             try:
-                for frame, linktype, time, sec, usec in islice(_raw(reader), capture.packets):
-                    yield Record(index, time, linktype, frame, sec, usec)
+                for frame, linktype, time in islice(_raw(reader), capture.packets):
+                    yield Record(index, time, linktype, frame)
                     index += 1
             except (Scapy_Exception, EOFError, struct.error, ValueError) as error:
                 log.warning("evidence: %s read up to record %d (%s)", path, index, error)
 
 
-def _raw(reader: RawPcapReader) -> Iterator[tuple[bytes, int, float, int, int]]:
+def file_records(captures: Sequence[Path]) -> Records:
+    """``read_records`` of these files, as ``cut_windows`` takes them."""
+    return lambda: read_records(captures)
+
+
+def _raw(reader: RawPcapReader) -> Iterator[tuple[bytes, int, float]]:
     if isinstance(reader, RawPcapNgReader):
         for frame, meta in reader:
-            stamp = (meta.tshigh << 32) + meta.tslow
-            sec, fraction = divmod(stamp, meta.tsresol)
-            yield (frame, meta.linktype, stamp / meta.tsresol, sec,
-                   fraction * 1_000_000 // meta.tsresol)
+            yield frame, meta.linktype, ((meta.tshigh << 32) + meta.tslow) / meta.tsresol
         return
-    linktype, scale = reader.linktype, 1_000 if reader.nano else 1
+    linktype, scale = reader.linktype, 1e9 if reader.nano else 1e6
     for frame, meta in reader:
-        usec = meta.usec // scale
-        yield frame, linktype, meta.sec + usec / 1e6, meta.sec, usec
+        yield frame, linktype, meta.sec + meta.usec / scale
 
 
 def _named(observation: Observation) -> str | None:
@@ -267,6 +281,7 @@ class _PcapBuffer:
         self.packets = 0
         self.truncated = False
         self.skipped = 0
+        self._seen: set[int] = set()
 
     def _open(self, linktype: int) -> RawPcapWriter:
         if self._writer is None:
@@ -278,12 +293,17 @@ class _PcapBuffer:
 
     def add(self, record: Record) -> None:
         writer = self._open(record.linktype)
+        seen = hash((record.time, record.frame))
+        if seen in self._seen:  # Suricata's pcap-log writes its pseudo-packets again
+            return
+        self._seen.add(seen)
         if record.linktype != self.linktype:
             self.skipped += 1
         elif self._out.tell() + 16 + len(record.frame) > self.max_bytes:
             self.truncated = True
         else:
-            writer.write_packet(record.frame, sec=record.sec, usec=record.usec)
+            seconds, micro = record.stamp
+            writer.write_packet(record.frame, sec=seconds, usec=micro)
             self.packets += 1
 
     def value(self) -> bytes:
@@ -292,9 +312,9 @@ class _PcapBuffer:
         return self._out.getvalue()
 
 
-def cut_windows(captures: Sequence[Path], alerts: Sequence[Alert], *, window: float,
+def cut_windows(records: Records, alerts: Sequence[Alert], *, window: float,
                 max_bytes: int) -> list[PacketWindow]:
-    """The packets of each alert's device with its indicator, in files ``captures``.
+    """The packets of each alert's device with its indicator, among ``records()``.
 
     An alert whose device has no known address (or whose indicator is never
     seen in these files) gets a window with no packet: its bundle says so.
@@ -304,12 +324,12 @@ def cut_windows(captures: Sequence[Path], alerts: Sequence[Alert], *, window: fl
                         if _is_address(v)}) for alert in alerts]
     live = [target for target in targets if target.devices]
     if live:
-        _learn(live, read_records(captures))
+        _learn(live, records())
     buffers = {target.alert_id: _PcapBuffer(max_bytes) for target in targets}
     for target in live:
         target.sightings.sort()
     if any(target.sightings for target in live):
-        for record in read_records(captures):
+        for record in records():
             segment = parse_frame(record.linktype, record.frame)
             if segment is None:
                 continue
