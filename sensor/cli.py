@@ -319,6 +319,10 @@ def _status(args: argparse.Namespace) -> int:
           f"drops: {health['drop_ratio']:.2%}; alerts waiting for the broker: "
           f"{health['pending_alerts']}")
     print("feeds: " + ", ".join(f"{n} {v[:8]}" for n, v in health["feeds"].items()))
+    print("evidence: " + (f"kept for high alerts, encrypted to {len(config.evidence.recipients)} "
+                          "helpline key(s) (`sudo veilleuse evidence list`)"
+                          if config.evidence.recipients else
+                          "none kept (no helpline key in evidence.recipients)"))
     capturing = health.get("capturing", health["capture"] == "running")
     return 0 if capturing and health["state"] in ("ok", "alert") else 1
 

@@ -24,6 +24,7 @@ import socket as socket_module
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from scapy.config import conf
 from scapy.error import Scapy_Exception
@@ -35,6 +36,9 @@ from sensor.capture.packets import PacketDecoder
 from sensor.capture.stats import SourceStats
 from sensor.errors import CaptureError
 from sensor.observations import Observation
+
+if TYPE_CHECKING:
+    from sensor.evidence.live import FrameRing
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +85,9 @@ class ScapyLiveSource:
     name = "scapy-live"
 
     def __init__(self, interface: str, bpf: str = LITE_FILTER, queue_size: int = 50_000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, ring: FrameRing | None = None) -> None:
         self.interface = interface
+        self.ring = ring  # the latest frames, kept for evidence (sensor.evidence.live)
         self.bpf = bpf
         self.stats = SourceStats(self.name)
         self._packets: queue.Queue[Packet] = queue.Queue(maxsize=queue_size)
@@ -130,4 +135,7 @@ class ScapyLiveSource:
 
     def _decode(self, decoder: PacketDecoder, linktype: int,
                 packet: Packet) -> list[Observation]:
-        return decoder.decode_frame_counted(self.stats, linktype, bytes(packet), packet.time)
+        frame = bytes(packet)
+        if self.ring is not None:
+            self.ring.add(linktype, frame, float(packet.time))
+        return decoder.decode_frame_counted(self.stats, linktype, frame, packet.time)

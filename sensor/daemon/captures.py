@@ -19,6 +19,7 @@ from pathlib import Path
 from sensor.capture.eve_tail import EveTailer, rotated_path
 from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
+from sensor.evidence.live import FrameRing, ring_file_count, suricata_ring
 from sensor.observations import Observation
 from sensor.suricata.config import SuricataSettings
 from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, SuricataSupervisor
@@ -38,10 +39,15 @@ class SuricataCapture:
     def __init__(self, config: Config, workdir: Path) -> None:
         # EVE holds who talked to whom: readable by the sensor alone.
         workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ring = ring_file_count(config.evidence.ring_megabytes) if config.evidence.recipients \
+            else 0  # no helpline key: no packet is ever written
         self.supervisor = SuricataSupervisor(SupervisorSettings(
             interface=config.network.interface, workdir=workdir,
             suricata=SuricataSettings(binary=config.suricata.binary,
-                                      home_net=config.network.home_net)))
+                                      home_net=config.network.home_net,
+                                      evidence_ring_files=ring)))
+        self.evidence_records = suricata_ring(workdir)
+        """The packets evidence is cut from: Suricata's pcap-log ring, in RAM."""
         self.tailer = EveTailer(self.supervisor.eve_path, workdir / "eve.offset",
                                 save_every=OFFSET_SAVE_EVERY)
         self._worker: WorkerThread | None = None
@@ -138,7 +144,11 @@ class LiteCapture:
     """The scapy lite source in a thread; its observations queued for the loop."""
 
     def __init__(self, config: Config) -> None:
-        self.source = ScapyLiveSource(config.network.interface)
+        ring = FrameRing(config.evidence.ring_megabytes * 2**20) \
+            if config.evidence.recipients else None  # no helpline key: no packet is kept
+        self.source = ScapyLiveSource(config.network.interface, ring=ring)
+        self.evidence_records = ring.records if ring else lambda: (lambda: iter(()))
+        """The packets evidence is cut from: the latest frames, in memory."""
         self._queue: queue.Queue[Observation] = queue.Queue(maxsize=100_000)
         self._arrived = threading.Event()
         self._worker: WorkerThread | None = None

@@ -49,6 +49,8 @@ from sensor.daemon.selftest import (
 )
 from sensor.detect.model import Alert, Severity
 from sensor.errors import VeilleuseError
+from sensor.evidence.keeper import EvidenceKeeper
+from sensor.evidence.live import LiveEvidence
 from sensor.feeds.store import FeedStore
 from sensor.files import is_disk_full, replace_file
 from sensor.firstboot_report import (
@@ -69,6 +71,7 @@ RUNTIME_DIRECTORY_MODE = 0o750
 BEACON_EVERY = 60.0
 DROPS_EVERY = 30.0
 RETENTION_EVERY = 3600.0
+EVIDENCE_EVERY = 5.0
 IDLE_TURN = 0.5    # the longest sleep: how late a stop request can be noticed
 BUSY_TURN = 0.005  # the shortest turn when records keep coming
 
@@ -116,6 +119,7 @@ class SensorDaemon:
         self._updates_due = clock() + config.daemon.alert_update_seconds
         self._book_problem: str | None = None
         self._health_unwritten: str | None = None
+        self.evidence: LiveEvidence | None = None  # set by ``run`` (docs/evidence.md)
 
     # -- feeds --------------------------------------------------------------------------
 
@@ -295,6 +299,8 @@ class SensorDaemon:
             self._probes_seen += sum(isinstance(o, DnsQuery) and
                                      o.name.endswith(SELFTEST_DOMAIN) for o in batch)
         self._store(alerts, sender, changed)
+        if self.evidence is not None:
+            self.evidence.note(changed)
         return bool(batch)
 
     def _store(self, alerts: AlertQueue, sender: MqttPublisher, changed: list[Alert],
@@ -381,10 +387,22 @@ class SensorDaemon:
             ("retention", RETENTION_EVERY, lambda: apply_retention(
                 book, self.config.alerts.retention_days, self._wall_clock(),
                 self._clock_synchronised())),
+            ("evidence", EVIDENCE_EVERY, self._collect_evidence),
             ("evidence retention", RETENTION_EVERY, lambda: apply_evidence_retention(
                 self.config.evidence.directory, self.config.alerts.retention_days,
                 self._wall_clock(), self._clock_synchronised())),
         ]
+
+    def _collect_evidence(self) -> None:
+        """Bundle the windows that have passed; the next write of each alert announces it."""
+        if self.evidence is None or not self.evidence.pending:
+            return
+        kept = self.evidence.collect(feed_versions(self.feeds))
+        if kept:
+            current = {alert.id: alert for alert in self.engine.alerts()}
+            for entry in kept:
+                if entry.alert_id in current:
+                    self._updates.setdefault(entry.alert_id, current[entry.alert_id])
 
     def _pause(self, due: dict[str, float]) -> float:
         """How long the loop may sleep: until the next chore (the health ping...) is due."""
@@ -424,13 +442,19 @@ class SensorDaemon:
         sender.health_source = lambda: (self.health.state, self.health.reasons,
                                         self.health.details)
         outputs.connect(alerts, self._on_command)
+        self.evidence = LiveEvidence(
+            EvidenceKeeper(self.config.evidence, pseudonyms=pseudonymizer(self.config),
+                           wall_clock=self._wall_clock,
+                           clock_synchronised=self._clock_synchronised),
+            self.capture.evidence_records, self._clock)
+        alerts.evidence_of = self.evidence.keeper.announcement
         outputs.start()
         capture_stop = threading.Event()
         self.capture.start(capture_stop)
         started = self._started = self._clock()
         due = {"health": started, "beacons": started + BEACON_EVERY, "drops": started,
                "feeds": started + self.config.daemon.feeds_check_seconds,
-               "retention": started, "evidence retention": started,
+               "evidence": started, "retention": started, "evidence retention": started,
                "mirror check": started}
         chores = self._chores(book, alerts, sender, due)
         try:

@@ -62,17 +62,21 @@ class EvidenceKeeper:
         """Evidence is kept only when a helpline key is configured."""
         return bool(self.config.recipients)
 
+    def is_keeping(self) -> bool:
+        """``is_enabled``; when not, says once (WARNING) that no evidence is kept."""
+        if not self.is_enabled and not self._said_disabled:
+            log.warning("evidence: no helpline key (evidence.recipients) is configured, so no "
+                        "packets are kept for high alerts; see docs/evidence.md")
+            self._said_disabled = True
+        return self.is_enabled
+
     def keep(self, alerts: Iterable[Alert], records: Records,
              feeds: Mapping[str, str]) -> list[StoredEvidence]:
         """Bundle the high ones among ``alerts`` from the packets ``records()`` reads."""
         wanted = [alert for alert in alerts if needs_evidence(alert)]
         if not wanted:
             return []
-        if not self.is_enabled:
-            if not self._said_disabled:
-                log.warning("evidence: no helpline key (evidence.recipients) is configured, so "
-                            "no packets are kept for high alerts; see docs/evidence.md")
-                self._said_disabled = True
+        if not self.is_keeping():
             return []
         windows = cut_windows(records, wanted, window=self.config.window_seconds,
                               max_bytes=int(self.config.max_alert_megabytes * MEGABYTE))

@@ -28,6 +28,8 @@ UNREAD_PROTOCOLS = ("ftp", "smtp", "ssh", "imap", "smb", "dcerpc", "nfs", "ntp",
                     "krb5", "dhcp", "snmp", "sip", "rfb", "mqtt", "telnet", "rdp", "http2",
                     "bittorrent-dht", "modbus", "dnp3", "enip", "pgsql")
 DEFAULT_HOME_NET = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
+RING_FILE = "evidence.pcap"  # pcap-log names its files evidence.pcap.<UNIX seconds>
+RING_FILE_MEGABYTES = 4  # Suricata 7 refuses pcap-log files under 4 MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,9 @@ class SuricataSettings:
 
     binary: str = "suricata"
     home_net: tuple[str, ...] = DEFAULT_HOME_NET
+    evidence_ring_files: int = 0
+    """With N > 0: every packet also goes to a pcap-log ring of N files of 4 MiB in the log
+    directory (RAM under the live sensor), that evidence of high alerts is cut from."""
 
 
 def suricata_config(settings: SuricataSettings, log_dir: Path, *,
@@ -104,6 +109,11 @@ def render_suricata_config(settings: SuricataSettings, log_dir: Path,
     if rule_paths:  # for the tests of `veilleuse rules`: the sensor itself loads none
         config["rule-files"] = list(rule_paths)
         config["outputs"][0]["eve-log"]["types"].insert(0, {"alert": {"tagged-packets": False}})
+    if settings.evidence_ring_files:
+        config["outputs"].append({"pcap-log": {
+            "enabled": True, "filename": RING_FILE, "mode": "normal",
+            "limit": f"{RING_FILE_MEGABYTES}mb", "max-files": settings.evidence_ring_files,
+            "compression": "none", "use-stream-depth": False, "honor-pass-rules": False}})
     if interface is not None:
         config["af-packet"] = [{"interface": interface, "cluster-id": 99,
                                 "cluster-type": "cluster_flow", "defrag": True,
