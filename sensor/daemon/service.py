@@ -446,7 +446,7 @@ class SensorDaemon:
             EvidenceKeeper(self.config.evidence, pseudonyms=pseudonymizer(self.config),
                            wall_clock=self._wall_clock,
                            clock_synchronised=self._clock_synchronised),
-            self.capture.evidence_records, self._clock)
+            self.capture.evidence_records, self._clock, self._clock_synchronised)
         alerts.evidence_of = self.evidence.keeper.announcement
         outputs.start()
         capture_stop = threading.Event()

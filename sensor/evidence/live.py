@@ -14,6 +14,7 @@ Suricata's buffered writes. Non-job: the cut itself (``window``), bundles.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -81,14 +82,17 @@ class LiveEvidence:
     One bundle per alert, from the window of the sighting that made it (and
     of the later ones in that window): later sightings keep the bundle.
     ``records`` gives the packet source at cut time (the ring files as they
-    are then, or the frame ring's snapshot); ``clock`` is monotonic.
+    are then, or the frame ring's snapshot); ``clock`` is monotonic;
+    ``clock_synchronised`` is asked as an alert is noted, as the alert queue
+    asks it when it stores the alert (the bundle says whether its times hold).
     """
 
     def __init__(self, keeper: EvidenceKeeper, records: Callable[[], Records],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], clock_synchronised: Callable[[], bool]) -> None:
         self.keeper = keeper
         self._records = records
         self._clock = clock
+        self._clock_synchronised = clock_synchronised
         self._pending: dict[str, tuple[float, Alert]] = {}
         self._noted: set[str] = set()
 
@@ -103,10 +107,12 @@ class LiveEvidence:
         if not alerts or not self.keeper.is_keeping():
             return
         due = self._clock() + self.keeper.config.window_seconds + FLUSH_GRACE
+        synchronised = self._clock_synchronised()
         for alert in alerts:
             self._noted.add(alert.id)
             if self.keeper.store.get(alert.id) is None:  # kept before a restart: done
-                self._pending[alert.id] = (due, alert)
+                self._pending[alert.id] = (due, dataclasses.replace(
+                    alert, clock_synchronised=synchronised))
 
     def collect(self, feeds: Mapping[str, str]) -> list[StoredEvidence]:
         """Bundle the alerts whose window has passed; the bundles kept."""
