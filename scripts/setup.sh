@@ -27,7 +27,7 @@ as_root apt-get install -y -q --no-install-recommends -t bookworm-backports suri
 as_root apt-get install -y -q --no-install-recommends \
     tshark mosquitto tcpdump tcpreplay iproute2 systemd procps \
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
-    fonts-dejavu-core libjpeg-dev zlib1g-dev libfreetype-dev nftables
+    fonts-dejavu-core libjpeg-dev zlib1g-dev libfreetype-dev nftables age
 # Building the Debian package and testing it on a booted system (amd64, and arm64
 # under qemu-user): root file systems from mmdebstrap, booted with systemd-nspawn.
 as_root apt-get install -y -q --no-install-recommends \

@@ -490,6 +490,8 @@ class SensorDaemon:
             capture_stop.set()
             self.capture.stop()
             outputs.stop()
+            if self.evidence is not None:
+                self.evidence.close()
             book.close()
 
 

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from sensor.detect.model import Alert
@@ -25,6 +27,8 @@ from sensor.evidence.keeper import EvidenceKeeper, needs_evidence
 from sensor.evidence.store import StoredEvidence
 from sensor.evidence.window import Record, Records, file_records
 from sensor.suricata.config import RING_FILE, RING_FILE_MEGABYTES
+
+log = logging.getLogger(__name__)
 
 FLUSH_GRACE = 5.0  # seconds after a window's end before it is cut: Suricata's write buffer
 _RING_SUFFIX = re.compile(rf"^{re.escape(RING_FILE)}\.(\d+)$")
@@ -95,10 +99,13 @@ class LiveEvidence:
         self._clock_synchronised = clock_synchronised
         self._pending: dict[str, tuple[float, Alert]] = {}
         self._noted: set[str] = set()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence")
+        self._cutting: Future[list[StoredEvidence]] | None = None
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Alerts waiting for their window to pass, or being cut."""
+        return len(self._pending) + (self._cutting is not None)
 
     def note(self, alerts: Iterable[Alert]) -> None:
         """New or updated alerts: the high ones without evidence yet are cut later."""
@@ -115,14 +122,38 @@ class LiveEvidence:
                     alert, clock_synchronised=synchronised))
 
     def collect(self, feeds: Mapping[str, str]) -> list[StoredEvidence]:
-        """Bundle the alerts whose window has passed; the bundles kept."""
+        """Start cutting the alerts whose window has passed; the bundles finished since.
+
+        The cut reads the whole ring (seconds of CPU on a busy one), so it runs
+        in one worker thread, never in the daemon's loop: the loop keeps
+        handling records and pinging the watchdog meanwhile. A cut that fails
+        is logged and counted, like a bundle that is not kept.
+        """
+        finished = []
+        if self._cutting is not None and self._cutting.done():
+            try:
+                finished = self._cutting.result()
+            except Exception as error:  # noqa: BLE001 - a failed cut loses its bundles only
+                self.keeper.failures += 1
+                log.error("evidence: cutting packets failed (%s: %s)", type(error).__name__,
+                          error)
+            self._cutting = None
         now = self._clock()
         ready = [alert for due, alert in self._pending.values() if due <= now]
-        for alert in ready:
-            del self._pending[alert.id]
-        if not ready:
-            return []
-        return self.keeper.keep(ready, self._records(), feeds)
+        if ready and self._cutting is None:
+            for alert in ready:
+                del self._pending[alert.id]
+            self._cutting = self._worker.submit(self.keeper.keep, ready, self._records(),
+                                                dict(feeds))
+        return finished
+
+    @property
+    def is_cutting(self) -> bool:
+        return self._cutting is not None
+
+    def close(self) -> None:
+        """Stop: a cut under way finishes (it is bounded by the ring); none starts."""
+        self._worker.shutdown(wait=True, cancel_futures=True)
 
 
 def suricata_ring(directory: Path) -> Callable[[], Records]:

@@ -83,6 +83,11 @@ class Record:
     frame: bytes
 
     @property
+    def identity(self) -> int:
+        """The same packet read again (or written twice by Suricata) has the same identity."""
+        return hash((self.time, self.frame))
+
+    @property
     def stamp(self) -> tuple[int, int]:
         """(seconds, microseconds), as a classic pcap record stores the time."""
         seconds, micro = divmod(round(self.time * 1_000_000), 1_000_000)
@@ -101,9 +106,13 @@ class _Target:
     devices: frozenset[str]
     names: frozenset[str]  # normalized names the indicator covers (its suffix set)
     addresses: set[str]
+    since: float  # sightings are looked for from the alert's first sighting - window
+    until: float  # to its last + window: the packets beyond are not read twice
     sightings: list[float] = field(default_factory=list)
     flows: set[_FlowKey] = field(default_factory=set)
-    messages: set[int] = field(default_factory=set)  # DNS packets naming the indicator
+    # DNS packets naming the indicator, by content (not position: a ring file may be
+    # gone by the second pass)
+    messages: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,20 +208,39 @@ def _named(observation: Observation) -> str | None:
     return None
 
 
+def _by_device(targets: Sequence[_Target]) -> dict[str, list[_Target]]:
+    """Targets by each of their device's addresses: a packet concerns only those of its ends."""
+    index: dict[str, list[_Target]] = {}
+    for target in targets:
+        for address in target.devices:
+            index.setdefault(address, []).append(target)
+    return index
+
+
+def _concerned(index: dict[str, list[_Target]], segment: Segment) -> list[_Target]:
+    source, destination = index.get(segment.source), index.get(segment.destination)
+    if source is None:
+        return destination or []
+    return source if destination is None else source + destination
+
+
 def _learn(targets: Sequence[_Target], records: Iterable[Record]) -> None:
     """First pass: sightings, flows naming the indicator, addresses it resolved to."""
-    everyone = frozenset().union(*(target.devices for target in targets))
+    index = _by_device(targets)
     decoder = PacketDecoder()
     for record in records:
         segment = parse_frame(record.linktype, record.frame)
-        if segment is None or not {segment.source, segment.destination} & everyone:
+        concerned = [] if segment is None else [
+            target for target in _concerned(index, segment)
+            if target.since <= record.time <= target.until]
+        if not concerned:
             continue
         try:
             observations = decoder.decode_frame(record.linktype, record.frame, record.time)
         except Exception as error:  # noqa: BLE001 - one bad packet never stops evidence
             log.debug("evidence: record %d not decoded (%s)", record.index, error)
             observations = []
-        for target in targets:
+        for target in concerned:
             _learn_one(target, record, segment, observations)
 
 
@@ -237,7 +265,7 @@ def _learn_one(target: _Target, record: Record, segment: Segment,
             target.addresses.update(_canonical(r.data) for r in observation.records
                                     if r.rrtype in ("A", "AAAA") and _is_address(r.data))
         if isinstance(observation, DnsQuery | DnsAnswer):
-            target.messages.add(record.index)
+            target.messages.add(record.identity)
         else:
             ends = observation.endpoints
             target.flows.add(_flow_key(ends.client, ends.client_port, ends.server,
@@ -245,15 +273,13 @@ def _learn_one(target: _Target, record: Record, segment: Segment,
 
 
 def _keeps(target: _Target, record: Record, segment: Segment) -> bool:
-    if record.index in target.messages:
-        return True
     if segment.source in target.devices:
         peer = segment.destination
     elif segment.destination in target.devices:
         peer = segment.source
     else:
         return False
-    if peer in target.addresses:
+    if peer in target.addresses or record.identity in target.messages:
         return True
     return _flow_key(segment.source, segment.source_port, segment.destination,
                      segment.destination_port, segment.transport) in target.flows
@@ -293,7 +319,7 @@ class _PcapBuffer:
 
     def add(self, record: Record) -> None:
         writer = self._open(record.linktype)
-        seen = hash((record.time, record.frame))
+        seen = record.identity
         if seen in self._seen:  # Suricata's pcap-log writes its pseudo-packets again
             return
         self._seen.add(seen)
@@ -321,20 +347,20 @@ def cut_windows(records: Records, alerts: Sequence[Alert], *, window: float,
     """
     targets = [_Target(alert.id, device_addresses(alert), _indicator_names(alert),
                        {_canonical(v) for v in (alert.indicator, alert.observed)
-                        if _is_address(v)}) for alert in alerts]
+                        if _is_address(v)}, since=alert.first_seen - window,
+                       until=alert.last_seen + window) for alert in alerts]
     live = [target for target in targets if target.devices]
     if live:
         _learn(live, records())
     buffers = {target.alert_id: _PcapBuffer(max_bytes) for target in targets}
     for target in live:
         target.sightings.sort()
-    if any(target.sightings for target in live):
+    seen = _by_device([target for target in live if target.sightings])
+    if seen:
         for record in records():
             segment = parse_frame(record.linktype, record.frame)
-            if segment is None:
-                continue
-            for target in live:
-                if target.sightings and _keeps(target, record, segment) and \
+            for target in [] if segment is None else _concerned(seen, segment):
+                if _keeps(target, record, segment) and \
                         _in_windows(record.time, target.sightings, window):
                     buffers[target.alert_id].add(record)
     return [_window(target, buffers[target.alert_id], window) for target in targets]
