@@ -5,6 +5,8 @@
 - the analyzer's peak RSS during that replay (goal < 60 MB);
 - with ``--scapy``, the scapy source's cost per packet before and after (bench/scapy_bench.py);
 - ``--tshark``: the tshark source's µs per packet before/after (bench/tshark_bench.py);
+- ``--evidence``: evidence bytes per high alert and the time to cut them
+  (bench/evidence_bench.py);
 - with ``--live`` (root): the live sensor, bench/live_bench.py (latency, idle CPU,
   drops, CPU per EVE record).
 """
@@ -108,7 +110,14 @@ def main() -> None:
                              "(bench/tshark_bench.py)")
     parser.add_argument("--live", type=int, metavar="SECONDS",
                         help="then the live bench (root) with SECONDS of load")
+    parser.add_argument("--evidence", action="store_true",
+                        help="only the evidence bytes per alert (bench/evidence_bench.py)")
     args = parser.parse_args()
+    if args.evidence:
+        from bench.evidence_bench import main as evidence_bench
+
+        evidence_bench(["--packets", str(args.packets)])
+        return
     if args.tshark:
         from bench.tshark_bench import main as tshark_bench
 
