@@ -1,4 +1,4 @@
-"""Evidence of high alerts: cut from the real analysis, encrypted with age, opened by the real tools.
+"""Evidence of high alerts: cut from the real analysis, encrypted with age, opened by real tools.
 
 A scapy-built capture where device A calls a C2 of the demo feed (and does
 other things) and device B does other traffic; `veilleuse analyze` keeps the

@@ -53,7 +53,7 @@ class ScapySource:
         self.stats.damaged = capture.damage
         with reader:
             try:
-                for frame, linktype, time in islice(_records(reader), capture.packets):
+                for frame, linktype, time in islice(pcap_records(reader), capture.packets):
                     yield from decoder.decode_frame_counted(self.stats, linktype, frame, time)
             except (Scapy_Exception, EOFError, struct.error, ValueError) as error:
                 self.stats.damaged = f"scapy stopped after record {self.stats.records} " \
@@ -64,7 +64,7 @@ class ScapySource:
         log.info("%s", self.stats.summary())
 
 
-def _records(reader: RawPcapReader) -> Iterator[tuple[bytes, int, float]]:
+def pcap_records(reader: RawPcapReader) -> Iterator[tuple[bytes, int, float]]:
     """(frame, link type, time) for each record, in file order."""
     if isinstance(reader, RawPcapNgReader):
         for frame, meta in reader:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import bisect
 import io
-import ipaddress
 import logging
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,15 +24,24 @@ from itertools import islice
 from pathlib import Path
 
 from scapy.error import Scapy_Exception
-from scapy.utils import RawPcapNgReader, RawPcapReader, RawPcapWriter
+from scapy.utils import RawPcapReader, RawPcapWriter
 
 from sensor.capture import scan_capture
 from sensor.capture.frames import LINKTYPE_ETHERNET, Segment, parse_frame
 from sensor.capture.packets import PacketDecoder
+from sensor.capture.scapy_reader import pcap_records
 from sensor.detect.model import Alert
 from sensor.errors import CaptureError
 from sensor.feeds.names import domain_suffixes, normalize_domain
-from sensor.observations import DnsAnswer, DnsQuery, HttpRequest, Observation, QuicHello, TlsHello
+from sensor.observations import (
+    DnsAnswer,
+    DnsQuery,
+    HttpRequest,
+    Observation,
+    QuicHello,
+    TlsHello,
+    canonical_ip,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +56,20 @@ def device_addresses(alert: Alert) -> frozenset[str]:
     device (a MAC) it lists the addresses it was seen with, and those are
     what packets carry.
     """
-    addresses = set(getattr(alert, "addresses", ()) or ())
-    if _is_address(alert.device):
-        addresses.add(alert.device)
-    return frozenset(_canonical(address) for address in addresses if _is_address(address))
+    candidates = (*(getattr(alert, "addresses", ()) or ()), alert.device)
+    return frozenset(filter(None, map(_address, candidates)))
 
 
-def _is_address(text: str) -> bool:
+def _address(text: str) -> str | None:
+    """``text`` as a canonical IP address; None if it is a name (or anything else)."""
     try:
-        ipaddress.ip_address(text)
+        return canonical_ip(text)
     except ValueError:
-        return False
-    return True
+        return None
 
 
-def _canonical(address: str) -> str:
-    return str(ipaddress.ip_address(address))
+def _addresses(values: Iterable[str]) -> set[str]:
+    return set(filter(None, map(_address, values)))
 
 
 def _flow_key(source: str, source_port: int, destination: str, destination_port: int,
@@ -142,7 +148,7 @@ class PacketWindow:
 def _indicator_names(alert: Alert) -> frozenset[str]:
     names = set()
     for value in (alert.indicator, alert.observed):
-        if _is_address(value):
+        if _address(value) is not None:
             continue
         try:
             names.add(normalize_domain(value))
@@ -174,7 +180,7 @@ def read_records(captures: Sequence[Path]) -> Iterator[Record]:
             continue
         with reader:
             try:
-                for frame, linktype, time in islice(_raw(reader), capture.packets):
+                for frame, linktype, time in islice(pcap_records(reader), capture.packets):
                     yield Record(index, time, linktype, frame)
                     index += 1
             except (Scapy_Exception, EOFError, struct.error, ValueError) as error:
@@ -184,16 +190,6 @@ def read_records(captures: Sequence[Path]) -> Iterator[Record]:
 def file_records(captures: Sequence[Path]) -> Records:
     """``read_records`` of these files, as ``cut_windows`` takes them."""
     return lambda: read_records(captures)
-
-
-def _raw(reader: RawPcapReader) -> Iterator[tuple[bytes, int, float]]:
-    if isinstance(reader, RawPcapNgReader):
-        for frame, meta in reader:
-            yield frame, meta.linktype, ((meta.tshigh << 32) + meta.tslow) / meta.tsresol
-        return
-    linktype, scale = reader.linktype, 1e9 if reader.nano else 1e6
-    for frame, meta in reader:
-        yield frame, linktype, meta.sec + meta.usec / scale
 
 
 def _named(observation: Observation) -> str | None:
@@ -262,8 +258,8 @@ def _learn_one(target: _Target, record: Record, segment: Segment,
             continue
         target.sightings.append(observation.time)
         if isinstance(observation, DnsAnswer):
-            target.addresses.update(_canonical(r.data) for r in observation.records
-                                    if r.rrtype in ("A", "AAAA") and _is_address(r.data))
+            target.addresses.update(_addresses(r.data for r in observation.records
+                                               if r.rrtype in ("A", "AAAA")))
         if isinstance(observation, DnsQuery | DnsAnswer):
             target.messages.add(record.identity)
         else:
@@ -346,9 +342,9 @@ def cut_windows(records: Records, alerts: Sequence[Alert], *, window: float,
     seen in these files) gets a window with no packet: its bundle says so.
     """
     targets = [_Target(alert.id, device_addresses(alert), _indicator_names(alert),
-                       {_canonical(v) for v in (alert.indicator, alert.observed)
-                        if _is_address(v)}, since=alert.first_seen - window,
-                       until=alert.last_seen + window) for alert in alerts]
+                       _addresses((alert.indicator, alert.observed)),
+                       since=alert.first_seen - window, until=alert.last_seen + window)
+               for alert in alerts]
     live = [target for target in targets if target.devices]
     if live:
         _learn(live, records())
