@@ -21,7 +21,9 @@ import pytest
 from sensor.alerts.retention import apply_evidence_retention
 from sensor.demo.scenario import demo_feed_path
 from sensor.demo.traffic import DEFAULT_START, Traffic
+from sensor.evidence.live import FrameRing, ring_file_count
 from sensor.evidence.store import EvidenceStore
+from sensor.suricata.config import SuricataSettings, render_suricata_config
 from tests.broker import Core
 from tests.conftest import REPO, require_tool
 
@@ -231,3 +233,33 @@ def test_published_alert_announces_the_evidence_and_nothing_more(tmp_path, age_k
         assert payload["evidence"] == {"size": bundle.stat().st_size,
                                        "sha256": hashlib.sha256(bundle.read_bytes()).hexdigest()}
     assert not any("evidence" in p for p in core.received if p["severity"] != "high")
+
+
+def test_a_value_that_is_not_an_age_key_is_a_config_error(tmp_path) -> None:
+    config = write_config(tmp_path, ["age1...the-helpline-key"])
+    checked = veilleuse(config, "check-config")
+    assert checked.returncode == 2
+    assert "is not an age public key" in checked.stderr
+    assert "evidence" in checked.stderr and "recipients" in checked.stderr
+
+
+def test_the_lite_sniffer_ring_keeps_only_its_latest_bytes() -> None:
+    ring = FrameRing(max_bytes=1_000)
+    for n in range(30):
+        ring.add(1, bytes([n]) * 100, float(n))
+    kept = ring.snapshot()
+    assert sum(len(record.frame) for record in kept) <= 1_000
+    assert [record.time for record in kept] == [float(n) for n in range(20, 30)]
+    assert list(ring.records()()) == kept  # what the cut reads, twice alike
+
+
+def test_suricata_accepts_its_evidence_ring(tmp_path, suricata) -> None:
+    settings = SuricataSettings(binary=suricata, evidence_ring_files=ring_file_count(32))
+    config = tmp_path / "suricata.yaml"
+    config.write_text(render_suricata_config(settings, tmp_path))
+    tested = subprocess.run([suricata, "-T", "-c", str(config), "-l", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert tested.returncode == 0, tested.stderr + tested.stdout
+    assert "evidence.pcap" in config.read_text() and "max-files: 8" in config.read_text()
+    without = render_suricata_config(SuricataSettings(binary=suricata), tmp_path)
+    assert "pcap-log" not in without  # no helpline key: no packet is ever written
