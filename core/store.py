@@ -66,6 +66,9 @@ ON CONFLICT (site, sensor, id) DO UPDATE SET
     payload = excluded.payload, stored_at = excluded.stored_at, versions = versions + 1,
     stored_by = excluded.stored_by
 WHERE (excluded.count, excluded.last_seen) > (alerts.count, alerts.last_seen)
+   OR ((excluded.count, excluded.last_seen) = (alerts.count, alerts.last_seen)
+       AND json_extract(alerts.payload, '$.evidence') IS NULL
+       AND json_extract(excluded.payload, '$.evidence') IS NOT NULL)
 RETURNING versions
 """
 

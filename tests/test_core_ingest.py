@@ -192,3 +192,20 @@ def test_connections_opening_a_new_database_at_once_all_wait_their_turn(tmp_path
         for thread in threads:
             thread.join()
     assert failures == []
+
+
+def test_a_version_announcing_evidence_replaces_the_same_alert_without(ingest: Ingest,
+                                                                       broker) -> None:
+    sensor = SensorClient(broker.port, "box1")
+    _ready(sensor, ingest)
+    announced = {**alert("box1", 3, 4), "evidence": {"size": 30920, "sha256": "0b" * 32}}
+    sensor.publish("alert", alert("box1", 3, 4))
+    sensor.publish("alert", announced)
+    sensor.publish("alert", alert("box1", 3, 4))  # a late redelivery of the first
+    assert ingest.wait_for(lambda c: c.messages >= 4, DEADLINE)
+    sensor.close()
+    stored = CoreStore(ingest.config.store.database).alert("shelter-a", "box1", alert_id(3))
+    assert stored is not None and stored["evidence"] == announced["evidence"]
+    lines = [line for line in _lines(ingest.config.store.jsonl_path)
+             if line.get("id") == alert_id(3)]
+    assert [line["change"] for line in lines] == ["new", "update"]
