@@ -233,6 +233,12 @@ def test_published_alert_announces_the_evidence_and_nothing_more(tmp_path, age_k
         assert payload["evidence"] == {"size": bundle.stat().st_size,
                                        "sha256": hashlib.sha256(bundle.read_bytes()).hexdigest()}
     assert not any("evidence" in p for p in core.received if p["severity"] != "high")
+    # The helpline has only the published id: the export by it matches the announced digest.
+    payload = announced[0]
+    copy = tmp_path / "from-the-box.tar.age"
+    done = veilleuse(config, "evidence", "export", payload["id"], "--output", str(copy))
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(copy.read_bytes()).hexdigest() == payload["evidence"]["sha256"]
 
 
 def test_a_value_that_is_not_an_age_key_is_a_config_error(tmp_path) -> None:
