@@ -129,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     feeds = commands.add_parser("feeds", help="indicator feeds")
     feed_commands = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
     feed_commands.add_parser("update", help="download, validate and install the feeds")
-    feed_commands.add_parser("status", help="show the installed feeds and their age")
+    feed_commands.add_parser("status", help="show the installed feeds, their age and what "
+                             "validation skipped in them")
 
     check = commands.add_parser("check-config", help="validate a configuration file "
                                 "(exit 0 if valid, 2 if not)")
@@ -396,6 +397,8 @@ def _feeds(args: argparse.Namespace) -> int:
         stale = " STALE" if age > config.feeds.max_age_days else ""
         print(f"{source.name}: version {info.version}, {info.indicators} indicators, "
               f"downloaded {info.downloaded_at} ({age} days ago){stale}")
+        for warning in info.warnings:  # said at install; kept here, not at every analysis
+            print(f"  warning: {warning}")
         status = 1 if stale else status
     return status
 
