@@ -119,7 +119,7 @@ class Ingest:
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = settings.session_expiry_seconds
         properties.ReceiveMaximum = settings.receive_maximum
-        self._client.connect_async(url.hostname, url.port or (8883 if url.scheme == "mqtts"
+        self._client.connect_async(url.hostname or "", url.port or (8883 if url.scheme == "mqtts"
                                                               else 1883),
                                    keepalive=settings.keepalive_seconds, clean_start=False,
                                    properties=properties)
@@ -179,7 +179,7 @@ class Ingest:
 
     def _on_message(self, client: mqtt.Client, userdata: Any,
                     message: mqtt.MQTTMessage) -> None:
-        self._deliveries.put(_Delivery(message.topic, message.payload, message.mid,
+        self._deliveries.put(_Delivery(message.topic, bytes(message.payload), message.mid,
                                        message.qos, message.retain))
 
     def _set(self, **values: Any) -> None:

@@ -17,6 +17,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import overload
 
 HEALTH_STATES = ("starting", "ok", "alert", "degraded")
 _WORST_FIRST = ("alert", "degraded", "ok", "starting")
@@ -161,6 +162,14 @@ def _mapping(value: object, what: str) -> dict:
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be an object")
     return value
+
+
+@overload
+def _text(value: object, default: str) -> str: ...
+
+
+@overload
+def _text(value: object, default: None = None) -> str | None: ...
 
 
 def _text(value: object, default: str | None = None) -> str | None:

@@ -245,7 +245,7 @@ class MqttConfig(_Section):
     @classmethod
     def _no_password_in_clear(cls, url: str) -> str:
         parts = urlsplit(url)
-        if parts.password and parts.scheme == "mqtt" and not is_loopback_host(parts.hostname):
+        if parts.password and parts.scheme == "mqtt" and not is_loopback_host(parts.hostname or ""):
             raise ValueError(f"plain mqtt:// would send the password in clear text to "
                              f"{parts.hostname}; use mqtts://")
         return url

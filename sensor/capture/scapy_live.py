@@ -24,6 +24,7 @@ import socket as socket_module
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from scapy.config import conf
 from scapy.error import Scapy_Exception
@@ -98,7 +99,8 @@ class ScapyLiveSource:
 
     def read(self, stop: threading.Event) -> Iterator[Observation]:
         try:
-            socket = conf.L2listen(iface=self.interface, filter=self.bpf)
+            # Any: scapy types it SuperSocket, whose L2 listening kinds all have ``LL``
+            socket: Any = conf.L2listen(iface=self.interface, filter=self.bpf)
         except (OSError, ValueError, Scapy_Exception) as error:
             raise CaptureError(f"cannot capture on {self.interface}: {error} (run as root or "
                                "with CAP_NET_RAW)") from None
@@ -130,4 +132,5 @@ class ScapyLiveSource:
 
     def _decode(self, decoder: PacketDecoder, linktype: int,
                 packet: Packet) -> list[Observation]:
-        return decoder.decode_frame_counted(self.stats, linktype, bytes(packet), packet.time)
+        return decoder.decode_frame_counted(self.stats, linktype, bytes(packet),
+                                            float(packet.time))

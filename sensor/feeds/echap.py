@@ -110,7 +110,7 @@ def _build_feed(apps: list[_App], document: YamlDocument, name: str, version: st
                     indicators.append(_indicator(raw, category, app_name, want_ip))
                 except ValueError as error:
                     rejected += 1
-                    path = (position, *key.split("."), index)
+                    path: tuple[str | int, ...] = (position, *key.split("."), index)
                     warnings.append(f"{name}, line {document.line_of(path)}: "
                                     f"skipped {dotted(path)}: {error}")
         if app.c2.ip:

@@ -154,7 +154,7 @@ class LocalMirror:
         self._set(False, f"local broker unreachable ({reason})")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        command = parse_command(message.payload)
+        command = parse_command(bytes(message.payload))  # paho types it bytes | bytearray
         if command is None or self.on_command is None:
             log.warning("ignored a malformed command on %s", message.topic)
             return

@@ -69,7 +69,7 @@ def follow(settings: MqttSettings, prefix: str, stream: IO[str], language: str, 
             if stop.is_set():
                 return
             line = message.payload.decode("utf-8", "replace") if raw else \
-                format_message(message.topic, message.payload, language)
+                format_message(message.topic, bytes(message.payload), language)
             stream.write(line + "\n")
             stream.flush()
             printed += 1
