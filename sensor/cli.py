@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="a printable page (HTML) of what was seen of "
                                  "one device, from the alert book or from a capture")
     report.add_argument("--device", required=True, metavar="DEVICE",
-                        help="the device, by its IP address as the alerts show it")
+                        help="the device: its IP address as the alerts show it, or its "
+                        "pseudonym (dev-..., from the screen or the helpline's alerts)")
     report.add_argument("--capture", type=Path, metavar="FILE",
                         help="analyse this capture instead of reading the alert book")
     report.add_argument("--source", choices=SOURCE_NAMES, default="suricata",
@@ -242,7 +243,12 @@ def _device_report(args: argparse.Namespace) -> int:
     from sensor.files import replace_file
     from sensor.reports.device_page import build_device_page
     from sensor.reports.html import render_device_page
-    from sensor.reports.sources import book_provenance, capture_provenance, read_book_alerts
+    from sensor.reports.sources import (
+        book_provenance,
+        capture_provenance,
+        read_book_alerts,
+        site_pseudonyms,
+    )
 
     config, from_file = _config(args)
     language = args.lang or (config.language if from_file else language_from_environment())
@@ -254,7 +260,7 @@ def _device_report(args: argparse.Namespace) -> int:
     else:
         alerts = read_book_alerts(config.alerts.database)
         provenance = book_provenance(config, time.time(), SystemClock())
-    page = build_device_page(alerts, args.device, provenance)
+    page = build_device_page(alerts, args.device, provenance, pseudonyms=site_pseudonyms(config))
     html = render_device_page(page, load_catalogue(language))
     if args.output:
         replace_file(args.output, html)  # mode 0600: it names a device and what it did

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from sensor.alerts.book import AlertBook, AlertBookError
+from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
 from sensor.config import Config
 from sensor.demo.scenario import LAPTOP, PHONE, demo_feed_path
 from sensor.detect.model import Alert, AlertKind, Severity
@@ -187,8 +188,11 @@ def test_report_from_the_alert_book_on_the_box(demo, tmp_path) -> None:
     _, _, alerts = demo
     database = tmp_path / "alerts.sqlite"
     config_file = tmp_path / "veilleuse.yaml"
+    key = tmp_path / "pseudonym.key"
     config_file.write_text(f"sensor: box-7\nalerts:\n  database: {database}\n"
-                           f"feeds:\n  directory: {tmp_path / 'feeds'}\n")
+                           f"feeds:\n  directory: {tmp_path / 'feeds'}\n"
+                           f"privacy:\n  secret_file: {key}\n")
+    pseudonym = Pseudonymizer(load_or_create_secret(key)).device(PHONE)
     book = AlertBook(database)
     try:  # stored by the live sensor's own queue, on a clock NTP has not set yet
         AlertQueue(book, Config(), None, time.time, lambda: False).add_all(alerts)
@@ -199,8 +203,8 @@ def test_report_from_the_alert_book_on_the_box(demo, tmp_path) -> None:
             for alert in alerts} == {alert.id: alert for alert in stored}
 
     output = tmp_path / "page.html"
-    result = veilleuse("--config", str(config_file), "report", "--device", PHONE,
-                       "--language", "fr", "--output", str(output))
+    result = veilleuse("--config", str(config_file), "report", "--device", pseudonym,
+                       "--language", "fr", "--output", str(output))  # as the screen shows it
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(output.stat().st_mode) == 0o600
     french = load_catalogue("fr")
@@ -209,6 +213,8 @@ def test_report_from_the_alert_book_on_the_box(demo, tmp_path) -> None:
     assert flat(explain(phone_alert, french)["advice"]) in text
     assert french.text("device_report.clock_doubtful") in text
     assert "capteur box-7" in text and str(database) in text
+    assert f"Appareil {PHONE}" in text
+    assert f"{french.text('device_report.pseudonym')} {pseudonym}" in text
 
 
 def test_report_without_an_alert_book_says_where_it_looked(tmp_path) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sensor.alerts.pseudonym import Pseudonymizer
 from sensor.detect.model import Alert
 from sensor.errors import VeilleuseError
 
@@ -42,6 +43,8 @@ class DeviceIdentity:
     randomized_mac: bool | None = None
     """A locally administered (private) MAC: stable on one network only."""
     addresses: tuple[str, ...] = ()
+    pseudonym: str | None = None
+    """The keyed name alerts that leave the box give it (``dev-...``), to match them up."""
 
     def __post_init__(self) -> None:
         if not self.label:
@@ -122,22 +125,28 @@ def device_matches(device: str, query: str) -> bool:
     return normalize_device(device).casefold() == normalize_device(query).casefold()
 
 
-def build_device_page(alerts: Iterable[Alert], query: str, provenance: Provenance) -> DevicePage:
-    """The page for the device ``query`` names (an address today), from its alerts.
+def build_device_page(alerts: Iterable[Alert], query: str, provenance: Provenance, *,
+                      pseudonyms: Pseudonymizer | None = None) -> DevicePage:
+    """The page for the device ``query`` names, from its alerts.
 
-    A device no alert names is an error, not an empty page: a mistyped address
-    must never print as "nothing seen" for someone's phone.
+    ``query`` is an address today, or with the site's ``pseudonyms`` the
+    ``dev-...`` name the screen and the helpline's alerts show. A device no
+    alert names is an error, not an empty page: a mistyped address must never
+    print as "nothing seen" for someone's phone.
     """
     alerts = list(alerts)
-    mine = [alert for alert in alerts if device_matches(alert.device, query)]
+    wanted = query.strip().casefold()
+    mine = [alert for alert in alerts if device_matches(alert.device, query) or
+            (pseudonyms is not None and pseudonyms.device(alert.device) == wanted)]
     if not mine:
         known = sorted({alert.device for alert in alerts})
         listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
         raise DeviceNotFound(f"no alert names device {query!r} in {provenance.source}; "
                              + (f"devices with alerts: {listed}" if known else
                                 "it holds no alert at all") +
-                             " (give the device's IP address as the alerts show it)")
+                             " (give the device's IP address, or its dev-... pseudonym on the box)")
     mine.sort(key=lambda alert: (-alert.severity.rank, alert.first_seen, alert.id))
     addresses = tuple(sorted({normalize_device(alert.device) for alert in mine}))
-    identity = DeviceIdentity(label=mine[0].device, addresses=addresses)
+    identity = DeviceIdentity(label=mine[0].device, addresses=addresses, pseudonym=None
+                              if pseudonyms is None else pseudonyms.device(mine[0].device))
     return DevicePage(identity=identity, sightings=tuple(mine), provenance=provenance)

@@ -8,10 +8,12 @@ when missing). Not the job of this module: analysing a capture
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from sensor.alerts.book import AlertBook, AlertBookError, StoredAlert
+from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
 from sensor.analysis import feed_versions
 from sensor.config import Config
 from sensor.daemon.clock import ClockProbe
@@ -54,6 +56,19 @@ def read_book_alerts(path: Path) -> list[Alert]:
         return [alert_from_stored(stored) for stored in book.alerts()]
     finally:
         book.close()
+
+
+def site_pseudonyms(config: Config) -> Pseudonymizer | None:
+    """The site's pseudonyms, if it uses them and this user can read its key; else None.
+
+    Only a convenience (matching ``dev-...`` names, showing one on the page),
+    so a key that is absent or belongs to the veilleuse user is no error, and
+    a report never creates it.
+    """
+    secret_file = config.privacy.secret_file
+    if config.privacy.device_ids != "pseudonym" or not os.access(secret_file, os.R_OK):
+        return None
+    return Pseudonymizer(load_or_create_secret(secret_file))
 
 
 def book_provenance(config: Config, generated_at: float, clock: ClockProbe) -> Provenance:
