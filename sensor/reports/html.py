@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from sensor.detect.model import Alert
 from sensor.messages import Catalogue
 from sensor.report import explain, human_time
 from sensor.reports.device_page import DevicePage
@@ -28,7 +29,7 @@ def _environment() -> jinja2.Environment:
                               trim_blocks=True, lstrip_blocks=True)
 
 
-def _finding(alert: Any, catalogue: Catalogue) -> dict[str, Any]:
+def _finding(alert: Alert, catalogue: Catalogue) -> dict[str, Any]:
     text = explain(alert, catalogue)
     return {"id": alert.id, "severity": alert.severity.value,
             "level": catalogue.text(f"severity.{alert.severity.value}"),
