@@ -256,7 +256,7 @@ def _device_report(args: argparse.Namespace) -> int:
     if args.capture is not None:
         feeds, result = _analysis(config, args.capture, args.source, args.feed)
         alerts, damaged = list(result.alerts), result.damaged
-        provenance = capture_provenance(config, args.capture, feeds, time.time())
+        provenance = capture_provenance(config, args.capture, feeds, time.time(), damaged)
     else:
         alerts = read_book_alerts(config.alerts.database)
         provenance = book_provenance(config, time.time(), SystemClock())

@@ -265,3 +265,20 @@ def test_every_alert_kind_has_its_advice_on_the_page() -> None:
             assert flat(explain(alert, catalogue)["advice"]) in shown(
                 render_device_page(page, catalogue)).text
 
+
+
+def test_a_damaged_capture_gives_the_page_so_far_and_says_so(demo, tmp_path) -> None:
+    capture, _, _ = demo
+    damaged = tmp_path / "cut.pcap"
+    data = capture.read_bytes()
+    damaged.write_bytes(data[:len(data) // 2])  # cut inside a record, past the C2 lookup
+    output = tmp_path / "page.html"
+    result = veilleuse("report", "--device", PHONE, "--capture", str(damaged), "--source",
+                       "scapy", "--feed", str(demo_feed_path()), "--output", str(output))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"veilleuse: error: {damaged}: ")
+    assert "the page covers only what was read before the damage" in result.stderr
+    text = shown(output.read_text(encoding="utf-8")).text
+    assert PHONE in text
+    damage = result.stderr.removeprefix(f"veilleuse: error: {damaged}: ").split(";")[0]
+    assert load_catalogue("en").text("device_report.damaged", damage=damage) in text

@@ -64,6 +64,8 @@ class Provenance:
     feeds: tuple[tuple[str, str], ...]
     """(label, version) of each indicator feed."""
     clock: ClockState
+    damaged: str | None = None
+    """The capture is damaged (what and where): the page covers what was read before it."""
 
 
 @dataclass(frozen=True, slots=True)

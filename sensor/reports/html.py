@@ -86,4 +86,6 @@ def render_device_page(page: DevicePage, catalogue: Catalogue) -> str:
                 "alert_id": catalogue.text("report.alert_id")},
         caveat=catalogue.text("report.caveat"),
         clock_doubtful=page.is_clock_doubtful,
+        damaged=None if page.provenance.damaged is None else catalogue.text(
+            "device_report.damaged", damage=page.provenance.damaged),
         footer=_footer(page, catalogue))

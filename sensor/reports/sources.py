@@ -86,9 +86,9 @@ def book_provenance(config: Config, generated_at: float, clock: ClockProbe) -> P
 
 
 def capture_provenance(config: Config, capture: Path, feeds: Sequence[Feed],
-                       generated_at: float) -> Provenance:
+                       generated_at: float, damaged: str | None = None) -> Provenance:
     """The footer of a page from a capture file: the feeds it was analysed with."""
     return Provenance(generated_at=generated_at, sensor=config.sensor, site=config.site,
                       source=str(capture), from_capture=True,
                       feeds=tuple(feed_versions(feeds).items()),
-                      clock=ClockState.CAPTURE)
+                      clock=ClockState.CAPTURE, damaged=damaged)
