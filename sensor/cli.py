@@ -41,6 +41,7 @@ from sensor.report import write_jsonl, write_text
 
 if TYPE_CHECKING:
     from sensor.alerts.book import AlertBook
+    from sensor.feeds.model import Feed
 
 log = logging.getLogger("veilleuse")
 
@@ -120,6 +121,23 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--lang", choices=LANGUAGES, help="language of the lines")
     tail.add_argument("--count", type=int, help="exit after this many messages")
 
+    report = commands.add_parser("report", help="a printable page (HTML) of what was seen of "
+                                 "one device, from the alert book or from a capture")
+    report.add_argument("--device", required=True, metavar="DEVICE",
+                        help="the device: its IP address as the alerts show it, or its "
+                        "pseudonym (dev-..., from the screen or the helpline's alerts)")
+    report.add_argument("--capture", type=Path, metavar="FILE",
+                        help="analyse this capture instead of reading the alert book")
+    report.add_argument("--source", choices=SOURCE_NAMES, default="suricata",
+                        help="with --capture: what reads the packets (default: suricata)")
+    report.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
+                        help="with --capture: indicator file (repeatable); default: the "
+                        "installed feeds")
+    report.add_argument("--lang", "--language", dest="lang", choices=LANGUAGES,
+                        help="language of the page (default: the config's, else the locale)")
+    report.add_argument("--output", type=Path, metavar="FILE", help="write the page here "
+                        "(readable by you alone) instead of stdout")
+
     demo = commands.add_parser("demo", help="build a demo capture and analyse it with the "
                                "demo feed (no network, no mirror port needed)")
     _add_analysis_options(demo)
@@ -188,11 +206,16 @@ def _report(args: argparse.Namespace, config: Config, from_file: bool, capture: 
             stream.close()
 
 
-def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]) -> int:
-    config, from_file = _config(args)
+def _analysis(config: Config, capture: Path, source: str,
+              feed_files: Sequence[Path]) -> tuple[list[Feed], AnalysisResult]:
     feeds = load_feeds(config, feed_files)
     engine = build_engine(config, build_matcher(feeds, config))
-    result = analyze_capture(capture, open_source(args.source, config), engine)
+    return feeds, analyze_capture(capture, open_source(source, config), engine)
+
+
+def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]) -> int:
+    config, from_file = _config(args)
+    feeds, result = _analysis(config, capture, args.source, feed_files)
     _report(args, config, from_file, capture, describe_feeds(feeds), result)
     status = 0
     if getattr(args, "mqtt", None):
@@ -214,6 +237,41 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
               file=sys.stderr)
         return 1
     return status
+
+
+def _device_report(args: argparse.Namespace) -> int:
+    from sensor.daemon.clock import SystemClock
+    from sensor.files import replace_file
+    from sensor.reports.device_page import build_device_page
+    from sensor.reports.html import render_device_page
+    from sensor.reports.sources import (
+        book_provenance,
+        capture_provenance,
+        read_book_alerts,
+        site_pseudonyms,
+    )
+
+    config, from_file = _config(args)
+    language = args.lang or (config.language if from_file else language_from_environment())
+    damaged = None
+    if args.capture is not None:
+        feeds, result = _analysis(config, args.capture, args.source, args.feed)
+        alerts, damaged = list(result.alerts), result.damaged
+        provenance = capture_provenance(config, args.capture, feeds, time.time(), damaged)
+    else:
+        alerts = read_book_alerts(config.alerts.database)
+        provenance = book_provenance(config, time.time(), SystemClock())
+    page = build_device_page(alerts, args.device, provenance, pseudonyms=site_pseudonyms(config))
+    html = render_device_page(page, load_catalogue(language))
+    if args.output:
+        replace_file(args.output, html)  # mode 0600: it names a device and what it did
+    else:
+        sys.stdout.write(html)
+    if damaged:
+        print(f"veilleuse: error: {args.capture}: {damaged}; the page covers only what was "
+              "read before the damage", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
@@ -434,7 +492,7 @@ _COMMANDS = {"analyze": lambda args: _analyze(args, args.capture, args.feed), "d
              "core-access": _core_access, "rules": _rules,
              "run": _run_daemon, "status": _status, "selftest": _selftest, "tail": _tail,
              "check-config": _check_config, "config-docs": _config_docs,
-             "first-boot": _first_boot}
+             "first-boot": _first_boot, "report": _device_report}
 
 
 def _run(args: argparse.Namespace) -> int:
