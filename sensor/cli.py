@@ -263,7 +263,7 @@ def _log_to_journal_under_systemd() -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sensor.daemon.service import read_health
+    from sensor.daemon.health import read_health
     from sensor.firstboot_report import REPORT_NAME, read_report
 
     config, _ = _config(args)

@@ -14,13 +14,7 @@ from typing import IO, Any
 
 from sensor.detect.model import Alert
 from sensor.messages import LANGUAGES, Catalogue, load_catalogue
-
-ALERT_SCHEMA = "veilleuse.alert/1"
-
-
-def iso_time(seconds: float) -> str:
-    """UNIX seconds as ISO 8601 UTC with microseconds: ``2026-01-01T10:00:00.015000Z``."""
-    return datetime.fromtimestamp(round(seconds, 6), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+from sensor.outputs.payloads import ALERT_SCHEMA, iso_time
 
 
 def human_time(seconds: float) -> str:

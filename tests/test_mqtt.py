@@ -91,10 +91,10 @@ def test_alerts_produced_while_the_broker_is_down_arrive_when_it_is_back(tmp_pat
     assert core.wait_for(lambda c: c.ids() >= set(expected), DEADLINE)
 
     broker.stop()
-    assert sender.wait_for_health(lambda h: not h.connected, DEADLINE)
+    assert sender.wait_for_facts(lambda h: not h.connected, DEADLINE)
     more = queue(config, synthetic_alerts(60)[20:])
     sender.notify()
-    health = sender.health()
+    health = sender.facts()
     assert not health.connected and health.pending == 40
     assert "unreachable" in health.problem
 
@@ -106,7 +106,7 @@ def test_alerts_produced_while_the_broker_is_down_arrive_when_it_is_back(tmp_pat
     finally:
         sender.stop()
         core.close()
-    assert sender.health().problem is None
+    assert sender.facts().problem is None
     _assert_only_redeliveries(core)
 
 
@@ -153,8 +153,8 @@ def test_a_topic_refused_by_acl_is_visible_then_delivered_once_allowed(
     sender = publisher(config, book)
     sender.start()
     try:
-        assert sender.wait_for_health(lambda h: h.refused >= 1, DEADLINE)
-        health = sender.health()
+        assert sender.wait_for_facts(lambda h: h.refused >= 1, DEADLINE)
+        health = sender.facts()
         assert "refused an alert" in health.problem and "Not authorized" in health.problem
         assert "Not authorized" in health.last_refusal
         assert health.pending == 5 and core.ids() == set()
@@ -163,7 +163,7 @@ def test_a_topic_refused_by_acl_is_visible_then_delivered_once_allowed(
                                     "topic write veilleuse/+/+/alert"))
         assert core.wait_for(lambda c: c.ids() >= set(expected), DEADLINE)
         assert sender.wait_until_delivered(DEADLINE)
-        assert sender.health().problem is None
+        assert sender.facts().problem is None
     finally:
         sender.stop()
         core.close()

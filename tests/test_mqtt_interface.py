@@ -47,6 +47,15 @@ def test_published_payloads_match_the_documented_schemas(tmp_path, broker) -> No
     assert core.retained["state"]["counters"]["alerts_high"] == 3
 
 
+def test_the_contract_carries_the_documented_schemas() -> None:
+    """The sensor package's schemas (what the screen reads through) are docs/schemas."""
+    for documented in SCHEMAS.glob("*.schema.json"):
+        packaged = REPO / "sensor" / "outputs" / "schemas" / documented.name
+        assert packaged.read_bytes() == documented.read_bytes(), documented.name
+    assert {path.name for path in (REPO / "sensor" / "outputs" / "schemas").iterdir()} == \
+        {path.name for path in SCHEMAS.glob("*.schema.json")}
+
+
 def test_asyncapi_file_names_every_channel_we_publish() -> None:
     import yaml
 

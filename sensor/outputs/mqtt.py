@@ -20,110 +20,36 @@ the owner thread is logged once, counted and survived (``health().errors``).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import queue
-import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sensor.alerts.book import AlertBook, AlertBookFull
 from sensor.errors import VeilleuseError
+from sensor.outputs.broker import (
+    MqttSettings,
+    Will,
+    connect,
+    connection_error,
+    make_client,
+    say_stopped_and_disconnect,
+)
+from sensor.outputs.commands import parse_command
+from sensor.outputs.link import DeliveryFacts, DeliveryOnly, Problem, ProblemKind, SensorLink
 from sensor.outputs.payloads import state_payload, status_payload
 from sensor.outputs.topics import Topics
 from sensor.workers import WorkerErrors
 
 log = logging.getLogger(__name__)
-
-
-class MqttSettingsError(VeilleuseError):
-    """The broker URL or TLS settings are unusable."""
-
-
-@dataclass(frozen=True, slots=True)
-class MqttSettings:
-    """How to reach the broker; secrets never appear in ``repr``."""
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    client_id: str = "veilleuse"
-    keepalive: int = 30
-    session_expiry: int = 86_400
-    max_in_flight: int = 100
-    state_interval: float = 60.0
-    ack_timeout: float = 60.0
-    retry_backoff_max: float = 300.0
-    takeover_retry: float = 300.0
-
-    @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> MqttSettings:
-        """``mqtt://host[:port]`` or ``mqtts://host[:port]`` (user:password@ allowed)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise MqttSettingsError(f"{_mask(url)} is not a broker URL; write "
-                                    "mqtt://host:1883 or mqtts://host:8883")
-        tls = parts.scheme == "mqtts"
-        values: dict[str, Any] = {"host": parts.hostname, "port": parts.port or
-                                  (8883 if tls else 1883), "tls": tls}
-        if parts.username:
-            values["username"] = parts.username
-        if parts.password:
-            values["password"] = parts.password
-        values.update({key: value for key, value in overrides.items() if value is not None})
-        return cls(**values)
-
-
-def say_stopped_and_disconnect(client: mqtt.Client, status_topic: str, connected: bool,
-                               now: float, timeout: float) -> None:
-    """A clean stop: the retained status says ``offline`` (stopped), not the will's crash."""
-    if connected:
-        client.publish(status_topic, status_payload("offline", now, "stopped"), qos=1,
-                       retain=True).wait_for_publish(timeout)
-    client.disconnect()
-    client.loop_stop()
-
-
-def _mask(url: str) -> str:
-    parts = urlsplit(url)
-    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
-
-
-@dataclass(frozen=True, slots=True)
-class PublisherHealth:
-    """What an operator needs to know about delivery."""
-
-    connected: bool
-    problem: str | None
-    pending: int
-    in_flight: int
-    delivered: int
-    refused: int
-    last_refusal: str | None
-    errors: int = 0
-    """Unexpected errors the owner thread survived."""
-    quarantined: int = 0
-    """Outbox rows moved aside as unreadable (see the book's quarantine table)."""
-    disk_full: bool = False
-    """The book's disk is full: acknowledged alerts wait in memory to be retired."""
-    unretired: int = 0
-    """Acknowledged alerts whose retirement is not written yet (kept in memory)."""
 
 
 @dataclass(slots=True)
@@ -149,11 +75,13 @@ class MqttPublisher:
     """Publishes every pending alert of ``book`` and keeps the status topic honest."""
 
     def __init__(self, settings: MqttSettings, topics: Topics, book: AlertBook,
+                 link: SensorLink | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.topics = topics
         self.book = book
+        self.link: SensorLink = link or DeliveryOnly()
         self._clock = clock
         self._wall_clock = wall_clock
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -167,12 +95,9 @@ class MqttPublisher:
         self._stopping = threading.Event()
         self._connected_at = float("-inf")
         self._short_sessions = 0
-        self.feed_versions: dict[str, str] = {}
-        self.on_command: Callable[[str], None] | None = None
-        self.health_source: Callable[[], tuple[str, tuple[str, ...], tuple[str, ...]]] | None = \
-            None
         self._connected = False
-        self._problem: str | None = "not connected yet"
+        self._problem: Problem | None = Problem(ProblemKind.NOT_CONNECTED_YET,
+                                                "not connected yet")
         self._delivered = 0
         self._refused = 0
         self._last_refusal: str | None = None
@@ -186,38 +111,20 @@ class MqttPublisher:
     # -- set-up -----------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        settings = self.settings
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
-                             protocol=MQTTProtocolVersion.MQTTv5)
+        client = make_client(self.settings, will=Will(self.topics.status, status_payload(
+            "offline", self._wall_clock(), "connection lost")))
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.max_inflight_messages_set(settings.max_in_flight)
-        if settings.username:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            try:
-                client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file,
-                               keyfile=settings.key_file, cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError) as error:
-                raise MqttSettingsError(f"TLS set-up failed: {error}; check ca_file, cert_file "
-                                        "and key_file") from None
-        client.will_set(self.topics.status, status_payload("offline", self._wall_clock(),
-                                                           "connection lost"),
-                        qos=1, retain=True)
+        client.max_inflight_messages_set(self.settings.max_in_flight)
         return client
 
     def start(self) -> None:
         """Connect in the background (never blocks start-up) and start the owner thread."""
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = self.settings.session_expiry
-        self._client.connect_async(self.settings.host, self.settings.port,
-                                   keepalive=self.settings.keepalive, clean_start=False,
-                                   properties=properties)
-        self._client.loop_start()
+        connect(self._client, self.settings, persistent=True)
         self._owner = threading.Thread(target=self._run, name="mqtt-owner", daemon=True)
         self._owner.start()
 
@@ -228,8 +135,8 @@ class MqttPublisher:
         self._stopping.set()
         self._events.put(("stop", None))
         self._owner.join(timeout)
-        say_stopped_and_disconnect(self._client, self.topics.status, self._connected,
-                                   self._wall_clock(), timeout)
+        say_stopped_and_disconnect(self._client, Will(self.topics.status, status_payload(
+            "offline", self._wall_clock(), "stopped")), self._connected, timeout)
         self._owner = None
 
     @property
@@ -246,22 +153,25 @@ class MqttPublisher:
     def wait_until_delivered(self, timeout: float) -> bool:
         """True once the book's outbox is empty (re-checked after every owner-thread pass)."""
         self.notify()
-        return self.wait_for_health(lambda health: health.pending == 0, timeout)
+        return self.wait_for_facts(lambda facts: facts.pending == 0, timeout)
 
-    def wait_for_health(self, predicate: Callable[[PublisherHealth], bool],
-                        timeout: float) -> bool:
-        """Block until ``predicate(health())`` holds (re-checked after every event) or timeout."""
+    def wait_for_facts(self, predicate: Callable[[DeliveryFacts], bool],
+                       timeout: float) -> bool:
+        """Block until ``predicate(facts())`` holds (re-checked after every event) or timeout."""
         with self._changed:
-            return self._changed.wait_for(lambda: predicate(self.health()), timeout)
+            return self._changed.wait_for(lambda: predicate(self.facts()), timeout)
 
-    def health(self) -> PublisherHealth:
-        return PublisherHealth(connected=self._connected,
-                               problem=self.errors.problem or self._problem,
-                               pending=self.book.pending_count(), in_flight=len(self._in_flight),
-                               delivered=self._delivered, refused=self._refused,
-                               last_refusal=self._last_refusal, errors=self.errors.count,
-                               quarantined=self.book.quarantined_count(),
-                               disk_full=self._disk_full, unretired=len(self._unretired))
+    def facts(self) -> DeliveryFacts:
+        """Delivery as it stands; what it means for the health is the link's to say."""
+        problem = self._problem
+        return DeliveryFacts(connected=self._connected,
+                             problem=self.errors.problem or (problem and problem.text),
+                             problem_kind=problem and problem.kind,
+                             pending=self.book.pending_count(), in_flight=len(self._in_flight),
+                             delivered=self._delivered, refused=self._refused,
+                             last_refusal=self._last_refusal, errors=self.errors.count,
+                             quarantined=self.book.quarantined_count(),
+                             disk_full=self._disk_full, unretired=len(self._unretired))
 
     # -- paho callbacks (network thread): hand over, nothing else ----------------
 
@@ -323,7 +233,7 @@ class MqttPublisher:
             try:
                 self._pass(events)
             except VeilleuseError as error:
-                self._problem = str(error)
+                self._problem = Problem(ProblemKind.BOOK_ERROR, str(error))
                 log.error("alert delivery paused: %s", error)
             except Exception as error:  # noqa: BLE001 - the worker boundary: report, go on
                 pause = self.errors.record(error)
@@ -348,8 +258,10 @@ class MqttPublisher:
             reason, session_present = value
             if reason.is_failure:
                 self._connected = False
-                self._problem = f"the broker refused the connection: {reason}"
-                log.error("MQTT %s:%d: %s", self.settings.host, self.settings.port, self._problem)
+                self._problem = Problem(ProblemKind.CONNECTION_REFUSED,
+                                        f"the broker refused the connection: {reason}")
+                log.error("MQTT %s:%d: %s", self.settings.host, self.settings.port,
+                          self._problem.text)
                 return
             self._connected, self._problem = True, None
             self._client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -357,13 +269,12 @@ class MqttPublisher:
                      self.settings.port, session_present)
             self._client.publish(self.topics.status, status_payload(
                 "online", self._wall_clock()), qos=1, retain=True)
-            if self.on_command is not None:
+            if self.link.takes_commands:
                 self._client.subscribe(f"{self.topics.base}/command", qos=1)
         elif kind == "connect_failed":
-            problem = f"cannot connect to {self.settings.host}:{self.settings.port}: {value}"
-            if problem != self._problem:
-                log.error("MQTT %s; alerts wait in the book", problem)
-            self._connected, self._problem = False, problem
+            self._connected = False
+            self._report(Problem(ProblemKind.CANNOT_CONNECT, f"cannot connect to "
+                                 f"{self.settings.host}:{self.settings.port}: {value}"))
         elif kind == "disconnect":
             self._disconnected(*value)
         elif kind == "puback":
@@ -377,33 +288,38 @@ class MqttPublisher:
         was_connected, self._connected = self._connected, False
         if not was_connected and self.settings.tls and not taken_over:
             # TLS 1.3: a client certificate the broker refuses only shows after the handshake.
-            problem = (f"cannot connect to {self.settings.host}:{self.settings.port}: TLS "
-                       f"failed: the broker closed the connection before accepting it "
-                       f"({reason}); does it require a client certificate it trusts? check "
-                       "mqtt.cert_file and mqtt.key_file")
-            if problem != self._problem:
-                log.error("MQTT %s; alerts wait in the book", problem)
-            self._problem = problem
+            self._report(Problem(ProblemKind.CANNOT_CONNECT, (
+                f"cannot connect to {self.settings.host}:{self.settings.port}: TLS failed: the "
+                f"broker closed the connection before accepting it ({reason}); does it require "
+                "a client certificate it trusts? check mqtt.cert_file and mqtt.key_file")))
             return
         if taken_over:
             retry = self.settings.takeover_retry
-            self._problem = (f"another client with the same client id ({self.settings.client_id}) "
-                             f"took over the MQTT session, or the broker keeps closing it right "
-                             f"after it opens ({reason}); trying again in {retry:.0f} s. Give "
-                             "each process its own client id, or stop the other one")
-            log.error("MQTT %s:%d: %s", self.settings.host, self.settings.port, self._problem)
+            self._problem = Problem(ProblemKind.SESSION_TAKEN_OVER, (
+                f"another client with the same client id ({self.settings.client_id}) took "
+                f"over the MQTT session, or the broker keeps closing it right after it opens "
+                f"({reason}); trying again in {retry:.0f} s. Give each process its own client "
+                "id, or stop the other one"))
+            log.error("MQTT %s:%d: %s", self.settings.host, self.settings.port,
+                      self._problem.text)
             return
-        self._problem = f"broker unreachable ({reason})"
+        self._problem = Problem(ProblemKind.BROKER_UNREACHABLE, f"broker unreachable ({reason})")
         log.warning("MQTT disconnected from %s:%d (%s); alerts wait in the book",
                     self.settings.host, self.settings.port, reason)
+
+    def _report(self, problem: Problem) -> None:
+        """A connection problem, logged when it changes (a retry loop logs it once)."""
+        if problem != self._problem:
+            log.error("MQTT %s; alerts wait in the book", problem.text)
+        self._problem = problem
 
     def _command(self, payload: bytes) -> None:
         """A request (``veilleuse.command/1``) from whoever the broker's ACL lets write it."""
         command = parse_command(payload)
-        if command is None or self.on_command is None:
+        if command is None or not self.link.takes_commands:
             log.warning("ignored a malformed command on %s/command", self.topics.base)
             return
-        self.on_command(command)
+        self.link.command(command)
 
     def _acknowledged(self, mid: int, reason: ReasonCode) -> None:
         entry = self._in_flight.pop(mid, None)
@@ -412,7 +328,8 @@ class MqttPublisher:
         if reason.is_failure:
             self._refused += 1
             self._last_refusal = f"{self.topics.alert}: {reason}"
-            self._problem = f"the broker refused an alert ({reason})"
+            self._problem = Problem(ProblemKind.ALERT_REFUSED,
+                                    f"the broker refused an alert ({reason})")
             tries = self._refusals[entry.alert_id] = self._refusals.get(entry.alert_id, 0) + 1
             self.book.mark_failed(entry.alert_id, str(reason))
             delay = min(self.settings.retry_backoff_max, 2.0 ** min(tries, 16))
@@ -425,7 +342,7 @@ class MqttPublisher:
         self._retry_after.pop(entry.alert_id, None)
         self._refusals.pop(entry.alert_id, None)
         self._acknowledged_batch.append((entry.alert_id, entry.version))
-        if self._problem and self._problem.startswith("the broker refused an alert"):
+        if self._problem and self._problem.kind is ProblemKind.ALERT_REFUSED:
             self._problem = None
 
     def _retire_acknowledged(self) -> None:
@@ -457,28 +374,14 @@ class MqttPublisher:
     def state(self) -> tuple[str, list[str], list[str], dict[str, int]]:
         """Health (ok / alert / degraded), reason codes, their details, and counters.
 
-        With ``health_source`` (the live daemon) the health is the daemon's;
-        without, delivery's own view: a medium or high alert in the book means
-        ``alert``, a broker refusing alerts means ``degraded``.
+        The health is the link's (the live daemon's, or delivery's own view
+        without one); the counters are the book's and delivery's.
         """
         severities = self.book.severity_counts()
-        counters = {f"alerts_{severity}": severities.get(severity, 0)
-                    for severity in ("info", "low", "medium", "high")}
-        counters.update(pending=self.book.pending_count(), delivered=self._delivered,
-                        refused=self._refused)
-        if self.health_source is not None:
-            health, reasons, details = self.health_source()
-            return health, list(reasons), list(details), counters
-        if self.refusing:
-            return "degraded", ["broker_refused_alert"], [self._problem or ""], counters
-        if counters["alerts_medium"] or counters["alerts_high"]:
-            return "alert", [], [], counters
-        return "ok", [], [], counters
-
-    @property
-    def refusing(self) -> bool:
-        """The broker refused the last alert it was offered."""
-        return bool(self._problem and self._problem.startswith("the broker refused an alert"))
+        counters = state_counters(severities, self.book.pending_count(), self._delivered,
+                                  self._refused)
+        health = self.link.health(self.facts(), severities)
+        return health.state, list(health.reasons), list(health.details), counters
 
     def state_message(self) -> tuple[tuple, str]:
         """(what changed, the state payload): the same state for the core and the local broker."""
@@ -487,7 +390,7 @@ class MqttPublisher:
         return fingerprint, state_payload(
             site=self.topics.site, sensor=self.topics.sensor, time=self._wall_clock(),
             health=health, reasons=reasons, details=details, counters=counters,
-            feeds=self.feed_versions)
+            feeds=self.link.feed_versions())
 
     def _publish_state(self) -> None:
         fingerprint, payload = self.state_message()
@@ -522,40 +425,15 @@ class MqttPublisher:
             self._in_flight[info.mid] = _InFlight(entry.alert_id, entry.version, now)
 
 
-def parse_command(payload: bytes) -> str | None:
-    """The command of a ``veilleuse.command/1`` message, or None if it is not one.
-
-    >>> parse_command(b'{"schema": "veilleuse.command/1", "command": "selftest"}')
-    'selftest'
-    >>> parse_command(b'selftest') is None
-    True
-    """
-    try:
-        message = json.loads(payload)
-        if str(message.get("schema", "")).startswith("veilleuse.command/"):
-            return str(message["command"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        pass
-    return None
-
-
 _SESSION_TAKEN_OVER = 0x8E
 _SHORT_SESSION = 10.0  # seconds; Mosquitto 2.0 closes a taken-over session without a reason
 _SHORT_SESSIONS_FOR_TAKEOVER = 3
 
 
-def connection_error(error: BaseException | None, tls: bool) -> str:
-    """The reason a connection attempt failed, in the words an operator can act on."""
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return (f"TLS certificate verify failed: {error.verify_message} (check mqtt.ca_file "
-                "and that the URL's host name is in the broker's certificate)")
-    if isinstance(error, ssl.SSLError):
-        return (f"TLS failed: {error.reason or error} (is this port a TLS listener? check "
-                "the URL's scheme and port)")
-    if tls and isinstance(error, ConnectionResetError | BrokenPipeError | ssl.SSLEOFError):
-        return (f"TLS failed: the server closed the connection during the handshake "
-                f"({error.strerror or error}); is this port a TLS listener? check the URL's "
-                "scheme and port")
-    if isinstance(error, OSError):
-        return error.strerror or str(error) or type(error).__name__
-    return "the connection failed for an unknown reason"
+def state_counters(severities: Mapping[str, int], pending: int, delivered: int,
+                   refused: int) -> dict[str, int]:
+    """The state topic's counters: alerts by severity, then delivery's."""
+    counters = {f"alerts_{severity}": severities.get(severity, 0)
+                for severity in ("info", "low", "medium", "high")}
+    counters.update(pending=pending, delivered=delivered, refused=refused)
+    return counters
