@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from sensor.alerts.book import AlertBook
-from sensor.outputs.broker import MqttSettings
-from sensor.outputs.delivery import AlertQueue, mqtt_settings, pseudonymizer, publisher, topics
+from sensor.outputs.broker import MqttSettings, mqtt_settings
+from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher, topics
 from sensor.outputs.mqtt import MqttPublisher
 from tests.broker import Core, Mosquitto
 from tests.conftest import until

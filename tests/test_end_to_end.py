@@ -27,15 +27,9 @@ from screen.pages import load_fonts
 from sensor.alerts.book import AlertBook
 from sensor.config import Config
 from sensor.messages import load_catalogue
+from sensor.outputs.broker import core_is_local, local_settings
 from sensor.outputs.commands import Command
-from sensor.outputs.delivery import (
-    AlertQueue,
-    SensorOutputs,
-    core_is_local,
-    local_settings,
-    pseudonymizer,
-    topics,
-)
+from sensor.outputs.delivery import AlertQueue, SensorOutputs, pseudonymizer, topics
 from sensor.outputs.link import DeliveryOnly
 from tests.broker import Core, Mosquitto
 from tests.conftest import until

@@ -21,6 +21,7 @@ from sensor.analysis import analyze_capture, build_engine, open_source
 from sensor.config import Config
 from sensor.detect.model import Alert, AlertKind, Severity
 from sensor.outputs.delivery import AlertQueue, deliver_pending, pseudonymizer, publisher
+from sensor.outputs.link import ProblemKind
 from tests.broker import Core, Mosquitto
 from tests.scenarios import build_everything
 
@@ -97,6 +98,7 @@ def test_alerts_produced_while_the_broker_is_down_arrive_when_it_is_back(tmp_pat
     health = sender.facts()
     assert not health.connected and health.pending == 40
     assert "unreachable" in health.problem
+    assert health.problem_kind is ProblemKind.BROKER_UNREACHABLE and not health.refusing
 
     broker.start()
     try:
@@ -156,6 +158,10 @@ def test_a_topic_refused_by_acl_is_visible_then_delivered_once_allowed(
         assert sender.wait_for_facts(lambda h: h.refused >= 1, DEADLINE)
         health = sender.facts()
         assert "refused an alert" in health.problem and "Not authorized" in health.problem
+        assert health.refusing and health.problem_kind is ProblemKind.ALERT_REFUSED
+        state = core.wait_for(lambda c: c.retained.get("state", {}).get("health") ==
+                              "degraded", DEADLINE)
+        assert state and core.retained["state"]["reasons"] == ["broker_refused_alert"]
         assert "Not authorized" in health.last_refusal
         assert health.pending == 5 and core.ids() == set()
         broker.set_acl(deny.replace("topic write veilleuse/+/+/state",

@@ -9,7 +9,8 @@ import threading
 import jsonschema
 
 from sensor.alerts.book import AlertBook
-from sensor.outputs.delivery import mqtt_settings, publisher
+from sensor.outputs.broker import mqtt_settings
+from sensor.outputs.delivery import publisher
 from sensor.outputs.tail import follow, format_message
 from tests.broker import Core
 from tests.conftest import REPO

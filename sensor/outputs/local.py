@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
+from sensor.outputs.announce import StateThrottle
 from sensor.outputs.broker import (
     MqttSettings,
     MqttSettingsError,
@@ -60,12 +61,11 @@ class LocalMirror:
             raise MqttSettingsError("the local broker is on loopback: write mqtt://, not mqtts://")
         self.settings, self.topics = settings, topics
         self._state_message = state_message
-        self._clock, self._wall_clock = clock, wall_clock
+        self._wall_clock = wall_clock
         self._link = link
         self._connected = False
         self._problem: str | None = "not connected yet"
-        self._state_sent: object = None
-        self._state_sent_at = float("-inf")
+        self._state = StateThrottle(settings.state_interval, clock)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,7 +139,7 @@ class LocalMirror:
                        qos=1, retain=True)
         if self._link.takes_commands:
             client.subscribe(f"{self.topics.base}/command", qos=1)
-        self._state_sent = None  # a restarted broker without persistence lost it
+        self._state.forget()  # a restarted broker without persistence lost it
         self._set(True, None)
         self._wake.set()
 
@@ -181,9 +181,6 @@ class LocalMirror:
 
     def _publish_state(self) -> None:
         fingerprint, payload = self._state_message()
-        now = self._clock()
-        if fingerprint == self._state_sent and now - self._state_sent_at < \
-                self.settings.state_interval:
-            return
-        self._client.publish(self.topics.state, payload, qos=1, retain=True)
-        self._state_sent, self._state_sent_at = fingerprint, now
+        if self._state.is_due(fingerprint):
+            self._client.publish(self.topics.state, payload, qos=1, retain=True)
+            self._state.sent(fingerprint)

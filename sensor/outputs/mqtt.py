@@ -25,16 +25,17 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sensor.alerts.book import AlertBook, AlertBookFull
+from sensor.alerts.book import AlertBook
 from sensor.errors import VeilleuseError
+from sensor.outputs import session
+from sensor.outputs.announce import StateThrottle, state_counters
 from sensor.outputs.broker import (
     MqttSettings,
     Will,
@@ -45,18 +46,13 @@ from sensor.outputs.broker import (
 )
 from sensor.outputs.commands import parse_command
 from sensor.outputs.link import DeliveryFacts, DeliveryOnly, Problem, ProblemKind, SensorLink
+from sensor.outputs.outbox import Outbox, OutboxLimits
 from sensor.outputs.payloads import state_payload, status_payload
+from sensor.outputs.session import TakeoverWatch
 from sensor.outputs.topics import Topics
 from sensor.workers import WorkerErrors
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _InFlight:
-    alert_id: str
-    version: int
-    sent_at: float
 
 
 def _guarded(handler: Callable[..., None]) -> Callable[..., None]:
@@ -85,27 +81,20 @@ class MqttPublisher:
         self._clock = clock
         self._wall_clock = wall_clock
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self._in_flight: dict[int, _InFlight] = {}
-        self._retry_after: dict[str, float] = {}
-        self._refusals: dict[str, int] = {}
-        self._acknowledged_batch: list[tuple[str, int]] = []
-        self._unretired: dict[str, int] = {}
-        self._disk_full = False
+        self.outbox = Outbox(book, OutboxLimits(settings.max_in_flight, settings.ack_timeout,
+                                                settings.retry_backoff_max),
+                             topics.alert, clock, wall_clock)
         self.errors = WorkerErrors("MQTT publisher")
         self._stopping = threading.Event()
-        self._connected_at = float("-inf")
-        self._short_sessions = 0
+        self._takeovers = TakeoverWatch(clock)
         self._connected = False
         self._problem: Problem | None = Problem(ProblemKind.NOT_CONNECTED_YET,
                                                 "not connected yet")
-        self._delivered = 0
         self._refused = 0
-        self._last_refusal: str | None = None
         self._changed = threading.Condition()
         self._owner: threading.Thread | None = None
         self.callback_errors = 0
-        self._state_sent: tuple[str, tuple[str, ...], tuple[tuple[str, int], ...]] | None = None
-        self._state_sent_at = float("-inf")
+        self._state = StateThrottle(settings.state_interval, clock)
         self._client = self._make_client()
 
     # -- set-up -----------------------------------------------------------------
@@ -167,18 +156,18 @@ class MqttPublisher:
         return DeliveryFacts(connected=self._connected,
                              problem=self.errors.problem or (problem and problem.text),
                              problem_kind=problem and problem.kind,
-                             pending=self.book.pending_count(), in_flight=len(self._in_flight),
-                             delivered=self._delivered, refused=self._refused,
-                             last_refusal=self._last_refusal, errors=self.errors.count,
-                             quarantined=self.book.quarantined_count(),
-                             disk_full=self._disk_full, unretired=len(self._unretired))
+                             pending=self.book.pending_count(),
+                             in_flight=self.outbox.in_flight, delivered=self.outbox.delivered,
+                             refused=self._refused, last_refusal=self.outbox.last_refusal,
+                             errors=self.errors.count, quarantined=self.book.quarantined_count(),
+                             disk_full=self.outbox.disk_full, unretired=self.outbox.unretired)
 
     # -- paho callbacks (network thread): hand over, nothing else ----------------
 
     @_guarded
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                     properties: Any) -> None:
-        self._connected_at = self._clock()
+        self._takeovers.opened()
         self._events.put(("connect", (reason, flags.session_present)))
 
     @_guarded
@@ -190,10 +179,7 @@ class MqttPublisher:
     @_guarded
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
                        reason: ReasonCode, properties: Any) -> None:
-        short = self._clock() - self._connected_at < _SHORT_SESSION
-        self._short_sessions = self._short_sessions + 1 if short else 0
-        taken_over = getattr(reason, "value", None) == _SESSION_TAKEN_OVER or \
-            self._short_sessions >= _SHORT_SESSIONS_FOR_TAKEOVER
+        taken_over = self._takeovers.closed(reason)
         if taken_over:
             # Here, before paho computes its reconnect wait: do not take the session back.
             retry = int(self.settings.takeover_retry)
@@ -247,8 +233,8 @@ class MqttPublisher:
     def _pass(self, events: list[tuple[str, Any]]) -> None:
         for kind, value in events:
             self._handle(kind, value)
-        self._retire_acknowledged()
-        self._expire_in_flight()
+        self.outbox.retire()
+        self.outbox.expire()
         if self._connected:
             self._fill()
             self._publish_state()
@@ -258,8 +244,7 @@ class MqttPublisher:
             reason, session_present = value
             if reason.is_failure:
                 self._connected = False
-                self._problem = Problem(ProblemKind.CONNECTION_REFUSED,
-                                        f"the broker refused the connection: {reason}")
+                self._problem = session.refused(reason)
                 log.error("MQTT %s:%d: %s", self.settings.host, self.settings.port,
                           self._problem.text)
                 return
@@ -273,8 +258,7 @@ class MqttPublisher:
                 self._client.subscribe(f"{self.topics.base}/command", qos=1)
         elif kind == "connect_failed":
             self._connected = False
-            self._report(Problem(ProblemKind.CANNOT_CONNECT, f"cannot connect to "
-                                 f"{self.settings.host}:{self.settings.port}: {value}"))
+            self._report(session.cannot_connect(self.settings, value))
         elif kind == "disconnect":
             self._disconnected(*value)
         elif kind == "puback":
@@ -285,27 +269,18 @@ class MqttPublisher:
     def _disconnected(self, reason: ReasonCode, taken_over: bool) -> None:
         """A lost connection; a taken-over session (the broker says so, or the connection
         keeps closing right after it opens) is not fought for: reconnection slows down."""
-        was_connected, self._connected = self._connected, False
-        if not was_connected and self.settings.tls and not taken_over:
-            # TLS 1.3: a client certificate the broker refuses only shows after the handshake.
-            self._report(Problem(ProblemKind.CANNOT_CONNECT, (
-                f"cannot connect to {self.settings.host}:{self.settings.port}: TLS failed: the "
-                f"broker closed the connection before accepting it ({reason}); does it require "
-                "a client certificate it trusts? check mqtt.cert_file and mqtt.key_file")))
-            return
-        if taken_over:
-            retry = self.settings.takeover_retry
-            self._problem = Problem(ProblemKind.SESSION_TAKEN_OVER, (
-                f"another client with the same client id ({self.settings.client_id}) took "
-                f"over the MQTT session, or the broker keeps closing it right after it opens "
-                f"({reason}); trying again in {retry:.0f} s. Give each process its own client "
-                "id, or stop the other one"))
-            log.error("MQTT %s:%d: %s", self.settings.host, self.settings.port,
-                      self._problem.text)
-            return
-        self._problem = Problem(ProblemKind.BROKER_UNREACHABLE, f"broker unreachable ({reason})")
-        log.warning("MQTT disconnected from %s:%d (%s); alerts wait in the book",
-                    self.settings.host, self.settings.port, reason)
+        problem = session.lost(self.settings, reason, was_connected=self._connected,
+                               taken_over=taken_over)
+        self._connected = False
+        if problem.kind is ProblemKind.CANNOT_CONNECT:
+            self._report(problem)
+        elif problem.kind is ProblemKind.SESSION_TAKEN_OVER:
+            self._problem = problem
+            log.error("MQTT %s:%d: %s", self.settings.host, self.settings.port, problem.text)
+        else:
+            self._problem = problem
+            log.warning("MQTT disconnected from %s:%d (%s); alerts wait in the book",
+                        self.settings.host, self.settings.port, reason)
 
     def _report(self, problem: Problem) -> None:
         """A connection problem, logged when it changes (a retry loop logs it once)."""
@@ -322,54 +297,13 @@ class MqttPublisher:
         self.link.command(command)
 
     def _acknowledged(self, mid: int, reason: ReasonCode) -> None:
-        entry = self._in_flight.pop(mid, None)
-        if entry is None:
-            return  # the status or state topic, or an alert already retried
-        if reason.is_failure:
-            self._refused += 1
-            self._last_refusal = f"{self.topics.alert}: {reason}"
+        delivered = self.outbox.acknowledged(mid, reason)
+        if delivered is False:
             self._problem = Problem(ProblemKind.ALERT_REFUSED,
                                     f"the broker refused an alert ({reason})")
-            tries = self._refusals[entry.alert_id] = self._refusals.get(entry.alert_id, 0) + 1
-            self.book.mark_failed(entry.alert_id, str(reason))
-            delay = min(self.settings.retry_backoff_max, 2.0 ** min(tries, 16))
-            self._retry_after[entry.alert_id] = self._clock() + delay
-            if tries == 1:
-                log.error("the broker refused alert %s on %s: %s; it stays in the book and is "
-                          "retried in %.0f s (check the broker's ACL for this sensor)",
-                          entry.alert_id, self.topics.alert, reason, delay)
-            return
-        self._retry_after.pop(entry.alert_id, None)
-        self._refusals.pop(entry.alert_id, None)
-        self._acknowledged_batch.append((entry.alert_id, entry.version))
-        if self._problem and self._problem.kind is ProblemKind.ALERT_REFUSED:
+            self._refused += 1  # after the problem: who waits on the count sees both
+        elif delivered and self._problem and self._problem.kind is ProblemKind.ALERT_REFUSED:
             self._problem = None
-
-    def _retire_acknowledged(self) -> None:
-        """One transaction (one fsync) for every PUBACK of this batch of events.
-
-        If the book cannot be written (a full disk), the acknowledged versions
-        stay in memory, are not published again, and are retired on a later pass.
-        """
-        if not self._acknowledged_batch and not self._unretired:
-            return
-        self._unretired.update(self._acknowledged_batch)
-        self._acknowledged_batch = []
-        try:
-            self._delivered += self.book.mark_all_delivered(list(self._unretired.items()),
-                                                            self._wall_clock())
-        except AlertBookFull as error:
-            if not self._disk_full:
-                log.error("%s; %d acknowledged alert(s) are remembered in memory and retired "
-                          "once space is freed (they are not sent again)", error,
-                          len(self._unretired))
-            self._disk_full = True
-            return
-        if self._disk_full:
-            log.info("alert book writable again: %d acknowledged alert(s) retired",
-                     len(self._unretired))
-        self._unretired.clear()
-        self._disk_full = False
 
     def state(self) -> tuple[str, list[str], list[str], dict[str, int]]:
         """Health (ok / alert / degraded), reason codes, their details, and counters.
@@ -378,8 +312,8 @@ class MqttPublisher:
         without one); the counters are the book's and delivery's.
         """
         severities = self.book.severity_counts()
-        counters = state_counters(severities, self.book.pending_count(), self._delivered,
-                                  self._refused)
+        counters = state_counters(severities, self.book.pending_count(),
+                                  self.outbox.delivered, self._refused)
         health = self.link.health(self.facts(), severities)
         return health.state, list(health.reasons), list(health.details), counters
 
@@ -394,46 +328,14 @@ class MqttPublisher:
 
     def _publish_state(self) -> None:
         fingerprint, payload = self.state_message()
-        now = self._clock()
-        if fingerprint == self._state_sent and now - self._state_sent_at < \
-                self.settings.state_interval:
-            return
-        self._client.publish(self.topics.state, payload, qos=1, retain=True)
-        self._state_sent, self._state_sent_at = fingerprint, now
-
-    def _expire_in_flight(self) -> None:
-        """Forget copies never acknowledged; they are published again (same id)."""
-        now = self._clock()
-        stale = [mid for mid, entry in self._in_flight.items()
-                 if now - entry.sent_at > self.settings.ack_timeout]
-        for mid in stale:
-            del self._in_flight[mid]
+        if self._state.is_due(fingerprint):
+            self._client.publish(self.topics.state, payload, qos=1, retain=True)
+            self._state.sent(fingerprint)
 
     def _fill(self) -> None:
-        room = self.settings.max_in_flight - len(self._in_flight)
-        if room <= 0:
-            return
-        busy = frozenset(entry.alert_id for entry in self._in_flight.values())
-        now = self._clock()
-        waiting = frozenset(a for a, when in self._retry_after.items() if when > now)
-        acknowledged = frozenset(self._unretired)
-        for entry in self.book.pending(limit=room, exclude=busy | waiting | acknowledged):
-            info = self._client.publish(self.topics.alert, entry.payload, qos=1)
+        for row in self.outbox.sendable():
+            info = self._client.publish(self.topics.alert, row.payload, qos=1)
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                log.debug("publish of %s deferred (%s)", entry.alert_id, info.rc)
+                log.debug("publish of %s deferred (%s)", row.alert_id, info.rc)
                 break
-            self._in_flight[info.mid] = _InFlight(entry.alert_id, entry.version, now)
-
-
-_SESSION_TAKEN_OVER = 0x8E
-_SHORT_SESSION = 10.0  # seconds; Mosquitto 2.0 closes a taken-over session without a reason
-_SHORT_SESSIONS_FOR_TAKEOVER = 3
-
-
-def state_counters(severities: Mapping[str, int], pending: int, delivered: int,
-                   refused: int) -> dict[str, int]:
-    """The state topic's counters: alerts by severity, then delivery's."""
-    counters = {f"alerts_{severity}": severities.get(severity, 0)
-                for severity in ("info", "low", "medium", "high")}
-    counters.update(pending=pending, delivered=delivered, refused=refused)
-    return counters
+            self.outbox.sent(info.mid, row)
