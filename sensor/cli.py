@@ -357,7 +357,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from sensor.outputs.delivery import mqtt_settings
+    from sensor.outputs.broker import mqtt_settings
     from sensor.outputs.tail import follow
 
     config, from_file = _config(args)

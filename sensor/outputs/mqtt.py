@@ -5,7 +5,8 @@ durable outbox. paho's callbacks only hand events to a queue; one owner
 thread publishes, maps each message id to its book row and retires the row
 on a successful PUBACK for that id, checking the v5 reason code (a refused
 publish is not a delivery). A refusal, a refused connection or a lost broker
-is visible in ``health()`` and in the retained state topic. Duplicates are
+is a typed fact in ``facts()``, and the retained state topic carries the
+health the sensor behind the publisher (its ``SensorLink``) decides. Duplicates are
 possible (a PUBACK lost with the connection) and harmless: ids are stable.
 
 A connection that fails says why (TLS certificate, host name, TLS to a plain
@@ -14,7 +15,11 @@ session over (same client id) is reported, and reconnection slows down to
 ``takeover_retry`` instead of fighting. A PUBACK whose retirement cannot be
 written (a full disk) is remembered in memory, the alert is not published
 again, and the row is retired when the disk allows. An unexpected error in
-the owner thread is logged once, counted and survived (``health().errors``).
+the owner thread is logged once, counted and survived (``facts().errors``).
+
+Not the job of this module: making the client (``broker``), tracking the
+book's rows (``outbox``), naming connection problems (``session``), deciding
+a health (``sensor.daemon.health``) or reading commands (``commands``).
 """
 
 from __future__ import annotations
