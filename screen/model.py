@@ -186,15 +186,16 @@ def apply_message(state: ScreenState, topic: str, payload: bytes) -> ScreenState
         levels = topic.split("/")
         sensor = clean_text(f"{levels[-3]}/{levels[-2]}")
         leaf = levels[-1]
-        message = read_payload(leaf, payload, new_words=True)
         if leaf == "state":
-            return _apply_state(state, sensor, message)
+            return _apply_state(state, sensor, read_payload(leaf, payload, new_words=True))
         if leaf == "status":
+            message = read_payload(leaf, payload, new_words=True)
             report = dataclasses.replace(state.report(sensor),
                                          online=message["status"] == "online",
                                          time=_seconds(message["time"]))
             return _with_report(state, sensor, report)
-        return _apply_alert(state, message)
+        if leaf == "alert":
+            return _apply_alert(state, read_payload(leaf, payload, new_words=True))
     except (InvalidPayload, ValueError, KeyError, TypeError, IndexError, RecursionError):
         pass
     return dataclasses.replace(state, ignored_messages=state.ignored_messages + 1)

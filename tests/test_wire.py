@@ -26,6 +26,7 @@ from sensor.outputs.payloads import (
     InvalidPayload,
     command_payload,
     read_payload,
+    screen_payload,
     state_payload,
 )
 from tests.conftest import REPO
@@ -84,9 +85,19 @@ def test_a_newer_word_is_read_as_unknown_never_as_all_clear() -> None:
 
 
 def test_the_screen_asks_for_a_self_test_in_words_the_sensor_reads() -> None:
-    command = parse_command(command_payload("selftest", 1767261600.0).encode())
-    assert command == Command("selftest")
+    asked = command_payload("selftest", 1767261600.0).encode()
+    assert read_payload("command", asked)["time"] == "2026-01-01T10:00:00.000000Z"
+    assert parse_command(asked) == Command("selftest")
     assert parse_command(b'{"schema": "veilleuse.command/1", "command": ""}') is None
+
+
+def test_the_screen_says_its_own_health_in_the_contract() -> None:
+    for display, problem in (("ok", None), ("missing", "no I2C device at 0x3c"),
+                             ("offline", None)):
+        said = read_payload("screen", screen_payload(display, problem).encode())
+        assert (said["display"], said["problem"]) == (display, problem)
+    with pytest.raises(InvalidPayload, match=r"screen\.schema\.json at display"):
+        read_payload("screen", screen_payload("asleep", None).encode())
 
 
 def test_a_client_with_unreadable_tls_files_names_the_settings_to_check(tmp_path) -> None:

@@ -30,8 +30,8 @@ SCREEN_SCHEMA = "veilleuse.screen/1"
 COMMAND_SCHEMA = "veilleuse.command/1"
 SELFTEST = "selftest"
 """The one command a sensor takes (``veilleuse.command/1``)."""
-LEAVES = ("alert", "state", "status")
-"""The topics' last levels whose payloads have a schema (``<leaf>.schema.json``)."""
+LEAVES = ("alert", "state", "status", "screen", "command")
+"""The topics' last levels, each with the schema of its payloads (``<leaf>.schema.json``)."""
 
 OPEN_VOCABULARY = frozenset({"health", "severity", "kind", "reasons", "protocols"})
 """Fields whose words may grow within a schema version: a newer sensor may send one that
@@ -49,7 +49,7 @@ def iso_time(seconds: float) -> str:
 
 @cache
 def schema(leaf: str) -> dict[str, Any]:
-    """The JSON Schema of the payloads published on ``leaf`` (alert, state or status)."""
+    """The JSON Schema of the payloads published on ``leaf`` (one of ``LEAVES``)."""
     if leaf not in LEAVES:
         raise ValueError(f"no schema for {leaf!r}: one of {', '.join(LEAVES)}")
     text = resources.files("sensor.outputs").joinpath("schemas", f"{leaf}.schema.json")
