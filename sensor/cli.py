@@ -322,7 +322,7 @@ def _log_to_journal_under_systemd() -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sensor.daemon.service import read_health
+    from sensor.daemon.health import read_health
     from sensor.firstboot_report import REPORT_NAME, read_report
 
     config, _ = _config(args)
@@ -416,7 +416,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from sensor.outputs.delivery import mqtt_settings
+    from sensor.outputs.broker import mqtt_settings
     from sensor.outputs.tail import follow
 
     config, from_file = _config(args)
