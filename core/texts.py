@@ -9,17 +9,17 @@ from __future__ import annotations
 
 TEXTS: dict[str, dict[str, str]] = {
     "fr": {
-        "alert_title": "Veilleuse : alerte {severity} sur {site}/{sensor}",
-        "alert_body": "Un capteur a levé une alerte de gravité {severity} (type : {kind}). "
+        "alert_title": "Veilleuse : alerte {severity} sur {site}/{sensor}",
+        "alert_body": "Un capteur a levé une alerte de gravité {severity} (type : {kind}). "
                       "Consultez la console du centre (identifiant {id}).",
-        "alert_identity": "{title}\n{summary}\nAppareil : {device}. Application : {app}.",
-        "silent_title": "Veilleuse : le capteur {site}/{sensor} ne répond plus",
+        "alert_identity": "{title}\n{summary}\nAppareil : {device}. Application : {app}.",
+        "silent_title": "Veilleuse : le capteur {site}/{sensor} ne répond plus",
         "silent_body": "Le capteur {site}/{sensor} ne surveille plus rien ({reasons}). "
                        "Vérifiez son alimentation et son réseau.",
-        "degraded_title": "Veilleuse : le capteur {site}/{sensor} fonctionne mal",
-        "degraded_body": "Le capteur {site}/{sensor} signale un problème ({reasons}) ; "
+        "degraded_title": "Veilleuse : le capteur {site}/{sensor} fonctionne mal",
+        "degraded_body": "Le capteur {site}/{sensor} signale un problème ({reasons}) ; "
                          "sa surveillance est incomplète.",
-        "recovered_title": "Veilleuse : le capteur {site}/{sensor} fonctionne de nouveau",
+        "recovered_title": "Veilleuse : le capteur {site}/{sensor} fonctionne de nouveau",
         "recovered_body": "Le capteur {site}/{sensor} surveille de nouveau normalement.",
         "high": "élevée", "medium": "moyenne", "low": "faible", "info": "information",
     },

@@ -12,7 +12,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from screen.display import HEIGHT, WIDTH, DisplayUnavailable, create_display
-from screen.pages import load_fonts, render
+from screen.model import ScreenState
+from screen.pages import View, load_fonts, render
 from screen.samples import NETWORK, samples
 from sensor.command import run_command
 from sensor.config import DEFAULT_CONFIG_PATH, Config, load_config
@@ -21,7 +22,7 @@ from sensor.messages import LANGUAGES, load_catalogue
 log = logging.getLogger("veilleuse.screen")
 
 
-def render_picture(state, view, language: str) -> Image.Image:
+def render_picture(state: ScreenState, view: View, language: str) -> Image.Image:
     """One page as a 1-bit 128x64 image, drawn by the same code as the OLED."""
     image = Image.new("1", (WIDTH, HEIGHT))
     render(ImageDraw.Draw(image), state, view, load_catalogue(language, "screen.locales"),
@@ -38,7 +39,7 @@ def render_docs(directory: Path, scale: int = 3) -> list[Path]:
             image = render_picture(state, view, language)
             path = directory / f"{name}.{language}.png"
             image.save(path, optimize=True)
-            image.resize((WIDTH * scale, HEIGHT * scale), Image.NEAREST).save(
+            image.resize((WIDTH * scale, HEIGHT * scale), Image.Resampling.NEAREST).save(
                 directory / f"{name}.{language}.x{scale}.png", optimize=True)
             written.append(path)
     return written
@@ -53,7 +54,8 @@ def _config(path: Path | None) -> Config:
 def run(config: Config) -> int:
     from screen.app import ScreenApp, ScreenSettings
     from screen.controls import Controls
-    from sensor.outputs.delivery import local_settings, topics
+    from sensor.outputs.broker import local_settings
+    from sensor.outputs.topics import Topics
 
     settings = config.screen
     problem = None
@@ -64,7 +66,8 @@ def run(config: Config) -> int:
     except DisplayUnavailable as error:
         display, problem = None, str(error)
         log.warning("running without a display: %s", error)
-    app = ScreenApp(topics(config), load_catalogue(config.language, "screen.locales"),
+    topics = Topics(site=config.site, sensor=config.sensor, prefix=config.mqtt.topic_prefix)
+    app = ScreenApp(topics, load_catalogue(config.language, "screen.locales"),
                     load_fonts(), display, ScreenSettings(
                         reveal_seconds=settings.reveal_seconds,
                         blank_after_seconds=settings.blank_after_seconds),

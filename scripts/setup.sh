@@ -28,6 +28,8 @@ as_root apt-get install -y -q --no-install-recommends \
     tshark mosquitto tcpdump tcpreplay iproute2 systemd procps \
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev \
     fonts-dejavu-core libjpeg-dev zlib1g-dev libfreetype-dev nftables age
+# The device report's tests and pictures open it in a real browser (headless Chromium).
+as_root apt-get install -y -q --no-install-recommends chromium
 # Building the Debian package and testing it on a booted system (amd64, and arm64
 # under qemu-user): root file systems from mmdebstrap, booted with systemd-nspawn.
 as_root apt-get install -y -q --no-install-recommends \

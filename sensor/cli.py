@@ -42,6 +42,7 @@ from sensor.report import write_jsonl, write_text
 if TYPE_CHECKING:
     from sensor.alerts.book import AlertBook
     from sensor.evidence.keeper import EvidenceKeeper
+    from sensor.feeds.model import Feed
 
 log = logging.getLogger("veilleuse")
 
@@ -133,6 +134,23 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, metavar="FILE",
                         help="where to write it (default: ./<alert id>.tar.age)")
 
+    report = commands.add_parser("report", help="a printable page (HTML) of what was seen of "
+                                 "one device, from the alert book or from a capture")
+    report.add_argument("--device", required=True, metavar="DEVICE",
+                        help="the device: its IP address as the alerts show it, or its "
+                        "pseudonym (dev-..., from the screen or the helpline's alerts)")
+    report.add_argument("--capture", type=Path, metavar="FILE",
+                        help="analyse this capture instead of reading the alert book")
+    report.add_argument("--source", choices=SOURCE_NAMES, default="suricata",
+                        help="with --capture: what reads the packets (default: suricata)")
+    report.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
+                        help="with --capture: indicator file (repeatable); default: the "
+                        "installed feeds")
+    report.add_argument("--lang", "--language", dest="lang", choices=LANGUAGES,
+                        help="language of the page (default: the config's, else the locale)")
+    report.add_argument("--output", type=Path, metavar="FILE", help="write the page here "
+                        "(readable by you alone) instead of stdout")
+
     demo = commands.add_parser("demo", help="build a demo capture and analyse it with the "
                                "demo feed (no network, no mirror port needed)")
     _add_analysis_options(demo)
@@ -142,7 +160,8 @@ def _parser() -> argparse.ArgumentParser:
     feeds = commands.add_parser("feeds", help="indicator feeds")
     feed_commands = feeds.add_subparsers(dest="feeds_command", required=True, metavar="ACTION")
     feed_commands.add_parser("update", help="download, validate and install the feeds")
-    feed_commands.add_parser("status", help="show the installed feeds and their age")
+    feed_commands.add_parser("status", help="show the installed feeds, their age and what "
+                             "validation skipped in them")
 
     check = commands.add_parser("check-config", help="validate a configuration file "
                                 "(exit 0 if valid, 2 if not)")
@@ -200,11 +219,16 @@ def _report(args: argparse.Namespace, config: Config, from_file: bool, capture: 
             stream.close()
 
 
-def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]) -> int:
-    config, from_file = _config(args)
+def _analysis(config: Config, capture: Path, source: str,
+              feed_files: Sequence[Path]) -> tuple[list[Feed], AnalysisResult]:
     feeds = load_feeds(config, feed_files)
     engine = build_engine(config, build_matcher(feeds, config))
-    result = analyze_capture(capture, open_source(args.source, config), engine)
+    return feeds, analyze_capture(capture, open_source(source, config), engine)
+
+
+def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]) -> int:
+    config, from_file = _config(args)
+    feeds, result = _analysis(config, capture, args.source, feed_files)
     _report(args, config, from_file, capture, describe_feeds(feeds), result)
     status = 0
     keeper = _keep_evidence(config, capture, result, feed_versions(feeds))
@@ -250,6 +274,41 @@ def _keep_evidence(config: Config, capture: Path, result: AnalysisResult,
         print(f"veilleuse: evidence kept for {len(kept)} high alert(s), encrypted, in "
               f"{keeper.store.directory}{failed}; `veilleuse evidence list`", file=sys.stderr)
     return keeper
+
+
+def _device_report(args: argparse.Namespace) -> int:
+    from sensor.daemon.clock import SystemClock
+    from sensor.files import replace_file
+    from sensor.reports.device_page import build_device_page
+    from sensor.reports.html import render_device_page
+    from sensor.reports.sources import (
+        book_provenance,
+        capture_provenance,
+        read_book_alerts,
+        site_pseudonyms,
+    )
+
+    config, from_file = _config(args)
+    language = args.lang or (config.language if from_file else language_from_environment())
+    damaged = None
+    if args.capture is not None:
+        feeds, result = _analysis(config, args.capture, args.source, args.feed)
+        alerts, damaged = list(result.alerts), result.damaged
+        provenance = capture_provenance(config, args.capture, feeds, time.time(), damaged)
+    else:
+        alerts = read_book_alerts(config.alerts.database)
+        provenance = book_provenance(config, time.time(), SystemClock())
+    page = build_device_page(alerts, args.device, provenance, pseudonyms=site_pseudonyms(config))
+    html = render_device_page(page, load_catalogue(language))
+    if args.output:
+        replace_file(args.output, html)  # mode 0600: it names a device and what it did
+    else:
+        sys.stdout.write(html)
+    if damaged:
+        print(f"veilleuse: error: {args.capture}: {damaged}; the page covers only what was "
+              "read before the damage", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
@@ -300,7 +359,7 @@ def _log_to_journal_under_systemd() -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sensor.daemon.service import read_health
+    from sensor.daemon.health import read_health
     from sensor.firstboot_report import REPORT_NAME, read_report
 
     config, _ = _config(args)
@@ -398,7 +457,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from sensor.outputs.delivery import mqtt_settings
+    from sensor.outputs.broker import mqtt_settings
     from sensor.outputs.tail import follow
 
     config, from_file = _config(args)
@@ -437,6 +496,8 @@ def _feeds(args: argparse.Namespace) -> int:
         stale = " STALE" if age > config.feeds.max_age_days else ""
         print(f"{source.name}: version {info.version}, {info.indicators} indicators, "
               f"downloaded {info.downloaded_at} ({age} days ago){stale}")
+        for warning in info.warnings:  # said at install; kept here, not at every analysis
+            print(f"  warning: {warning}")
         status = 1 if stale else status
     return status
 
@@ -497,7 +558,7 @@ _COMMANDS = {"analyze": lambda args: _analyze(args, args.capture, args.feed), "d
              "core-access": _core_access, "rules": _rules,
              "run": _run_daemon, "status": _status, "selftest": _selftest, "tail": _tail,
              "check-config": _check_config, "config-docs": _config_docs, "evidence": _evidence,
-             "first-boot": _first_boot}
+             "first-boot": _first_boot, "report": _device_report}
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/veilleuse/veilleuse.yaml")
 ECHAP_BASE = "https://raw.githubusercontent.com/AssoEchap/stalkerware-indicators/master"
 _TOPIC_SAFE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")  # bech32, as age-keygen prints it
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
 def _network(value: str) -> str:
@@ -61,17 +62,46 @@ def _url_parts(value: str, schemes: tuple[str, str], example: str) -> SplitResul
     """``value`` split, if it is a URL of one of ``schemes`` with a host and a valid port."""
     if any(c.isspace() or not c.isprintable() for c in value):
         raise ValueError(f"{value!r} holds spaces or control characters; write e.g. {example}")
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:  # an unclosed '[', or a port that is not a number from 0 to 65535
+        parts, port = urlsplit(value.replace("[", "").replace("]", "")), 0
     if parts.scheme not in schemes:
         raise ValueError(f"{value!r} is not an {schemes[0]}(s) URL; write e.g. {example}")
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if not parts.hostname or port == 0:
+    if not parts.hostname or port == 0 or parts.netloc.endswith(":"):
         raise ValueError(f"{value!r} needs a host and, if any, a port from 1 to 65535; write "
                          f"e.g. {example}")
+    if not _is_host(parts.hostname, bracketed="[" in parts.netloc):
+        raise ValueError(f"{value!r}: {parts.hostname!r} is neither a host name nor an IP "
+                         f"address; write e.g. {example}")
     return parts
+
+
+def _is_host(host: str, bracketed: bool) -> bool:
+    """True if ``host`` (from a URL) can name a machine: an IP address or LDH labels.
+
+    Underscores pass (resolvers and container names use them); an all-digit
+    name such as ``1.2.3.4.5`` does not (a mistyped address, not a name).
+
+    >>> [_is_host(h, False) for h in ("broker", "core.lan.", "10.0.0.1", "ho$t", "-a.lan")]
+    [True, True, True, False, False]
+    """
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    if bracketed:  # urlsplit checked the brackets hold an IPv6 address
+        return True
+    try:
+        name = normalize_domain(host)
+    except ValueError:
+        return False
+    labels = name.split(".")
+    return (len(name) <= 253 and not all(label.isdigit() for label in labels)
+            and all(_HOST_LABEL.fullmatch(label) for label in labels))
 
 
 def _url(value: str) -> str:
@@ -224,7 +254,7 @@ class MqttConfig(_Section):
     @classmethod
     def _no_password_in_clear(cls, url: str) -> str:
         parts = urlsplit(url)
-        if parts.password and parts.scheme == "mqtt" and not is_loopback_host(parts.hostname):
+        if parts.password and parts.scheme == "mqtt" and not is_loopback_host(parts.hostname or ""):
             raise ValueError(f"plain mqtt:// would send the password in clear text to "
                              f"{parts.hostname}; use mqtts://")
         return url

@@ -79,7 +79,8 @@ def _edit_lines(text: str, key: Key, value: str) -> str:
     elif section is None or isinstance(section, dict):
         number = document.lines[(key[0],)]
         children = [document.lines[(key[0], child)] for child in section or ()]
-        indent = re.match(r"\s*", lines[min(children) - 1]).group(0) if children else "  "
+        sibling = lines[min(children) - 1] if children else "  "
+        indent = sibling[:len(sibling) - len(sibling.lstrip())]
         lines.insert(number, f"{indent}{key[1]}: {scalar}\n")
     else:
         lines.append(f"{key[0]}:\n  {key[1]}: {scalar}\n")

@@ -7,6 +7,7 @@ so whoever receives it (a SOC analyst, a helpline) can act without this box.
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -14,13 +15,9 @@ from typing import IO, Any
 
 from sensor.detect.model import Alert
 from sensor.messages import LANGUAGES, Catalogue, load_catalogue
+from sensor.outputs.payloads import ALERT_SCHEMA, iso_time
 
-ALERT_SCHEMA = "veilleuse.alert/1"
-
-
-def iso_time(seconds: float) -> str:
-    """UNIX seconds as ISO 8601 UTC with microseconds: ``2026-01-01T10:00:00.015000Z``."""
-    return datetime.fromtimestamp(round(seconds, 6), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+_ASCII_SPACES = re.compile(r"[ \t\r\n]+")
 
 
 def human_time(seconds: float) -> str:
@@ -87,8 +84,9 @@ def write_text(alerts: list[Alert], stream: IO[str], catalogue: Catalogue, *, ca
                detector_errors: int = 0) -> None:
     """A summary a non-technical reader can follow, most severe alert first."""
     def paragraph(text: str, indent: str = "") -> None:
-        stream.write(textwrap.fill(" ".join(text.split()), width=78, initial_indent=indent,
-                                   subsequent_indent=indent) + "\n")
+        # ASCII white space only: a no-break space (before a French ":") must stay one
+        stream.write(textwrap.fill(_ASCII_SPACES.sub(" ", text).strip(), width=78,
+                                   initial_indent=indent, subsequent_indent=indent) + "\n")
 
     stream.write(catalogue.text("report.heading", capture=capture) + "\n\n")
     devices = len({alert.device for alert in alerts})
@@ -105,7 +103,8 @@ def write_text(alerts: list[Alert], stream: IO[str], catalogue: Catalogue, *, ca
         text = explain(alert, catalogue)
         severity = catalogue.text(f"severity.{alert.severity.value}")
         stream.write(f"[{severity}] {text['title']}\n")
-        paragraph(f"{catalogue.text('report.what')}: {text['what']}", "    ")
-        paragraph(f"{catalogue.text('report.advice')}: {text['advice']}", "    ")
-        stream.write(f"    {catalogue.text('report.alert_id')}: {alert.id}\n\n")
+        # the labels hold their colon: French puts a no-break space before it
+        paragraph(f"{catalogue.text('report.what')} {text['what']}", "    ")
+        paragraph(f"{catalogue.text('report.advice')} {text['advice']}", "    ")
+        stream.write(f"    {catalogue.text('report.alert_id')} {alert.id}\n\n")
     paragraph(catalogue.text("report.caveat"))

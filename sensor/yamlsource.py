@@ -20,13 +20,24 @@ from __future__ import annotations
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
+
+if TYPE_CHECKING:
+    from yaml._yaml import Mark as _LibyamlMark
 
 Path = tuple[str | int, ...]
 MAX_DEPTH = 64
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _mark(mark: yaml.Mark | _LibyamlMark | None) -> yaml.Mark:
+    """An event's mark, typed as PyYAML's: libyaml's has the same fields (its stubs part them).
+
+    The parser gives every event its marks; only hand-made events lack them.
+    """
+    return cast(yaml.Mark, mark)
 
 
 class YamlRefused(yaml.MarkedYAMLError):
@@ -90,7 +101,7 @@ class _Frame:
         self.container = container
         self.path = path
         self.start = start
-        self.key: object = _NO_KEY
+        self.key: Any = _NO_KEY  # a YAML key: any hashable scalar, or _NO_KEY
         self.key_mark: yaml.Mark | None = None
         self.items = array("I")
 
@@ -118,7 +129,7 @@ class _Builder:
         frame = self.stack[-1]
         if isinstance(frame.container, list):
             return (*frame.path, len(frame.container))
-        return (*frame.path, frame.key)  # type: ignore[return-value]
+        return (*frame.path, frame.key)
 
     def scalar(self, event: yaml.ScalarEvent) -> Any:
         if event.tag is None or event.tag == "!":  # as PyYAML's composer resolves them
@@ -129,8 +140,9 @@ class _Builder:
             return event.value
         if tag == _MERGE:
             raise YamlRefused("YAML merge keys (<<) are not allowed; write the values out in "
-                              "full", event.start_mark)
-        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+                              "full", _mark(event.start_mark))
+        node = yaml.ScalarNode(tag, event.value, _mark(event.start_mark), _mark(event.end_mark),
+                               event.style)
         return self.constructor.construct_object(node)  # ConstructorError on an unknown tag
 
     def value(self, value: Any, mark: yaml.Mark) -> None:
@@ -160,13 +172,14 @@ class _Builder:
             frame.container[frame.key] = value
             frame.key = _NO_KEY
 
-    def open(self, container: dict | list, event: yaml.Event) -> None:
+    def open(self, container: dict | list, event: yaml.CollectionStartEvent) -> None:
+        start = _mark(event.start_mark)
         if event.tag not in _COLLECTION_TAGS:
-            raise YamlRefused(f"YAML tag {event.tag} is not allowed here", event.start_mark)
+            raise YamlRefused(f"YAML tag {event.tag} is not allowed here", start)
         path = self.child_path()
         if len(path) >= MAX_DEPTH:
-            raise YamlRefused(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
-        self.stack.append(_Frame(container, path, event.start_mark))
+            raise YamlRefused(f"nested deeper than {MAX_DEPTH} levels", start)
+        self.stack.append(_Frame(container, path, start))
 
     def close(self) -> None:
         frame = self.stack.pop()

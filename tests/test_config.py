@@ -52,6 +52,15 @@ def test_empty_file_gives_the_defaults(tmp_path) -> None:
     ("mqtt:\n  url: 'mqtt://:1883'\n", 2, "mqtt.url", "needs a host"),
     ("mqtt:\n  url: 'mqtts://broker.example:0'\n", 2, "mqtt.url", "a port from 1 to 65535"),
     ("mqtt:\n  url: 'mqtts://broker.example/topic'\n", 2, "mqtt.url", "has no path"),
+    ("mqtt:\n  url: 'mqtt://broker.example:'\n", 2, "mqtt.url", "a port from 1 to 65535"),
+    ("mqtt:\n  url: 'mqtt://[::1:1883'\n", 2, "mqtt.url", "needs a host"),
+    ("mqtt:\n  url: 'mqtt://bro$ker:1883'\n", 2, "mqtt.url",
+     "'bro$ker' is neither a host name nor an IP address"),
+    ("mqtt:\n  url: 'mqtts://-core.lan:8883'\n", 2, "mqtt.url", "neither a host name"),
+    ("mqtt:\n  url: 'mqtts://core..lan:8883'\n", 2, "mqtt.url", "neither a host name"),
+    ("mqtt:\n  url: 'mqtt://192.168.1.300:1883'\n", 2, "mqtt.url", "neither a host name"),
+    ("local_broker:\n  url: 'mqtt://127.0.0.1:1883x'\n", 2, "local_broker.url",
+     "a port from 1 to 65535"),
     ("mqtt:\n  url: 'mqtt://box:secret@192.0.2.1'\n", 2, "mqtt.url",
      "password in clear text to 192.0.2.1; use mqtts://"),
     ("feeds:\n  max_age_days: true\n", 2, "feeds.max_age_days", "valid integer"),
@@ -90,6 +99,25 @@ def test_check_config_exits_0_or_2_with_the_line(tmp_path) -> None:
     assert bad.returncode == 2
     assert bad.stderr.strip() == (f"veilleuse: error: {bad_path}, line 2: key 'sensr': unknown "
                                   "key (a typo?); see docs/configuration.md for the valid keys")
+
+
+@pytest.mark.parametrize("url", ["mqtt://127.0.0.1:1883", "mqtts://core.example.org:8883",
+                                 "mqtt://[::1]:1883", "mqtt://broker", "mqtts://my_broker.lan"])
+def test_well_formed_broker_urls_pass(tmp_path, url) -> None:
+    path = tmp_path / "veilleuse.yaml"
+    path.write_text(f"mqtt:\n  url: '{url}'\n")
+    assert load_config(path).mqtt.url == url
+
+
+def test_check_config_refuses_a_malformed_mqtt_url(tmp_path) -> None:
+    path = tmp_path / "veilleuse.yaml"
+    path.write_text("site: demo\nmqtt:\n  url: 'mqtts://core..lan:8883'\n")
+    bad = subprocess.run([sys.executable, "-m", "sensor", "check-config", str(path)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith(f"veilleuse: error: {path}, line 3: key 'mqtt.url': "
+                                 "'mqtts://core..lan:8883': 'core..lan' is neither a host "
+                                 "name nor an IP address")
 
 
 def test_configuration_reference_is_up_to_date() -> None:

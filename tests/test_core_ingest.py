@@ -124,6 +124,10 @@ def test_config_errors_name_the_line_and_key(tmp_path: Path) -> None:
     with pytest.raises(CoreConfigError) as caught:
         load_core_config(path)
     assert (caught.value.line, caught.value.key) == (2, "sensors.silent_after_seconds")
+    path.write_text("mqtt:\n  url: 'mqtts://core..lan:8883'\n")
+    with pytest.raises(CoreConfigError, match="neither a host name nor an IP address") as caught:
+        load_core_config(path)
+    assert (caught.value.line, caught.value.key) == (2, "mqtt.url")
 
 
 def test_the_documented_example_config_is_valid(tmp_path: Path) -> None:

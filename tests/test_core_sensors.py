@@ -157,7 +157,7 @@ def test_identity_only_when_the_site_opts_in_and_in_french(tmp_path, broker) -> 
             box1.publish("alert", alert("box1", 1))
             assert hook.wait_for(1, DEADLINE)
             body = hook.bodies[0]
-            assert body["title"] == "Veilleuse : alerte élevée sur shelter-a/box1"
+            assert body["title"] == "Veilleuse\u00a0: alerte élevée sur shelter-a/box1"
             assert "dev-3f1c0a9b2e41" in body["message"] and "DemoSpy" in body["message"]
             box1.close()
         finally:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,6 +15,7 @@ import pytest
 
 from sensor.analysis import load_feeds
 from sensor.config import Config, FeedsConfig, FeedSource
+from sensor.demo.traffic import DEFAULT_START, Traffic
 from sensor.feeds.store import FeedStore
 from sensor.feeds.update import UpdateStatus, make_http_pool, update_feeds
 from tests.conftest import alias_bomb
@@ -192,3 +196,49 @@ def test_a_source_switched_to_stix_keeps_its_yaml_until_the_stix_installs(
     (feed,) = load_feeds(Config(feeds=switched))
     assert FeedStore(config.directory).info("stalkerware").format == "stix2"
     assert {i.category.value for i in feed.indicators} == {"c2"}
+
+
+def test_a_feeds_warnings_are_said_at_install_and_not_at_each_analysis(
+        server, tmp_path, echap_files, caplog) -> None:
+    """ioc.yaml has four quirks: said once by `feeds update`, listed by `feeds status`."""
+    base, routes = server
+    routes.answers["/ioc.yaml"] = [(200, echap_files[0].read_bytes())]
+    config = _config(base, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        (outcome,) = _update(config)
+    said = [r.getMessage() for r in caplog.records if r.name == "sensor.feeds.update"
+            and r.levelno == logging.WARNING]
+    assert len(said) == 4 and "app 'MobiStealth' lists c2.ip; read as c2.ips" in said[0]
+    assert "4 warning(s) about its contents, listed by `veilleuse feeds status`" \
+        in outcome.message
+    assert FeedStore(config.directory).info("stalkerware").warnings == tuple(said)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert [o.status for o in _update(config)] == [UpdateStatus.UNCHANGED]
+    assert not caplog.records  # the same version is not said again
+
+    path = tmp_path / "veilleuse.yaml"
+    path.write_text(f"feeds:\n  directory: {config.directory}\n  sources:\n"
+                    f"    - name: stalkerware\n      url: {base}/ioc.yaml\n")
+    capture = Traffic()
+    capture.dns(DEFAULT_START, "192.168.1.10", "192.168.1.1", "copy9.com")
+    capture.write(tmp_path / "one.pcap")
+    analysis = _veilleuse("--config", str(path), "analyze", "--source", "scapy",
+                          "--format", "jsonl", str(tmp_path / "one.pcap"))
+    assert analysis.returncode == 0, analysis.stderr
+    assert json.loads(analysis.stdout)["indicator"] == "copy9.com"
+    assert analysis.stderr == ""
+    status = _veilleuse("--config", str(path), "feeds", "status")
+    assert [line for line in status.stdout.splitlines() if line.startswith("  warning: ")] == [
+        f"  warning: {warning}" for warning in said]
+
+
+def test_the_demo_feed_has_nothing_to_say() -> None:
+    result = _veilleuse("demo", "--source", "scapy", "--format", "jsonl")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def _veilleuse(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sensor", *args], capture_output=True,
+                          text=True, timeout=120, check=False)

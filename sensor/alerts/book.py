@@ -326,8 +326,8 @@ class AlertBook:
                 "SELECT a.id, kind, severity, device, indicator, first_seen, last_seen, count, "
                 "record, o.alert_id IS NULL, clock_synchronised FROM alerts a LEFT JOIN outbox o "
                 "ON o.alert_id=a.id ORDER BY last_seen DESC").fetchall()
-        return [StoredAlert(*row[:9], delivered=bool(row[9]),
-                            clock_synchronised=None if row[10] is None else bool(row[10]))
+        return [StoredAlert(*(*row[:9], bool(row[9]),  # delivered, clock_synchronised
+                              None if row[10] is None else bool(row[10])))
                 for row in rows]
 
     def purge(self, older_than: float) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from sensor.errors import CaptureError
 
@@ -92,7 +93,7 @@ class _Unreadable(Exception):
     """The file's own header is broken (internal to the scan)."""
 
 
-def _scan_pcap(handle, order: str,
+def _scan_pcap(handle: BinaryIO, order: str,
                size: int) -> tuple[str, tuple[int, ...], int, str | None, int]:
     header = handle.read(20)
     if len(header) < 20:
@@ -124,9 +125,10 @@ def _scan_pcap(handle, order: str,
 _PACKET_BLOCKS = frozenset({2, 3, 6})  # obsolete packet, simple packet, enhanced packet
 
 
-def _scan_pcapng(handle, size: int) -> tuple[str, tuple[int, ...], int, str | None, int]:
+def _scan_pcapng(handle: BinaryIO, size: int) -> tuple[str, tuple[int, ...], int, str | None, int]:
     handle.seek(0)
-    order, linktypes, packets, offset = "<", [], 0, 0
+    order, packets, offset = "<", 0, 0
+    linktypes: list[int] = []
     while offset < size:
         head = handle.read(12)
         if len(head) < 12:

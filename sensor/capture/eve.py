@@ -62,8 +62,8 @@ class UnknownEventType(EveRecordError):
 _EVE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?([+-]\d{4}|Z)$")
 
 
-def parse_eve_time(text: str) -> float:
-    """EVE timestamps (``2026-01-01T10:00:00.123456+0000``) as UNIX seconds.
+def parse_eve_time(text: object) -> float:
+    """EVE timestamps (``2026-01-01T10:00:00.123456+0000``) as UNIX seconds; else EveRecordError.
 
     Suricata prints the pcap's microseconds with ``%06u``; a capture whose
     microsecond field overflows (1000000, seen in the wild) gives 7 digits,

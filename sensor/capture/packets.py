@@ -148,7 +148,7 @@ _NAME_TYPES = frozenset({2, 5, 12, 39})  # NS, CNAME, PTR, DNAME: rdata is a nam
 
 def _dns_name(message: bytes, offset: int) -> tuple[bytes, int]:
     """A (possibly compressed) name at ``offset``: (dotted bytes, offset after it)."""
-    labels = []
+    labels: list[bytes] = []
     end = None
     jumps = 0
     while True:
@@ -468,7 +468,7 @@ def _stream_protocol(data: bytearray) -> str | None:
     return "other"
 
 
-def _time(value) -> float:
+def _time(value: float) -> float:
     try:
         return packet_time(value)
     except ValueError as error:

@@ -73,23 +73,24 @@ class Stream:
             payload = payload[(self._next - sequence) & _MASK:]
             if not payload:
                 return False
-        if not self._append(payload):
+        if not self._append(payload, self._next):
             return False
         self._flush_pending()
         return True
 
     def _flush_pending(self) -> None:
         """Append the held segments the stream has now reached, in order."""
-        while self._pending and not self.closed:
+        while self._pending and not self.closed and self._next is not None:
+            expected = self._next
             reached = [start for start in self._pending
-                       if (self._next - start) & _MASK < 0x80000000]
+                       if (expected - start) & _MASK < 0x80000000]
             if not reached:
                 return
             start = reached[0]
             piece = self._pending.pop(start)
             self._release(len(piece))
-            piece = piece[(self._next - start) & _MASK:]
-            if piece and not self._append(piece):
+            piece = piece[(expected - start) & _MASK:]
+            if piece and not self._append(piece, expected):
                 return
 
     def _hold_early(self, sequence: int, payload: bytes) -> None:
@@ -112,14 +113,15 @@ class Stream:
             self.data = bytearray()
             self._pending.clear()
 
-    def _append(self, payload: bytes) -> bool:
+    def _append(self, payload: bytes, position: int) -> bool:
+        """Add ``payload``, which starts at sequence ``position`` (the stream's next byte)."""
         if len(self.data) + len(payload) > MAX_STREAM:
             self._fail(f"more than {MAX_STREAM} bytes buffered")
             return False
         if not self._hold(len(payload)):
             return False
         self.data += payload
-        self._next = (self._next + len(payload)) & _MASK
+        self._next = (position + len(payload)) & _MASK
         return True
 
     def _hold(self, size: int) -> bool:

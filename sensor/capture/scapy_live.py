@@ -24,7 +24,7 @@ import socket as socket_module
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scapy.config import conf
 from scapy.error import Scapy_Exception
@@ -103,7 +103,8 @@ class ScapyLiveSource:
 
     def read(self, stop: threading.Event) -> Iterator[Observation]:
         try:
-            socket = conf.L2listen(iface=self.interface, filter=self.bpf)
+            # Any: scapy types it SuperSocket, whose L2 listening kinds all have ``LL``
+            socket: Any = conf.L2listen(iface=self.interface, filter=self.bpf)
         except (OSError, ValueError, Scapy_Exception) as error:
             raise CaptureError(f"cannot capture on {self.interface}: {error} (run as root or "
                                "with CAP_NET_RAW)") from None
@@ -138,4 +139,4 @@ class ScapyLiveSource:
         frame = bytes(packet)
         if self.ring is not None:
             self.ring.add(linktype, frame, float(packet.time))
-        return decoder.decode_frame_counted(self.stats, linktype, frame, packet.time)
+        return decoder.decode_frame_counted(self.stats, linktype, frame, float(packet.time))

@@ -16,6 +16,7 @@ import struct
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
+from typing import cast
 
 from scapy.config import conf
 from scapy.error import Scapy_Exception
@@ -67,8 +68,9 @@ class ScapySource:
 def pcap_records(reader: RawPcapReader) -> Iterator[tuple[bytes, int, float]]:
     """(frame, link type, time) for each record, in file order."""
     if isinstance(reader, RawPcapNgReader):
-        for frame, meta in reader:
-            yield frame, meta.linktype, ((meta.tshigh << 32) + meta.tslow) / meta.tsresol
+        for frame, meta in reader:  # scapy types the items as pcap's, not pcapng's
+            ng = cast(RawPcapNgReader.PacketMetadata, meta)
+            yield frame, ng.linktype, ((ng.tshigh << 32) + ng.tslow) / ng.tsresol
         return
     linktype, scale = reader.linktype, 1e9 if reader.nano else 1e6
     for frame, meta in reader:

@@ -18,7 +18,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sensor.capture import CaptureFile, scan_capture
@@ -100,11 +100,12 @@ class TsharkSource:
                                        stdout=subprocess.PIPE, stderr=errors, text=True,
                                        encoding="utf-8", errors="replace")
             try:
-                yield from self._decode(process.stdout, decoder)
+                yield from self._decode(process.stdout or (), decoder)  # a PIPE: never None
             finally:
                 if process.poll() is None:
                     process.terminate()
-                process.stdout.close()
+                if process.stdout is not None:
+                    process.stdout.close()
                 process.wait()
             if process.returncode != 0:
                 errors.seek(0)
@@ -114,7 +115,7 @@ class TsharkSource:
         yield from observations
         log.info("%s", self.stats.summary())
 
-    def _decode(self, lines, decoder: TsharkDecoder) -> Iterator[Observation]:
+    def _decode(self, lines: Iterable[str], decoder: TsharkDecoder) -> Iterator[Observation]:
         for line in lines:
             self.stats.records += 1
             try:

@@ -178,7 +178,7 @@ class LiteCapture:
         self._arrived.clear()  # what arrived until now is in the queue: `records` takes it
 
     def records(self) -> list[Observation]:
-        batch = []
+        batch: list[Observation] = []
         while len(batch) < 10_000:
             try:
                 batch.append(self._queue.get_nowait())

@@ -16,13 +16,11 @@ least ``BUSY_TURN`` apart so that a turn's fixed cost is shared by a batch.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sensor.alerts.book import AlertBook, AlertBookError
@@ -38,7 +36,15 @@ from sensor.config import Config
 from sensor.daemon.captures import LiteCapture, SuricataCapture
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.daemon.faults import DaemonFailure, LoopFaults
-from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
+from sensor.daemon.health import (
+    HEALTH_FILE,
+    Health,
+    HealthInputs,
+    HealthReport,
+    HealthThresholds,
+    assess,
+    health_file_text,
+)
 from sensor.daemon.notify import SystemdNotifier
 from sensor.daemon.passive import PassiveWatch
 from sensor.daemon.selftest import (
@@ -60,8 +66,10 @@ from sensor.firstboot_report import (
     read_report,
 )
 from sensor.observations import DnsQuery
+from sensor.outputs.commands import SELFTEST, Command
 from sensor.outputs.delivery import AlertQueue, SensorOutputs, pseudonymizer
-from sensor.outputs.mqtt import MqttPublisher, PublisherHealth
+from sensor.outputs.link import DeliveryFacts
+from sensor.outputs.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +101,7 @@ class SensorDaemon:
                         "veilleuse-feeds timer runs it 5 minutes after boot, then daily)")
         self._feed_files = feed_files
         self.engine = build_engine(config, build_matcher(self.feeds, config, [SELFTEST_INDICATOR]))
-        self.health_file = config.daemon.runtime_directory / "health.json"
+        self.health_file = config.daemon.runtime_directory / HEALTH_FILE
         self.health = Health("starting", (), ())
         # What `veilleuse first-boot` could not do (a refused veilleuse.yaml, no mirror port).
         self.first_boot = read_report(config.daemon.state_directory / REPORT_NAME)
@@ -131,7 +139,7 @@ class SensorDaemon:
         return tuple(getattr(store.info(s.name), "version", None)
                      for s in self.config.feeds.sources)
 
-    def _reload_feeds_if_changed(self, sender: MqttPublisher) -> None:
+    def _reload_feeds_if_changed(self) -> None:
         signature = self._signature()
         if signature == self._feeds_signature:
             return
@@ -145,7 +153,6 @@ class SensorDaemon:
         # Beacon timings start again; alert counts live on in the book.
         self.engine = build_engine(self.config, build_matcher(feeds, self.config,
                                                               [SELFTEST_INDICATOR]))
-        sender.feed_versions = feed_versions(feeds)
         log.info("feeds updated (%s); detection reloaded without a capture restart",
                  describe_feeds(feeds))
 
@@ -171,7 +178,7 @@ class SensorDaemon:
         problem = self.capture.problem()
         if not running and problem is None:
             problem = f"capture has not started {since_start:.0f} s after start"
-        delivery = sender.health()
+        delivery = sender.facts()
         severities = book.severity_counts()
         setup = self.first_boot.current()
         self.health = assess(HealthInputs(
@@ -179,7 +186,7 @@ class SensorDaemon:
             drop_ratio=self._drop_ratio,
             seconds_since_traffic=self._clock() - self._last_traffic,
             feeds_age_days=self._feeds_age_days(),
-            delivery_problem=delivery.problem if sender.refusing else None,
+            delivery_problem=delivery.problem if delivery.refusing else None,
             broker_unreachable=None if delivery.connected or starting else delivery.problem,
             serious_alerts=severities.get(Severity.MEDIUM.value, 0) +
             severities.get(Severity.HIGH.value, 0),
@@ -208,7 +215,7 @@ class SensorDaemon:
         self.notifier.status(summary)
         self.notifier.watchdog()
 
-    def _disk_full(self, alerts: AlertQueue, delivery: PublisherHealth) -> str | None:
+    def _disk_full(self, alerts: AlertQueue, delivery: DeliveryFacts) -> str | None:
         problems = []
         if alerts.disk_full or alerts.held:
             problems.append(f"the alert book's disk is full ({self.config.alerts.database}): "
@@ -245,18 +252,16 @@ class SensorDaemon:
 
         A full disk (/run can fill too) is reported as disk_full, not fatal.
         """
-        record = {**asdict(self.health), "time": self._wall_clock(), "pid": os.getpid(),
-                  "capture": self.capture.state_name(), "capturing": capturing,
-                  "observations": self._observations,
-                  "drop_ratio": self._drop_ratio, "pending_alerts": pending,
-                  "feeds": feed_versions(self.feeds)}
+        text = health_file_text(self.health, HealthReport(
+            time=self._wall_clock(), pid=os.getpid(), capture=self.capture.state_name(),
+            capturing=capturing, observations=self._observations, drop_ratio=self._drop_ratio,
+            pending_alerts=pending, feeds=feed_versions(self.feeds)))
         directory = self.health_file.parent
         try:
             directory.mkdir(mode=RUNTIME_DIRECTORY_MODE, parents=True, exist_ok=True)
             if directory.stat().st_uid == os.geteuid():
                 directory.chmod(RUNTIME_DIRECTORY_MODE)
-            replace_file(self.health_file, json.dumps(record, indent=2), durable=False,
-                         mode=HEALTH_FILE_MODE)
+            replace_file(self.health_file, text, durable=False, mode=HEALTH_FILE_MODE)
         except OSError as error:
             if not is_disk_full(error):
                 raise
@@ -270,12 +275,12 @@ class SensorDaemon:
 
     # -- the loop ---------------------------------------------------------------------
 
-    def _on_command(self, command: str) -> None:
+    def handle_command(self, command: Command) -> None:
         """Requests from the screen (the box's broker) or the core's operator (the core's
         broker; each broker's ACL decides who may): a self-test runs in the background and
         logs its result."""
-        if command != "selftest":
-            log.warning("unknown command %r ignored", command)
+        if command.name != SELFTEST:
+            log.warning("unknown command %r ignored", command.name)
             return
         self.selftests.request()
 
@@ -375,7 +380,7 @@ class SensorDaemon:
                                                           self._probes_seen))
 
         def feeds() -> None:
-            self._reload_feeds_if_changed(sender)
+            self._reload_feeds_if_changed()
 
         return [
             ("records", None, records),
@@ -436,12 +441,10 @@ class SensorDaemon:
         book = AlertBook(self.config.alerts.database)
         alerts = AlertQueue(book, self.config, pseudonymizer(self.config), self._wall_clock,
                             self._clock_synchronised)
-        outputs = SensorOutputs(self.config, book)  # the core, and the box's broker
+        # The core, and the box's broker.
+        outputs = SensorOutputs(self.config, book, _DaemonLink(self))
         sender = outputs.core
-        sender.feed_versions = feed_versions(self.feeds)
-        sender.health_source = lambda: (self.health.state, self.health.reasons,
-                                        self.health.details)
-        outputs.connect(alerts, self._on_command)
+        outputs.connect(alerts)
         self.evidence = LiveEvidence(
             EvidenceKeeper(self.config.evidence, pseudonyms=pseudonymizer(self.config),
                            wall_clock=self._wall_clock,
@@ -495,10 +498,23 @@ class SensorDaemon:
             book.close()
 
 
-def read_health(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
+class _DaemonLink:
+    """The live daemon as its publishers see it (``sensor.outputs.link.SensorLink``).
 
+    The health announced is the one the loop last assessed; commands arrive
+    on the publishers' threads and only queue a request.
+    """
 
+    takes_commands = True
+
+    def __init__(self, daemon: SensorDaemon) -> None:
+        self._daemon = daemon
+
+    def health(self, delivery: DeliveryFacts, severities: Mapping[str, int]) -> Health:
+        return self._daemon.health
+
+    def feed_versions(self) -> Mapping[str, str]:
+        return feed_versions(self._daemon.feeds)
+
+    def command(self, command: Command) -> None:
+        self._daemon.handle_command(command)

@@ -43,7 +43,7 @@ class DetectionEngine:
     def observe(self, observation: Observation) -> list[Alert]:
         """Alerts created or updated by this observation (the hot path: no closures)."""
         self.observations += 1
-        changed = []
+        changed: list[Alert] = []
         for detector in self._detectors:
             try:
                 findings = list(detector.observe(observation))

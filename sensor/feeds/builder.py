@@ -12,7 +12,6 @@ value is and where it was.
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from typing import Any
 
@@ -22,7 +21,6 @@ from sensor.feeds.model import Category, Feed, Indicator
 from sensor.feeds.names import shown
 from sensor.feeds.values import ValueKind, checked_indicator
 
-log = logging.getLogger(__name__)
 
 def parse_json(content: bytes, name: str) -> Any:
     """The JSON document in ``content``; FeedError with the line if it is not JSON."""
@@ -86,13 +84,11 @@ class FeedBuilder:
         self._warnings.append(f"{self.name}, {where}: {message}")
 
     def feed(self, content: bytes) -> Feed:
-        """The validated feed; logs each warning and one line per ignored kind."""
+        """The validated feed, with its warnings and one line per ignored kind (not logged)."""
         warnings = list(self._warnings)
         if self._ignored:
             counts = ", ".join(f"{count} {what}" for what, count in sorted(self._ignored.items()))
             warnings.append(f"{self.name}: ignored what cannot be matched on the wire: {counts}")
-        for warning in warnings:
-            log.warning("%s", warning)
         indicators = tuple(self._indicators.values())
         return Feed(name=self.name, version=feed_version(content), indicators=indicators,
                     app_count=len({i.app for i in indicators}), rejected=self.rejected,

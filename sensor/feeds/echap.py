@@ -9,13 +9,13 @@ what both DNS and a Suricata rule can hold (``indicator_domain``,
 ``indicator_ip``): the matcher and the compiled rules see the same set, and
 one hostile value cannot make ``suricata -T`` refuse the whole rule file.
 App names are cleaned (control characters replaced, length bounded).
-Unknown keys are kept out of matching but reported once.
+Unknown keys are kept out of matching but reported once. The reports travel
+in ``Feed.warnings``; installing the feed says them (not every reading).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from typing import Any, Literal
 
 import yaml
@@ -33,8 +33,6 @@ from sensor.yamlsource import (
     yaml_error_line,
     yaml_error_message,
 )
-
-log = logging.getLogger(__name__)
 
 _KNOWN_APP_KEYS = frozenset({
     "name", "names", "type", "packages", "certificates", "certificate_organizations",
@@ -112,7 +110,7 @@ def _build_feed(apps: list[_App], document: YamlDocument, name: str, version: st
                     indicators.append(_indicator(raw, category, app_name, want_ip))
                 except ValueError as error:
                     rejected += 1
-                    path = (position, *key.split("."), index)
+                    path: tuple[str | int, ...] = (position, *key.split("."), index)
                     warnings.append(f"{name}, line {document.line_of(path)}: "
                                     f"skipped {dotted(path)}: {error}")
         if app.c2.ip:
@@ -120,8 +118,6 @@ def _build_feed(apps: list[_App], document: YamlDocument, name: str, version: st
     if unknown_keys:
         warnings.append(f"{name}: unknown app keys ignored: {', '.join(sorted(unknown_keys))}; "
                         "if they carry indicators, please open a Veilleuse issue")
-    for warning in warnings:
-        log.warning("%s", warning)
     return Feed(name=name, version=version, indicators=tuple(indicators),
                 app_count=len(apps), rejected=rejected, warnings=tuple(warnings))
 

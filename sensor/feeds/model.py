@@ -50,7 +50,13 @@ def preference(indicator: Indicator) -> tuple[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class Feed:
-    """A validated feed file: its indicators and a version derived from its bytes."""
+    """A validated feed file: its indicators and a version derived from its bytes.
+
+    ``warnings`` (skipped values, unknown keys...) are carried, not logged: the
+    same file is read at every analysis and every start, so they are said once,
+    when the feed is installed (``veilleuse feeds update``), and kept in its
+    metadata for ``veilleuse feeds status``.
+    """
 
     name: str
     version: str

@@ -90,7 +90,7 @@ def load_stix2(content: bytes, name: str) -> Feed:
             builder.warn(f"objects[{position}]", f"skipped: not a STIX object: {shown(item)}")
         elif item.get("type") == "indicator":
             where = f"{object_label(item.get('id'))} (objects[{position}])"
-            related = [by_id[ref] for ref in targets.get(item.get("id"), ())
+            related = [by_id[ref] for ref in targets.get(item.get("id") or "", ())
                        if isinstance(by_id.get(ref), dict)]
             _read_indicator(item, related, builder, where)
     return builder.feed(content)
@@ -172,20 +172,20 @@ class _Comparisons(STIXPatternListener):
     """Collects every comparison of a parse tree, in pattern order (parentheses looked into)."""
 
     def __init__(self) -> None:
-        self.tests: list[_Test] = []
+        self.tests: list[Any] = []  # _Test (stix2patterns has no type hints)
 
     def enterEveryRule(self, ctx: Any) -> None:  # ANTLR names it
         if isinstance(ctx, _Test) and not isinstance(ctx, STIXPatternParser.PropTestParenContext):
             self.tests.append(ctx)
 
 
-def _property_tests(pattern: Pattern) -> list[_Test]:
+def _property_tests(pattern: Pattern) -> list[Any]:
     listener = _Comparisons()
     pattern.walk(listener)
     return listener.tests
 
 
-def _values(test: _Test, builder: FeedBuilder) -> list[tuple[ValueKind, str]]:
+def _values(test: Any, builder: FeedBuilder) -> list[tuple[ValueKind, str]]:
     """(kind, value) of one comparison the sensor can use; the rest is counted."""
     path = test.objectPath().getText() if hasattr(test, "objectPath") else "?"
     object_type = path.split(":", 1)[0]

@@ -19,6 +19,7 @@ the new file, never half of one.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from sensor.feeds.formats import FILE_SUFFIXES, detect_format, load_feed
 from sensor.feeds.model import Feed, FeedFormat
 from sensor.files import replace_file
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class FeedInfo:
@@ -40,6 +42,7 @@ class FeedInfo:
     indicators: int
     apps: int
     format: FeedFormat = "echap"  # absent from metadata written before STIX and MISP
+    warnings: tuple[str, ...] = ()  # what validation skipped or ignored, said at install
 
     @property
     def downloaded(self) -> datetime:
@@ -52,13 +55,18 @@ def load_feed_file(path: Path | str, name: str | None = None,
 
     Without ``feed_format``, the format is recognised from the content
     (Echap YAML, STIX 2.1 bundle or MISP event).
+    Its warnings are logged at DEBUG only (``veilleuse -vv``): they were said
+    when the feed was installed, and this runs at every analysis and start.
     """
     path = Path(path)
     try:
         content = path.read_bytes()
     except OSError as error:
         raise FeedError(str(path), f"cannot read the feed: {error.strerror}") from None
-    return load_feed(content, name or str(path), feed_format or detect_format(content))
+    feed = load_feed(content, name or str(path), feed_format or detect_format(content))
+    for warning in feed.warnings:
+        log.debug("%s", warning)
+    return feed
 
 
 class FeedStore:
@@ -78,10 +86,11 @@ class FeedStore:
 
     def info(self, name: str) -> FeedInfo | None:
         try:
-            return FeedInfo(**json.loads((self.directory / f"{name}.json").read_text()))
+            fields = json.loads((self.directory / f"{name}.json").read_text())
+            return FeedInfo(**{**fields, "warnings": tuple(fields.get("warnings", ()))})
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError) as error:
+        except (OSError, ValueError, TypeError, AttributeError) as error:
             raise FeedError(str(self.directory / f"{name}.json"),
                             f"unreadable feed metadata ({error}); run `veilleuse feeds update`") \
                 from None
@@ -105,7 +114,7 @@ class FeedStore:
         replace_file(current, content)
         info = FeedInfo(name=name, url=url, version=feed.version,
                         downloaded_at=now.isoformat(), indicators=feed.indicator_count,
-                        apps=feed.app_count, format=feed_format)
+                        apps=feed.app_count, format=feed_format, warnings=feed.warnings)
         replace_file(self.directory / f"{name}.json",
                           json.dumps(asdict(info), indent=2).encode())
         return info

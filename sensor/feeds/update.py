@@ -2,7 +2,9 @@
 
 A download that fails, does not parse, is empty, or shrank below the
 configured share of the current copy is refused; the current copy stays.
-Retries with back-off are urllib3's (``Retry``).
+Retries with back-off are urllib3's (``Retry``). A feed's warnings (values
+skipped, keys ignored) are logged here, when a version is installed, and
+nowhere else.
 """
 
 from __future__ import annotations
@@ -89,8 +91,12 @@ def update_feed(source: FeedSource, store: FeedStore, pool: urllib3.PoolManager,
             f"the download has {feed.indicator_count} indicators, under {min_size_ratio:.0%} of "
             f"the {current.indicators} in use; keeping the current copy (a truncated file?)")
     store.install(source.name, content, feed, source.url, now, source.format)
+    for warning in feed.warnings:  # said here, once per version: analyses read it silently
+        log.warning("%s", warning)
+    notes = (f"; {len(feed.warnings)} warning(s) about its contents, listed by "
+             "`veilleuse feeds status`" if feed.warnings else "")
     return UpdateOutcome(source.name, UpdateStatus.UPDATED,
-                         f"{feed.indicator_count} indicators from {feed.app_count} apps",
+                         f"{feed.indicator_count} indicators from {feed.app_count} apps{notes}",
                          feed.version)
 
 

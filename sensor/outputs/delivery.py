@@ -13,19 +13,18 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from sensor.alerts.book import AlertBook, AlertBookError, AlertBookFull
 from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
 from sensor.alerts.retention import apply_evidence_retention, apply_retention
-from sensor.config import Config, is_loopback_host
+from sensor.config import Config
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.detect.model import Alert
-from sensor.errors import VeilleuseError
+from sensor.outputs.broker import core_is_local, local_settings, mqtt_settings
+from sensor.outputs.link import DeliveryFacts, DeliveryOnly, SensorLink
 from sensor.outputs.local import LocalMirror
-from sensor.outputs.mqtt import MqttPublisher, MqttSettings, PublisherHealth
-from sensor.outputs.payloads import alert_payload
+from sensor.outputs.mqtt import MqttPublisher
+from sensor.outputs.outgoing import alert_payload
 from sensor.outputs.topics import Topics
 from sensor.report import all_catalogues
 
@@ -187,60 +186,6 @@ def pseudonymizer(config: Config) -> Pseudonymizer | None:
     return Pseudonymizer(load_or_create_secret(config.privacy.secret_file))
 
 
-def mqtt_settings(config: Config, url: str | None = None, role: str = "sensor") -> MqttSettings:
-    """Settings from the config; the client id is ``veilleuse-<site>-<sensor>-<role>``.
-
-    One role per process (``sensor`` for the daemon, ``publish``, ``tail``):
-    two clients on one id would take the session from each other.
-    """
-    mqtt = config.mqtt
-    return MqttSettings.from_url(
-        url or mqtt.url, username=mqtt.username, password=_password(mqtt.password_file),
-        ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
-        cert_file=str(mqtt.cert_file) if mqtt.cert_file else None,
-        key_file=str(mqtt.key_file) if mqtt.key_file else None,
-        client_id=f"veilleuse-{config.site}-{config.sensor}-{role}",
-        session_expiry=mqtt.session_expiry_seconds)
-
-
-def _password(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text().strip()
-    except OSError as error:
-        raise VeilleuseError(f"{path}: cannot read the MQTT password ({error.strerror})") \
-            from None
-
-
-def local_settings(config: Config, role: str) -> MqttSettings:
-    """The box's own broker (``local_broker``); when ``mqtt.url`` is that broker, its settings.
-
-    The screen (role ``screen``) and the sensor's copy for it (``sensor-local``)
-    log in with the local account.
-    """
-    if core_is_local(config):
-        return mqtt_settings(config, role=role)
-    local = config.local_broker
-    return MqttSettings.from_url(
-        local.url, username=local.username, password=_password(local.password_file),
-        client_id=f"veilleuse-{config.site}-{config.sensor}-{role}")
-
-
-def core_is_local(config: Config) -> bool:
-    """``mqtt.url`` is the box's own broker (a box without a core): one connection for both.
-
-    Loopback names are one host (localhost, 127.0.0.1 and ::1 reach the same
-    listener on the appliance); the scheme and port must match.
-    """
-    core, local = urlsplit(config.mqtt.url), urlsplit(config.local_broker.url)
-    if (core.scheme, core.port or 1883) != (local.scheme, local.port or 1883):
-        return False
-    if core.hostname == local.hostname:
-        return True
-    return is_loopback_host(core.hostname or "") and is_loopback_host(local.hostname or "")
-
-
 class SensorOutputs:
     """The live sensor's two connections: the core (the durable delivery) and the box's broker.
 
@@ -252,18 +197,17 @@ class SensorOutputs:
     decides who may).
     """
 
-    def __init__(self, config: Config, book: AlertBook) -> None:
-        self.core = publisher(config, book)
+    def __init__(self, config: Config, book: AlertBook, link: SensorLink | None = None) -> None:
+        link = link or DeliveryOnly()
+        self.core = publisher(config, book, link=link)
         self.local: LocalMirror | None = None
         if not core_is_local(config):
             self.local = LocalMirror(local_settings(config, "sensor-local"), topics(config),
-                                     self.core.state_message)
+                                     self.core.state_message, link)
 
-    def connect(self, alerts: AlertQueue, on_command: Callable[[str], None]) -> None:
-        """Route stored alerts to the screen's copy and commands to ``on_command``."""
-        self.core.on_command = on_command
+    def connect(self, alerts: AlertQueue) -> None:
+        """Route stored alerts to the screen's copy."""
         if self.local is not None:
-            self.local.on_command = on_command
             alerts.on_stored = self.local.publish_alert
 
     def start(self) -> None:
@@ -282,16 +226,15 @@ def topics(config: Config) -> Topics:
 
 
 def publisher(config: Config, book: AlertBook, url: str | None = None,
-              role: str = "sensor") -> MqttPublisher:
-    return MqttPublisher(mqtt_settings(config, url, role), topics(config), book)
+              role: str = "sensor", link: SensorLink | None = None) -> MqttPublisher:
+    return MqttPublisher(mqtt_settings(config, url, role), topics(config), book, link)
 
 
 def deliver_pending(config: Config, book: AlertBook, url: str | None, timeout: float,
                     feed_versions: dict[str, str] | None = None,
-                    clock_synchronised: ClockProbe | None = None) -> tuple[bool, PublisherHealth]:
-    """Publish the book's pending alerts, then apply retention; (all acknowledged, health)."""
-    sender = publisher(config, book, url, role="publish")
-    sender.feed_versions = feed_versions or {}
+                    clock_synchronised: ClockProbe | None = None) -> tuple[bool, DeliveryFacts]:
+    """Publish the book's pending alerts, then apply retention; (all acknowledged, facts)."""
+    sender = publisher(config, book, url, role="publish", link=DeliveryOnly(feed_versions))
     sender.start()
     try:
         delivered = sender.wait_until_delivered(timeout)
@@ -301,4 +244,4 @@ def deliver_pending(config: Config, book: AlertBook, url: str | None, timeout: f
     apply_retention(book, config.alerts.retention_days, time.time(), trusted)
     apply_evidence_retention(config.evidence.directory, config.alerts.retention_days,
                              time.time(), trusted)
-    return delivered, sender.health()
+    return delivered, sender.facts()

@@ -222,8 +222,9 @@ class SuricataSupervisor:
 
     def _check_started(self, now: float) -> None:
         if now - self._started_at > self.settings.start_timeout:
-            self.process.kill()
-            self.process.wait()
+            if self.process is not None:
+                self.process.kill()
+                self.process.wait()
             self._failed("suricata did not become ready in time")
             return
         if now - self._started_at < self.settings.startsecs:
