@@ -34,7 +34,7 @@ from core.errors import CoreError
 from core.notify import Notifier
 from core.payloads import InvalidPayload, parse_message
 from core.store import BatchOutcome, CoreStore, Received
-from sensor.outputs.broker import MqttSettings, MqttSettingsError, connect, make_client
+from sensor.wire.broker import MqttSettings, MqttSettingsError, connect, make_client
 
 log = logging.getLogger(__name__)
 

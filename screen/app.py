@@ -25,9 +25,9 @@ from screen.controls import Controls, Gesture, led_pattern
 from screen.model import ScreenState, apply_message
 from screen.pages import Fonts, NetworkInfo, Page, View, render
 from sensor.messages import Catalogue
-from sensor.outputs.broker import MqttSettings, Will, connect, make_client
-from sensor.outputs.payloads import SELFTEST, command_payload, screen_payload
-from sensor.outputs.topics import Topics
+from sensor.wire.broker import MqttSettings, Will, connect, make_client
+from sensor.wire.payloads import SELFTEST, command_payload, screen_payload
+from sensor.wire.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -54,8 +54,8 @@ def _config(path: Path | None) -> Config:
 def run(config: Config) -> int:
     from screen.app import ScreenApp, ScreenSettings
     from screen.controls import Controls
-    from sensor.outputs.broker import local_settings
-    from sensor.outputs.topics import Topics
+    from sensor.wire.broker import local_settings
+    from sensor.wire.topics import Topics
 
     settings = config.screen
     problem = None

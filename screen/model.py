@@ -3,7 +3,7 @@
 The screen may follow one sensor (on the appliance) or every sensor of a
 site (a front-desk display): each sensor's reports are kept apart and the
 screen shows the worst health, the summed counters and every recent alert.
-Every payload is read through the wire contract (``sensor.outputs.payloads``:
+Every payload is read through the wire contract (``sensor.wire.payloads``:
 the JSON Schemas and the vocabulary they declare); the screen knows nothing
 else of the sensor. ``apply_message`` never raises on bad input: a message
 that breaks the contract leaves the state as it was and is counted, so a
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import overload
 
-from sensor.outputs.payloads import HEALTH_STATES, SEVERITIES, InvalidPayload, read_payload
+from sensor.wire.payloads import HEALTH_STATES, SEVERITIES, InvalidPayload, read_payload
 
 _WORST_FIRST = ("alert", "degraded", "ok", "starting")
 UNKNOWN = "unknown"

@@ -457,8 +457,8 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from sensor.outputs.broker import mqtt_settings
     from sensor.outputs.tail import follow
+    from sensor.wire.broker import mqtt_settings
 
     config, from_file = _config(args)
     language = args.lang or (config.language if from_file else language_from_environment())

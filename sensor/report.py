@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from sensor.detect.model import Alert
 from sensor.messages import LANGUAGES, Catalogue, load_catalogue
-from sensor.outputs.payloads import ALERT_SCHEMA, iso_time
+from sensor.wire.payloads import ALERT_SCHEMA, iso_time
 
 _ASCII_SPACES = re.compile(r"[ \t\r\n]+")
 

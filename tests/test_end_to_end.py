@@ -27,10 +27,10 @@ from screen.pages import load_fonts
 from sensor.alerts.book import AlertBook
 from sensor.config import Config
 from sensor.messages import load_catalogue
-from sensor.outputs.broker import core_is_local, local_settings
 from sensor.outputs.commands import Command
 from sensor.outputs.delivery import AlertQueue, SensorOutputs, pseudonymizer, topics
 from sensor.outputs.link import DeliveryOnly
+from sensor.wire.broker import core_is_local, local_settings
 from tests.broker import Core, Mosquitto
 from tests.conftest import until
 from tests.test_mqtt import _assert_only_redeliveries, synthetic_alerts

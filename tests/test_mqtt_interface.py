@@ -22,10 +22,10 @@ from screen.controls import Gesture
 from screen.pages import load_fonts
 from sensor.alerts.book import AlertBook
 from sensor.messages import load_catalogue
-from sensor.outputs.broker import mqtt_settings
 from sensor.outputs.delivery import publisher
 from sensor.outputs.tail import follow, format_message
-from sensor.outputs.topics import Topics
+from sensor.wire.broker import mqtt_settings
+from sensor.wire.topics import Topics
 from tests.conftest import REPO
 from tests.test_mqtt import make_config, queue, synthetic_alerts
 
@@ -126,9 +126,9 @@ def _publish_everything(tmp_path, broker) -> list[tuple[str, bytes, int, bool]]:
 def test_the_contract_carries_the_documented_schemas() -> None:
     """The sensor package's schemas (what the screen reads through) are docs/schemas."""
     for documented in SCHEMAS.glob("*.schema.json"):
-        packaged = REPO / "sensor" / "outputs" / "schemas" / documented.name
+        packaged = REPO / "sensor" / "wire" / "schemas" / documented.name
         assert packaged.read_bytes() == documented.read_bytes(), documented.name
-    assert {path.name for path in (REPO / "sensor" / "outputs" / "schemas").iterdir()} == \
+    assert {path.name for path in (REPO / "sensor" / "wire" / "schemas").iterdir()} == \
         {path.name for path in SCHEMAS.glob("*.schema.json")}
 
 

@@ -24,7 +24,7 @@ from screen.model import HEALTH_STATES, MAX_TEXT, SEVERITY_RANK, ScreenState, ap
 from screen.pages import Page, View, load_fonts, render
 from screen.samples import NETWORK, NOON, RECENT, samples
 from sensor.messages import LANGUAGES, load_catalogue, placeholders
-from sensor.outputs.topics import Topics
+from sensor.wire.topics import Topics
 from tests.conftest import REPO
 
 DOCS = REPO / "docs" / "screen"
@@ -248,8 +248,8 @@ def test_a_missing_display_is_reported_with_what_to_check() -> None:
 
 def test_the_screen_follows_a_real_sensor_over_mqtt(tmp_path: Path) -> None:
     from sensor.alerts.book import AlertBook
-    from sensor.outputs.broker import mqtt_settings
     from sensor.outputs.delivery import publisher
+    from sensor.wire.broker import mqtt_settings
     from tests.broker import Core, Mosquitto
     from tests.conftest import require_tool
     from tests.test_mqtt import make_config, queue, synthetic_alerts

@@ -16,10 +16,10 @@ from sensor.daemon.health import (
     health_file_text,
     read_health,
 )
-from sensor.outputs.broker import MqttSettings, MqttSettingsError, Will, make_client
 from sensor.outputs.commands import Command, parse_command
 from sensor.outputs.link import DeliveryFacts, DeliveryOnly, ProblemKind
-from sensor.outputs.payloads import (
+from sensor.wire.broker import MqttSettings, MqttSettingsError, Will, make_client
+from sensor.wire.payloads import (
     HEALTH_STATES,
     REASONS,
     SEVERITIES,
@@ -40,10 +40,10 @@ def test_the_screen_loads_nothing_of_the_sensor_but_the_contract_and_generic_hel
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, screen.cli, screen.app, screen.model\n"
          "screen.cli.run  # the live path imports its settings lazily\n"
-         "from sensor.outputs.broker import local_settings\n"
+         "from sensor.wire.broker import local_settings\n"
          "print(' '.join(m for m in sys.modules if m.startswith('sensor')))"],
         capture_output=True, text=True, check=True, cwd=REPO).stdout.split()
-    assert "sensor.outputs.payloads" in loaded
+    assert "sensor.wire.payloads" in loaded
     assert not [m for m in loaded if m.startswith(_SENSOR_INSIDES)], loaded
 
 

@@ -97,7 +97,7 @@ def run_selftest(config: Config, timeout: float = 60.0) -> SelftestResult:
 
 def _receiver(config: Config) -> str:
     """Who acknowledged the alert, in words: the core, or the box's broker (no core)."""
-    from sensor.outputs.broker import core_is_local
+    from sensor.wire.broker import core_is_local
 
     host = urlsplit(config.mqtt.url).hostname
     if core_is_local(config):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
 
-from sensor.outputs.payloads import SEVERITIES
+from sensor.wire.payloads import SEVERITIES
 
 
 def state_counters(severities: Mapping[str, int], pending: int, delivered: int,

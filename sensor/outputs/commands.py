@@ -1,7 +1,7 @@
 """Requests to the sensor on ``<prefix>/<site>/<sensor>/command`` (``veilleuse.command/1``).
 
 The screen writes them on the box's broker (a long button hold, with
-``sensor.outputs.payloads.command_payload``), the helpline's operator on the
+``sensor.wire.payloads.command_payload``), the helpline's operator on the
 core's broker; each broker's ACL decides who may. This module reads the
 message into a typed record; what a command does is the daemon's business,
 and an unknown command name is its to refuse.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sensor.outputs.payloads import SELFTEST
+from sensor.wire.payloads import SELFTEST
 
 __all__ = ["SELFTEST", "Command", "parse_command"]
 

@@ -20,13 +20,13 @@ from sensor.alerts.retention import apply_evidence_retention, apply_retention
 from sensor.config import Config
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.detect.model import Alert
-from sensor.outputs.broker import core_is_local, local_settings, mqtt_settings
 from sensor.outputs.link import DeliveryFacts, DeliveryOnly, SensorLink
 from sensor.outputs.local import LocalMirror
 from sensor.outputs.mqtt import MqttPublisher
 from sensor.outputs.outgoing import alert_payload
-from sensor.outputs.topics import Topics
 from sensor.report import all_catalogues
+from sensor.wire.broker import core_is_local, local_settings, mqtt_settings
+from sensor.wire.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,9 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sensor.outputs.announce import StateThrottle
-from sensor.outputs.broker import (
+from sensor.outputs.commands import parse_command
+from sensor.outputs.link import SensorLink
+from sensor.wire.broker import (
     MqttSettings,
     MqttSettingsError,
     Will,
@@ -35,10 +37,8 @@ from sensor.outputs.broker import (
     make_client,
     say_stopped_and_disconnect,
 )
-from sensor.outputs.commands import parse_command
-from sensor.outputs.link import SensorLink
-from sensor.outputs.payloads import status_payload
-from sensor.outputs.topics import Topics
+from sensor.wire.payloads import status_payload
+from sensor.wire.topics import Topics
 
 log = logging.getLogger(__name__)
 

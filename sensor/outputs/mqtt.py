@@ -41,7 +41,11 @@ from sensor.alerts.book import AlertBook
 from sensor.errors import VeilleuseError
 from sensor.outputs import session
 from sensor.outputs.announce import StateThrottle, state_counters
-from sensor.outputs.broker import (
+from sensor.outputs.commands import parse_command
+from sensor.outputs.link import DeliveryFacts, DeliveryOnly, Problem, ProblemKind, SensorLink
+from sensor.outputs.outbox import Outbox, OutboxLimits
+from sensor.outputs.session import TakeoverWatch
+from sensor.wire.broker import (
     MqttSettings,
     Will,
     connect,
@@ -49,12 +53,8 @@ from sensor.outputs.broker import (
     make_client,
     say_stopped_and_disconnect,
 )
-from sensor.outputs.commands import parse_command
-from sensor.outputs.link import DeliveryFacts, DeliveryOnly, Problem, ProblemKind, SensorLink
-from sensor.outputs.outbox import Outbox, OutboxLimits
-from sensor.outputs.payloads import state_payload, status_payload
-from sensor.outputs.session import TakeoverWatch
-from sensor.outputs.topics import Topics
+from sensor.wire.payloads import state_payload, status_payload
+from sensor.wire.topics import Topics
 from sensor.workers import WorkerErrors
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Devices appear as keyed pseudonyms unless the site opted in to sharing
 addresses. The payload's format is the contract's
-(``sensor.outputs.payloads``, docs/schemas/alert.schema.json); this module
+(``sensor.wire.payloads``, docs/schemas/alert.schema.json); this module
 only fills it from a detection.
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from sensor.alerts.pseudonym import Pseudonymizer
 from sensor.detect.model import Alert
 from sensor.messages import Catalogue
-from sensor.outputs.payloads import iso_time
 from sensor.report import alert_record
+from sensor.wire.payloads import iso_time
 
 
 def outgoing_alert(alert: Alert, pseudonyms: Pseudonymizer | None) -> Alert:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sensor.outputs.broker import MqttSettings
 from sensor.outputs.link import Problem, ProblemKind
+from sensor.wire.broker import MqttSettings
 
 SESSION_TAKEN_OVER = 0x8E
 SHORT_SESSION = 10.0

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 import paho.mqtt.client as mqtt
 
-from sensor.outputs.broker import MqttSettings, connect, make_client
+from sensor.wire.broker import MqttSettings, connect, make_client
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The wire contract: the JSON payloads Veilleuse publishes, versioned by their ``schema`` field.
 
-The JSON Schemas in ``sensor/outputs/schemas`` (identical to docs/schemas,
+The JSON Schemas in ``sensor/wire/schemas`` (identical to docs/schemas,
 which documents them, and to core/schemas, the core's copy) are the
 contract: this module writes the state and status payloads, reads any
 payload back through the schemas (``read_payload``), and takes the
@@ -9,7 +9,7 @@ reader never declares it again. The screen learns everything it shows
 through here. Payloads never contain packet contents.
 
 Not the job of this module: building an alert's payload from a detection
-(``sensor.outputs.outgoing``), the topics' names (``sensor.outputs.topics``).
+(``sensor.outputs.outgoing``), the topics' names (``sensor.wire.topics``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def schema(leaf: str) -> dict[str, Any]:
     """The JSON Schema of the payloads published on ``leaf`` (one of ``LEAVES``)."""
     if leaf not in LEAVES:
         raise ValueError(f"no schema for {leaf!r}: one of {', '.join(LEAVES)}")
-    text = resources.files("sensor.outputs").joinpath("schemas", f"{leaf}.schema.json")
+    text = resources.files("sensor.wire").joinpath("schemas", f"{leaf}.schema.json")
     return json.loads(text.read_text(encoding="utf-8"))
 
 
@@ -88,7 +88,7 @@ def read_payload(leaf: str, payload: bytes, *, new_words: bool = False) -> dict[
     >>> read_payload("status", b'{"schema": "veilleuse.status/1"}')  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    sensor.outputs.payloads.InvalidPayload: does not match status.schema.json at (top level): ...
+    sensor.wire.payloads.InvalidPayload: does not match status.schema.json at (top level): ...
     """
     try:
         data = json.loads(payload)
