@@ -18,11 +18,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from sensor.alerts.retention import apply_evidence_retention
 from sensor.demo.scenario import demo_feed_path
 from sensor.demo.traffic import DEFAULT_START, Traffic
 from sensor.evidence.live import FrameRing, ring_file_count
-from sensor.evidence.store import EvidenceStore
+from sensor.evidence.store import EvidenceStore, apply_evidence_retention
 from sensor.suricata.config import SuricataSettings, render_suricata_config
 from tests.broker import Core
 from tests.conftest import REPO, require_tool

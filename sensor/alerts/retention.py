@@ -14,7 +14,6 @@ guarantees it).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -38,11 +37,3 @@ def apply_retention(book: Purgeable, retention_days: int, now: float, clock_sync
         log.info("retention: deleted %d %s for %d days", purged, what, retention_days)
     return purged
 
-
-def apply_evidence_retention(directory: Path, retention_days: int, now: float,
-                             clock_synchronised: bool) -> int | None:
-    """``apply_retention`` on the evidence store in ``directory`` (bundles made that long ago)."""
-    from sensor.evidence.store import EvidenceStore
-
-    return apply_retention(EvidenceStore(directory), retention_days, now, clock_synchronised,
-                           what="evidence bundle(s) made")

@@ -24,7 +24,7 @@ import socket as socket_module
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from scapy.config import conf
 from scapy.error import Scapy_Exception
@@ -36,9 +36,6 @@ from sensor.capture.packets import PacketDecoder
 from sensor.capture.stats import SourceStats
 from sensor.errors import CaptureError
 from sensor.observations import Observation
-
-if TYPE_CHECKING:
-    from sensor.evidence.live import FrameRing
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +76,19 @@ def _enlarge_buffer(packet_socket: socket_module.socket) -> None:
             continue
 
 
+class FrameSink(Protocol):
+    """Where the sniffer also puts each frame (the evidence ring, ``sensor.evidence.live``)."""
+
+    def add(self, linktype: int, frame: bytes, time: float) -> None: ...
+
+
 class ScapyLiveSource:
     """Sniffs an interface until ``stop`` is set; yields observations as they come."""
 
     name = "scapy-live"
 
     def __init__(self, interface: str, bpf: str = LITE_FILTER, queue_size: int = 50_000,
-                 clock: Callable[[], float] = time.time, ring: FrameRing | None = None) -> None:
+                 clock: Callable[[], float] = time.time, ring: FrameSink | None = None) -> None:
         self.interface = interface
         self.ring = ring  # the latest frames, kept for evidence (sensor.evidence.live)
         self.bpf = bpf

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sensor.alerts.book import AlertBook, AlertBookError
-from sensor.alerts.retention import apply_evidence_retention, apply_retention
+from sensor.alerts.retention import apply_retention
 from sensor.analysis import (
     build_engine,
     build_matcher,
@@ -57,6 +57,7 @@ from sensor.detect.model import Alert, Severity
 from sensor.errors import VeilleuseError
 from sensor.evidence.keeper import EvidenceKeeper
 from sensor.evidence.live import LiveEvidence
+from sensor.evidence.store import apply_evidence_retention
 from sensor.feeds.store import FeedStore
 from sensor.files import is_disk_full, replace_file
 from sensor.firstboot_report import (

@@ -95,10 +95,10 @@ class EvidenceKeeper:
             try:
                 ciphertext = encrypt(pack(alert.id, files, now), self.config.recipients)
                 entry = self.store.put(
-                    {"alert_id": alert.id, "outgoing_id": self._outgoing_id(alert.id),
-                     "created": now, "manifest_sha256": hashlib.sha256(files[MANIFEST]).hexdigest(),
-                     "packets": window.packets, "truncated": window.truncated},
-                    ciphertext, int(self.config.max_total_megabytes * MEGABYTE))
+                    alert_id=alert.id, outgoing_id=self._outgoing_id(alert.id), created=now,
+                    manifest_sha256=hashlib.sha256(files[MANIFEST]).hexdigest(),
+                    packets=window.packets, truncated=window.truncated, ciphertext=ciphertext,
+                    max_total_bytes=int(self.config.max_total_megabytes * MEGABYTE))
             except (EvidenceError, OSError) as error:
                 self.failures += 1
                 log.error("evidence: %s", error)

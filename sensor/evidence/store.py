@@ -4,7 +4,7 @@ The index file (``<alert id>.json``) holds only what may be announced or
 listed without the helpline's key: ids, size, SHA-256 digests, packet count,
 creation time. Writes go to a temporary file renamed into place, so a power
 cut leaves the old bundle or the new one, never half of one. Non-job:
-making bundles (``bundle``), the retention clock (``sensor.alerts.retention``).
+making bundles (``bundle``); retention's clock rule is ``sensor.alerts.retention``'s.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sensor.alerts.retention import apply_retention
 from sensor.evidence.bundle import EvidenceError
 
 log = logging.getLogger(__name__)
@@ -110,11 +111,14 @@ class EvidenceStore:
                 return entry
         return None
 
-    def put(self, entry_fields: dict[str, object], ciphertext: bytes,
+    def put(self, *, alert_id: str, outgoing_id: str, created: float, manifest_sha256: str,
+            packets: int, truncated: bool, ciphertext: bytes,
             max_total_bytes: int) -> StoredEvidence:
         """Keep ``ciphertext``, replacing this alert's older bundle; EvidenceStoreFull: no room."""
-        entry = StoredEvidence(**entry_fields, size=len(ciphertext),
-                               sha256=hashlib.sha256(ciphertext).hexdigest())
+        entry = StoredEvidence(alert_id=alert_id, outgoing_id=outgoing_id, created=created,
+                               size=len(ciphertext), sha256=hashlib.sha256(ciphertext).hexdigest(),
+                               manifest_sha256=manifest_sha256, packets=packets,
+                               truncated=truncated)
         previous = self.find(entry.alert_id)
         used = self.total_bytes() - (previous.size if previous else 0)
         if used + entry.size > max_total_bytes:
@@ -161,3 +165,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def apply_evidence_retention(directory: Path, retention_days: int, now: float,
+                             clock_synchronised: bool) -> int | None:
+    """Retention (``sensor.alerts.retention``) on the bundles of ``directory``, by their age."""
+    return apply_retention(EvidenceStore(directory), retention_days, now, clock_synchronised,
+                           what="evidence bundle(s) made")

@@ -226,9 +226,10 @@ def _learn(targets: Sequence[_Target], records: Iterable[Record]) -> None:
     decoder = PacketDecoder()
     for record in records:
         segment = parse_frame(record.linktype, record.frame)
-        concerned = [] if segment is None else [
-            target for target in _concerned(index, segment)
-            if target.since <= record.time <= target.until]
+        if segment is None:
+            continue
+        concerned = [target for target in _concerned(index, segment)
+                     if target.since <= record.time <= target.until]
         if not concerned:
             continue
         try:
@@ -355,7 +356,9 @@ def cut_windows(records: Records, alerts: Sequence[Alert], *, window: float,
     if seen:
         for record in records():
             segment = parse_frame(record.linktype, record.frame)
-            for target in [] if segment is None else _concerned(seen, segment):
+            if segment is None:
+                continue
+            for target in _concerned(seen, segment):
                 if _keeps(target, record, segment) and \
                         _in_windows(record.time, target.sightings, window):
                     buffers[target.alert_id].add(record)

@@ -16,10 +16,11 @@ from dataclasses import asdict
 
 from sensor.alerts.book import AlertBook, AlertBookError, AlertBookFull
 from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
-from sensor.alerts.retention import apply_evidence_retention, apply_retention
+from sensor.alerts.retention import apply_retention
 from sensor.config import Config
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.detect.model import Alert
+from sensor.evidence.store import apply_evidence_retention
 from sensor.outputs.link import DeliveryFacts, DeliveryOnly, SensorLink
 from sensor.outputs.local import LocalMirror
 from sensor.outputs.mqtt import MqttPublisher
