@@ -43,7 +43,8 @@ class EvidenceKeeper:
     """Turns high alerts and the capture files that hold their packets into kept bundles.
 
     ``clock_synchronised`` is asked once per batch (the box's clock when the
-    bundles are made); ``failures`` counts bundles not kept, for health.
+    bundles are made); ``failures`` counts bundles not kept (each is logged at
+    ERROR; ``veilleuse analyze`` prints the count).
     """
 
     def __init__(self, config: EvidenceConfig, *, pseudonyms: Pseudonymizer | None,
