@@ -221,9 +221,8 @@ class _Located(_Record, kw_only=True):
 
     def endpoints(self) -> Endpoints:
         try:
-            return Endpoints(client=canonical_ip(self.src_ip), server=canonical_ip(self.dest_ip),
-                             client_port=self.src_port, server_port=self.dest_port,
-                             transport=self.proto.lower())  # type: ignore[arg-type]
+            return Endpoints(canonical_ip(self.src_ip), canonical_ip(self.dest_ip), self.src_port,
+                             self.dest_port, self.proto.lower())  # type: ignore[arg-type]
         except ValueError as error:
             raise EveRecordError(f"bad endpoints: {error}") from None
 
