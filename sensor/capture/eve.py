@@ -245,7 +245,7 @@ class _DnsAnswerRecord(_Part):
     def data(self) -> str:
         if self.rrtype in ("A", "AAAA"):
             try:
-                return _ip(self.rdata)
+                return canonical_ip(self.rdata)
             except ValueError:
                 return self.rdata
         return self.rdata
@@ -266,14 +266,13 @@ class _DnsEvent(_Timed, tag="dns"):
         dns = self.dns
         time, endpoints = _suricata_time(self.timestamp), self.endpoints()
         if dns.type == "query":
-            queries: list[Observation] = []
-            if dns.rrname is not None:
-                queries.append(DnsQuery(time, endpoints, dns.rrname, dns.rrtype))
-            queries.extend(DnsQuery(time, endpoints, q.rrname, q.rrtype) for q in dns.queries)
+            queries: list[Observation] = [] if dns.rrname is None else [
+                DnsQuery(time, endpoints, dns.rrname, dns.rrtype)]  # Suricata 7 style
+            if dns.queries:  # Suricata 8 style
+                queries += [DnsQuery(time, endpoints, q.rrname, q.rrtype) for q in dns.queries]
             return queries
         if dns.type == "answer":
-            records = tuple(DnsRecord(name=a.rrname, rrtype=a.rrtype, data=a.data(), ttl=a.ttl)
-                            for a in dns.answers)
+            records = tuple([DnsRecord(a.rrname, a.rrtype, a.data(), a.ttl) for a in dns.answers])
             return [DnsAnswer(time, endpoints, dns.rrname or "", records)]
         raise EveRecordError(f"dns record of unknown type {dns.type!r}")
 
