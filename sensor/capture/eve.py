@@ -293,10 +293,9 @@ class _FlowEvent(_Located, tag="flow"):
         if self.proto.lower() not in ("tcp", "udp"):
             return []
         flow = self.flow
-        return [Flow(time=_suricata_time(flow.start), endpoints=self.endpoints(),
-                     end=_suricata_time(flow.end),
-                     packets=flow.pkts_toserver + flow.pkts_toclient,
-                     bytes=flow.bytes_toserver + flow.bytes_toclient)]
+        return [Flow(_suricata_time(flow.start), self.endpoints(), _suricata_time(flow.end),
+                     flow.pkts_toserver + flow.pkts_toclient,
+                     flow.bytes_toserver + flow.bytes_toclient)]
 
 
 class _Hello(_Part):
@@ -311,7 +310,7 @@ class _TlsEvent(_Timed, tag="tls"):
         if self.tls is None or not self.tls.sni:
             return []
         return [TlsHello(_suricata_time(self.timestamp), self.endpoints(), self.tls.sni,
-                         ja4=self.tls.ja4)]
+                         self.tls.ja4)]
 
 
 class _QuicEvent(_Timed, tag="quic"):

@@ -94,7 +94,8 @@ class IocDetector:
         return (_finding(match, _KIND[match.indicator.category], device, protocol, time),)
 
     def _best(self, names: Iterable[str]) -> Match | None:
-        matches = [m for m in (self._matcher.match_domain(n) for n in names if n) if m]
+        match_domain = self._matcher.match_domain
+        matches = [m for n in names if n and (m := match_domain(n)) is not None]
         if not matches:
             return None
         return min(matches, key=lambda m: (m.indicator.category.precedence, m.observed))
