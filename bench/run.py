@@ -7,6 +7,8 @@
 - ``--tshark``: the tshark source's µs per packet before/after (bench/tshark_bench.py);
 - ``--evidence``: evidence bytes per high alert and the time to cut them
   (bench/evidence_bench.py);
+- ``--eve``: only the CPU per EVE record, split into decoding, observations and
+  detection, with its ratio to the 6 µs goal (bench/eve_bench.py; ``--before DIR`` compares);
 - with ``--live`` (root): the live sensor, bench/live_bench.py (latency, idle CPU,
   drops, CPU per EVE record).
 """
@@ -112,6 +114,10 @@ def main() -> None:
                         help="then the live bench (root) with SECONDS of load")
     parser.add_argument("--evidence", action="store_true",
                         help="only the evidence bytes per alert (bench/evidence_bench.py)")
+    parser.add_argument("--eve", action="store_true",
+                        help="only the CPU per EVE record, decode/observations/detect "
+                             "(bench/eve_bench.py)")
+    parser.add_argument("--before", type=Path, help="with --eve: another checkout to compare")
     args = parser.parse_args()
     if args.evidence:
         from bench.evidence_bench import main as evidence_bench
@@ -122,6 +128,12 @@ def main() -> None:
         from bench.tshark_bench import main as tshark_bench
 
         tshark_bench([])
+        return
+    if args.eve:
+        from bench.eve_bench import main as eve_bench
+
+        eve_bench(["--packets", str(args.packets), "--repeat", str(args.repeat),
+                   *(["--before", str(args.before)] if args.before else [])])
         return
     pcap = capture(args.packets)
     # Probes first: a child's peak RSS includes what it inherited from this process
