@@ -17,7 +17,7 @@ from tests.system.booted import BootedSystem, rootfs_tarball, unpack
 RUNTIME_PACKAGES = ["systemd", "systemd-sysv", "dbus", "suricata/bookworm-backports",
                     "libhtp2/bookworm-backports", "mosquitto", "mosquitto-clients",
                     "fonts-dejavu-core", "iproute2", "nftables", "python3.11", "libsystemd0",
-                    "ca-certificates", "openssh-server", "systemd-timesyncd", "procps"]
+                    "ca-certificates", "openssh-server", "systemd-timesyncd", "procps", "age"]
 # What the owner changes in the installed /etc/veilleuse/veilleuse.yaml: the mirror
 # port, and feeds served on the box's loopback as a feed host would serve them.
 SETTINGS = {

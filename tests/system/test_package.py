@@ -153,6 +153,52 @@ def test_selftest_passes_and_a_replayed_capture_reaches_the_broker(box, installe
     assert alert["device"].startswith("dev-"), "devices leave the box as pseudonyms"
 
 
+def test_a_high_alert_keeps_evidence_that_only_the_helpline_opens(box, installed,
+                                                                 tmp_path) -> None:
+    """Under the hardened unit: Suricata's ring in /run, the cut, `age`, the announcement."""
+    box.run("age-keygen -o /root/helpline-key.txt")
+    public = box.run("age-keygen -y /root/helpline-key.txt").stdout.strip()
+    config = yaml.safe_load(box.run(["cat", "/etc/veilleuse/veilleuse.yaml"]).stdout)
+    config["evidence"] = {"recipients": [public], "window_seconds": 2}
+    box.run("cat > /etc/veilleuse/veilleuse.yaml", input=yaml.safe_dump(config))
+    box.run(["veilleuse", "check-config"])
+    box.run(["systemctl", "restart", "veilleuse.service"])
+    assert until(lambda: health(box).get("capture") == "running", 120), \
+        box.journal("veilleuse.service")
+    traffic = Traffic()
+    device = "192.168.1.77"  # a device no earlier test used: a new alert
+    traffic.dns(time.time(), device, "192.168.1.1", C2_NAME, [(C2_NAME, "A", "203.0.113.51")])
+    traffic.tls(time.time() + 0.5, device, "203.0.113.51", C2_NAME)
+    traffic.dns(time.time(), "192.168.1.78", "192.168.1.1", "www.example.org",
+                [("www.example.org", "A", "203.0.113.80")])
+    capture = traffic.write(tmp_path / "evidence.pcap")
+    subprocess.run([require_tool("tcpreplay"), "-q", "-i", box.mirror_host, str(capture)],
+                   check=True, capture_output=True)
+
+    def bundles() -> list[str]:
+        listed = box.run(["veilleuse", "evidence", "list"], check=False).stdout
+        return [line.split()[0] for line in listed.splitlines() if "sha256" in line]
+
+    assert until(lambda: bundles(), 180), box.journal("veilleuse.service")
+    alert_id = bundles()[0]
+    box.run(["veilleuse", "evidence", "export", alert_id, "--output", "/root/bundle.tar.age"])
+    assert b"age-encryption.org" in box.root.joinpath("root", "bundle.tar.age").read_bytes()[:40]
+    box.run("mkdir -p /root/opened && age -d -i /root/helpline-key.txt /root/bundle.tar.age"
+            " | tar -x -C /root/opened")
+    folder = box.run("ls -d /root/opened/*/").stdout.strip()
+    box.run(f"cd {folder} && sha256sum -c SHA256SUMS")
+    alert = json.loads(box.run(["cat", f"{folder}alert.json"]).stdout)
+    assert alert["observed"] == C2_NAME and device in json.dumps(alert), alert
+    packets = box.root.joinpath(folder.lstrip("/"), "packets.pcap")
+    shown = subprocess.run([require_tool("tshark"), "-r", str(packets), "-T", "fields",
+                            "-e", "ip.src", "-e", "ip.dst"], check=True, capture_output=True,
+                           text=True).stdout
+    addresses = set(shown.split())
+    assert device in addresses and "192.168.1.78" not in addresses, shown
+    assert until(lambda: any(a.get("evidence") for a in _alerts(box, "/root/alerts.txt")), 120), \
+        "the announcement of the evidence was not published"
+
+
 def _alerts(box: BootedSystem, path: str) -> list[dict]:
     """The alert payloads in a `mosquitto_sub -v` transcript."""
     lines = box.run(["cat", path], check=False).stdout.splitlines()
