@@ -19,6 +19,7 @@ from sensor.detect.encrypted_dns import EncryptedDnsDetector
 from sensor.detect.engine import DetectionEngine
 from sensor.detect.ioc import IocDetector
 from sensor.detect.model import Alert
+from sensor.devices.registry import DeviceRegistry
 from sensor.errors import FeedError
 from sensor.feeds.matcher import Allowlist, IndicatorMatcher
 from sensor.feeds.model import Feed, Indicator
@@ -93,7 +94,9 @@ def build_matcher(feeds: Sequence[Feed], config: Config,
     return IndicatorMatcher([*indicators, *extra], make_allowlist(config.feeds.allowlist))
 
 
-def build_engine(config: Config, matcher: IndicatorMatcher) -> DetectionEngine:
+def build_engine(config: Config, matcher: IndicatorMatcher,
+                 devices: DeviceRegistry | None = None) -> DetectionEngine:
+    """The detectors the config asks for; ``devices`` carries learnt devices over a reload."""
     detection = config.detection
     detectors: list = [IocDetector(matcher, detection.resolved_ip_window_seconds)]
     if detection.encrypted_dns:
@@ -105,7 +108,7 @@ def build_engine(config: Config, matcher: IndicatorMatcher) -> DetectionEngine:
         BeaconSettings(min_connections=detection.beacon.min_connections,
                        min_interval=detection.beacon.min_interval_seconds,
                        score_threshold=detection.beacon.score_threshold)))
-    return DetectionEngine(detectors)
+    return DetectionEngine(detectors, DeviceRegistry() if devices is None else devices)
 
 
 @dataclass(frozen=True, slots=True)

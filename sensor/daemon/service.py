@@ -146,9 +146,10 @@ class SensorDaemon:
             log.error("the updated feeds cannot be used, the current ones stay: %s", error)
             return
         self.feeds = feeds
-        # Beacon timings start again; alert counts live on in the book.
+        # Beacon timings start again; alert counts live on in the book, devices carry over.
         self.engine = build_engine(self.config, build_matcher(feeds, self.config,
-                                                              [SELFTEST_INDICATOR]))
+                                                              [SELFTEST_INDICATOR]),
+                                   self.engine.devices)
         log.info("feeds updated (%s); detection reloaded without a capture restart",
                  describe_feeds(feeds))
 

@@ -15,7 +15,8 @@ from typing import Protocol
 
 from sensor.detect.aggregate import AlertAggregator
 from sensor.detect.model import Alert, Finding
-from sensor.observations import Observation
+from sensor.devices.registry import DeviceRegistry
+from sensor.observations import IDENTITY_TYPES, Observation
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,12 @@ class Detector(Protocol):
 class DetectionEngine:
     """Feeds observations to detectors; ``alerts()`` gives the merged result."""
 
-    def __init__(self, detectors: Sequence[Detector]) -> None:
+    def __init__(self, detectors: Sequence[Detector],
+                 devices: DeviceRegistry | None = None) -> None:
         self._detectors = tuple(detectors)
-        self._aggregator = AlertAggregator()
+        self.devices = devices
+        """Learns devices from identity observations; alerts are then keyed by device."""
+        self._aggregator = AlertAggregator(devices)
         self.observations = 0
         self.errors: Counter[str] = Counter()
         self._errors_logged: set[tuple[str, str]] = set()
@@ -43,6 +47,10 @@ class DetectionEngine:
     def observe(self, observation: Observation) -> list[Alert]:
         """Alerts created or updated by this observation (the hot path: no closures)."""
         self.observations += 1
+        if isinstance(observation, IDENTITY_TYPES):  # detectors have nothing to find there
+            if self.devices is not None:
+                self.devices.observe(observation)
+            return []
         changed: list[Alert] = []
         for detector in self._detectors:
             try:
