@@ -129,7 +129,8 @@ class AlertQueue:
                                          count=count, clock_synchronised=clock_synchronised)
             built.append(alert_payload(merged, self._catalogues, site=self._config.site,
                                        sensor=self._config.sensor, pseudonyms=self._pseudonyms,
-                                       queued_at=now))
+                                       queued_at=now,
+                                       share_identity=self._config.privacy.share_device_identity))
             return built[-1]
 
         record = {**asdict(alert), "kind": alert.kind.value, "severity": alert.severity.value}
