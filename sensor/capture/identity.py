@@ -27,6 +27,7 @@ NEIGHBOUR_TYPES = frozenset({135, 136})  # ICMPv6 neighbour solicitation, advert
 # RFC 2132 9.6: the DHCP message types, named as Suricata's EVE names them.
 DHCP_MESSAGES = {1: "discover", 2: "offer", 3: "request", 4: "decline", 5: "ack", 6: "nak",
                  7: "release", 8: "inform"}
+MAX_NAME = 64
 _UNSPECIFIED = frozenset({"0.0.0.0", "::"})
 _BOOTP_HEADER, _MAGIC = 236, b"\x63\x82\x53\x63"
 
@@ -47,8 +48,20 @@ def dhcp_lease(time: float, mac: str, message: str, *, your_address: str | None 
         address = _usable(your_address)
     elif message == "request":
         address = _usable(requested_address) or _usable(client_address)
-    return DhcpLease(time, canonical_mac(mac), message, address, host_name or None,
-                     vendor_class or None)
+    return DhcpLease(time, canonical_mac(mac), message, address, clean_name(host_name),
+                     clean_name(vendor_class))
+
+
+def clean_name(text: str | None) -> str | None:
+    """A name a device gave, without control characters (a C string's NUL...), at most 64.
+
+    >>> clean_name("nas1" + chr(0)), clean_name(" " + chr(0) + " ")
+    ('nas1', None)
+    """
+    if text is None:
+        return None
+    cleaned = "".join(c for c in text if c.isprintable()).strip()[:MAX_NAME]
+    return cleaned or None
 
 
 def dhcp_lease_of_payload(time: float, payload: bytes) -> DhcpLease | None:
@@ -89,7 +102,7 @@ def dhcp_lease_of_payload(time: float, payload: bytes) -> DhcpLease | None:
 
 
 def _text(value: bytes | None) -> str | None:
-    return value.decode("utf-8", "replace").rstrip("\x00") if value else None
+    return value.decode("utf-8", "replace") if value else None
 
 
 def neighbour_advert(time: float, mac: str, address: str, icmp_type: int) -> NeighbourAdvert | None:
@@ -137,6 +150,9 @@ def mdns_announcements(time: float, records: Iterable[DnsRecord]) -> list[NameAn
         elif record.rrtype == "PTR":
             host, address = _host(record.data), _reverse_address(record.name)
         if host is None or address is None:
+            continue
+        host = clean_name(host)
+        if host is None:
             continue
         try:
             found.append(NameAnnouncement(time, host, canonical_ip(address)))

@@ -16,7 +16,8 @@ from netaddr import EUI, AddrFormatError, NotRegisteredError
 _SUFFIXES = re.compile(
     r"(?:\s+(?:co|ltd|inc|corp|corporation|corporate|electronics|technologies|technology|"
     r"communications?|limited|gmbh|llc|manufacturing|mobile|semiconductor|s\.?a|ag|"
-    r"international|industrial)\.?)+$", re.IGNORECASE)
+    r"international|industrial|incorporated)\.?)+$", re.IGNORECASE)
+_UNNAMED = frozenset({"private", "ieee registration authority"})  # the IEEE hides the name
 
 
 def is_randomized(mac: str) -> bool:
@@ -45,6 +46,8 @@ def _maker_of_oui(oui: str) -> str | None:
     try:
         registration = EUI(f"{oui}:00:00:00").oui.registration()
     except (NotRegisteredError, AddrFormatError, IndexError):
+        return None
+    if registration.org.strip().lower() in _UNNAMED:
         return None
     return short_maker(registration.org)
 
