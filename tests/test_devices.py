@@ -7,6 +7,7 @@ copy of the IEEE registry, not a table written here.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -22,10 +23,10 @@ from sensor.demo.traffic import DEFAULT_START, Traffic
 from sensor.detect.model import AlertKind, alert_id
 from sensor.devices.registry import DeviceRegistry
 from sensor.feeds.store import load_feed_file
+from sensor.messages import load_catalogue
 from sensor.observations import DhcpLease, NameAnnouncement, NeighbourAdvert
 from sensor.outputs.payloads import alert_payload, outgoing_alert
 from sensor.report import all_catalogues, write_text
-from sensor.messages import load_catalogue
 from tests.conftest import REPO, require_tool
 
 SOURCES = ("suricata", "tshark", "scapy")
@@ -107,16 +108,10 @@ def test_the_report_names_the_phone_and_its_maker(shelter) -> None:
     for language, wanted in (("en", "Device Galaxy-A52 (Samsung), 192.168.1.23, 192.168.1.42"),
                              ("fr", "L'appareil Galaxy-A52 (Samsung), 192.168.1.23, "
                                     "192.168.1.42")):
-        lines = []
-
-        class Collect:
-            @staticmethod
-            def write(text: str) -> None:
-                lines.append(text)
-
-        write_text(list(result.alerts), Collect, load_catalogue(language), capture="c",
+        stream = io.StringIO()
+        write_text(list(result.alerts), stream, load_catalogue(language), capture="c",
                    source="scapy", observations=result.observations, feeds="f")
-        text = " ".join("".join(lines).split())
+        text = " ".join(stream.getvalue().split())
         assert wanted in text
         assert PRIVATE in text  # the randomized address is named as such, in both languages
         assert ("private (randomized) Wi-Fi address" if language == "en"

@@ -47,13 +47,13 @@ from sensor.analysis import analyze_capture, build_engine, build_matcher, open_s
 from sensor.capture import CaptureError, scan_capture
 from sensor.capture.quic import seal_client_initial
 from sensor.config import Config
+from sensor.demo.identity import dhcp_lease, mdns_announcement, neighbour_discovery
 from sensor.demo.tls import (
     change_cipher_spec_and_data,
     client_hello,
     client_hello_record,
     server_hello_record,
 )
-from sensor.demo.identity import dhcp_lease, mdns_announcement, neighbour_discovery
 from sensor.demo.traffic import DEFAULT_START, Traffic, _length_prefixed
 from sensor.detect.model import AlertKind
 from sensor.feeds.names import indicator_domain

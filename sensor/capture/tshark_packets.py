@@ -120,12 +120,8 @@ class TsharkDecoder:
             summary.source_port == endpoints.client_port
         if "dns" in layers:
             yield from _dns(fields, summary.time, endpoints)
-        elif "mdns" in layers:
-            for answer in _dns(fields, summary.time, endpoints):
-                if isinstance(answer, DnsAnswer) and answer.query_name:  # as Suricata 7
-                    yield from mdns_announcements(summary.time, answer.records)
-        elif "dhcp" in layers:
-            yield from _dhcp(fields, summary.time)
+        elif "mdns" in layers or "dhcp" in layers:
+            yield from _identity(fields, layers, summary.time, endpoints)
         elif "quic" in layers:
             if from_client and not state.hello_seen and endpoints.server_port in QUIC_PORTS \
                     and "1" in _split(fields[_TLS_TYPE]):
@@ -143,6 +139,17 @@ class TsharkDecoder:
             methods, hosts = _split(fields[_HTTP_METHOD]), _split(fields[_HTTP_HOST])
             for method, host in zip(methods, hosts, strict=False):
                 yield HttpRequest(summary.time, endpoints, host, method or "GET")
+
+
+def _identity(fields: list[str], layers: list[str], time: float,
+              endpoints: Endpoints) -> Iterator[Observation]:
+    """Names in mDNS answers (with a question, as Suricata 7 logs them) and DHCP leases."""
+    if "mdns" in layers:
+        for answer in _dns(fields, time, endpoints):
+            if isinstance(answer, DnsAnswer) and answer.query_name:
+                yield from mdns_announcements(time, answer.records)
+    else:
+        yield from _dhcp(fields, time)
 
 
 def _first(fields: list[str], index: int) -> str | None:
