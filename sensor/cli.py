@@ -341,8 +341,29 @@ def _status(args: argparse.Namespace) -> int:
           f"drops: {health['drop_ratio']:.2%}; alerts waiting for the broker: "
           f"{health['pending_alerts']}")
     print("feeds: " + ", ".join(f"{n} {v[:8]}" for n, v in health["feeds"].items()))
+    _print_recent_alerts(config.alerts.database)
     capturing = health.get("capturing", health["capture"] == "running")
     return 0 if capturing and health["state"] in ("ok", "alert") else 1
+
+
+def _print_recent_alerts(book: Path) -> None:
+    """The last alerts and their devices, by name and maker, if this user may read the book."""
+    from sensor.alerts.book import AlertBookError, read_recent_alerts
+    from sensor.report import human_time, stored_device_label
+
+    if not book.exists():
+        return
+    try:
+        alerts = read_recent_alerts(book)
+    except AlertBookError:
+        print("recent alerts: the alert book is private; `sudo veilleuse status` lists them")
+        return
+    if alerts:
+        print("recent alerts:")
+    for alert in alerts:
+        print(f"  - {alert.severity} {alert.kind} {alert.indicator} "
+              f"({alert.count}x, last {human_time(alert.last_seen)}): "
+              f"{stored_device_label(alert.device, alert.record)}")
 
 
 def _selftest(args: argparse.Namespace) -> int:

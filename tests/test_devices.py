@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import jsonschema
 import netaddr
 import pytest
 
+from screen.model import ScreenState, apply_message
+from sensor.alerts.book import AlertBook
 from sensor.alerts.pseudonym import Pseudonymizer
 from sensor.analysis import analyze_capture, build_engine, build_matcher, open_source
-from sensor.config import Config
+from sensor.cli import main
+from sensor.config import Config, load_config
 from sensor.demo.identity import dhcp_lease, mdns_announcement, neighbour_discovery
 from sensor.demo.traffic import DEFAULT_START, Traffic
 from sensor.detect.model import AlertKind, alert_id
@@ -25,7 +29,9 @@ from sensor.devices.registry import DeviceRegistry
 from sensor.feeds.store import load_feed_file
 from sensor.messages import load_catalogue
 from sensor.observations import DhcpLease, NameAnnouncement, NeighbourAdvert
+from sensor.outputs.delivery import AlertQueue, pseudonymizer
 from sensor.outputs.payloads import alert_payload, outgoing_alert
+from sensor.outputs.topics import Topics
 from sensor.report import all_catalogues, write_text
 from tests.conftest import REPO, require_tool
 
@@ -174,3 +180,39 @@ def test_the_registry_is_bounded_and_forgets_stale_devices() -> None:
     assert registry.key_for("10.0.0.249", 2000.0) == "02:00:00:00:00:f9"
     registry.observe(DhcpLease(1249.0 + 3601.0, PHONE, "ack", "192.168.1.23"))
     assert len(registry) == 1  # the others were not seen for an hour
+
+
+def test_the_screen_names_the_device_after_a_press(shelter) -> None:
+    result, _ = _analyse(*shelter, "scapy")
+    phone = next(alert for alert in result.alerts if alert.device == PHONE)
+    pseudonyms = Pseudonymizer(b"k" * 32)
+    topics = Topics(site="s", sensor="b")
+    for on_box, shown in ((True, "Galaxy-A52 (Samsung), 192.168.1.23, 192.168.1.42"),
+                          (False, pseudonyms.device(PHONE))):
+        payload = alert_payload(phone, all_catalogues(), site="s", sensor="b",
+                                pseudonyms=pseudonyms, queued_at=DEFAULT_START, on_box=on_box)
+        _validator().validate(json.loads(payload))
+        state = apply_message(ScreenState(broker_connected=True), topics.alert, payload.encode())
+        assert state.recent[0].device == shown
+
+
+def test_status_names_the_devices_of_the_last_alerts(shelter, tmp_path, capsys) -> None:
+    result, _ = _analyse(*shelter, "scapy")
+    config_file = tmp_path / "veilleuse.yaml"
+    config_file.write_text(f"alerts:\n  database: {tmp_path / 'alerts.sqlite'}\n"
+                           f"daemon:\n  runtime_directory: {tmp_path / 'run'}\n"
+                           f"privacy:\n  secret_file: {tmp_path / 'key'}\n")
+    config = load_config(config_file)
+    book = AlertBook(config.alerts.database)
+    AlertQueue(book, config, pseudonymizer(config), time.time).add_all(result.alerts)
+    book.close()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "health.json").write_text(json.dumps(
+        {"time": time.time(), "state": "alert", "reasons": [], "details": [],
+         "capture": "running", "observations": 1, "drop_ratio": 0.0, "pending_alerts": 4,
+         "feeds": {}}))
+    assert main(["--config", str(config_file), "status"]) == 0
+    shown = capsys.readouterr().out
+    assert f"high domain {C2} (12x, last 2026-01-01 10:13:40 UTC): Galaxy-A52 (Samsung), " \
+        "192.168.1.23, 192.168.1.42" in shown
+    assert "Pixel-de-Lea, 192.168.1.77" in shown and f": {ROUTED}" in shown

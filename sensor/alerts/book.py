@@ -13,6 +13,7 @@ a broker (``sensor.outputs.mqtt``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -107,6 +108,26 @@ class StoredAlert:
     record: str
     delivered: bool
     clock_synchronised: bool | None
+
+
+def read_recent_alerts(path: Path, limit: int = 5) -> list[StoredAlert]:
+    """The alerts seen last, read-only (for ``veilleuse status`` beside a running sensor).
+
+    AlertBookError if the book cannot be read (it is private to the veilleuse
+    user: an admin in the veilleuse group reads the health, not the alerts).
+    """
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
+                                                uri=True)) as db:
+            rows = db.execute(
+                "SELECT a.id, kind, severity, device, indicator, first_seen, last_seen, count, "
+                "record, o.alert_id IS NULL, clock_synchronised FROM alerts a LEFT JOIN outbox "
+                "o ON o.alert_id=a.id ORDER BY last_seen DESC LIMIT ?", (limit,)).fetchall()
+    except sqlite3.Error as error:
+        raise AlertBookError(f"{path}: cannot read the alert book ({error})") from None
+    return [StoredAlert(*row[:9], delivered=bool(row[9]),
+                        clock_synchronised=None if row[10] is None else bool(row[10]))
+            for row in rows]
 
 
 class AlertBook:

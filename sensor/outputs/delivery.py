@@ -121,17 +121,17 @@ class AlertQueue:
             self._clock_synchronised()
         alert = dataclasses.replace(alert, clock_synchronised=synchronised)
 
-        built: list[str] = []
+        built: list[Alert] = []
 
         def payload(first_seen: float, last_seen: float, count: int,
                     clock_synchronised: bool | None) -> str:
             merged = dataclasses.replace(alert, first_seen=first_seen, last_seen=last_seen,
                                          count=count, clock_synchronised=clock_synchronised)
-            built.append(alert_payload(merged, self._catalogues, site=self._config.site,
-                                       sensor=self._config.sensor, pseudonyms=self._pseudonyms,
-                                       queued_at=now,
-                                       share_identity=self._config.privacy.share_device_identity))
-            return built[-1]
+            built.append(merged)
+            return alert_payload(merged, self._catalogues, site=self._config.site,
+                                 sensor=self._config.sensor, pseudonyms=self._pseudonyms,
+                                 queued_at=now,
+                                 share_identity=self._config.privacy.share_device_identity)
 
         record = {**asdict(alert), "kind": alert.kind.value, "severity": alert.severity.value}
         self.book.record(alert.id, kind=alert.kind.value, severity=alert.severity.value,
@@ -140,7 +140,12 @@ class AlertQueue:
                          count_added=added, record=json.dumps(record), payload=payload, now=now,
                          clock_synchronised=synchronised)
         if self.on_stored is not None and built:
-            self.on_stored(built[-1])  # committed: the book has it, whatever the copy does
+            # Committed: the book has it, whatever the copy does. The screen's copy names
+            # the device (it stays on the box's loopback broker).
+            self.on_stored(alert_payload(built[-1], self._catalogues, site=self._config.site,
+                                         sensor=self._config.sensor,
+                                         pseudonyms=self._pseudonyms, queued_at=now,
+                                         on_box=True))
 
     def add_batch(self, alerts: Iterable[Alert]) -> None:
         """``add`` each, in one transaction of the book; one by one if that fails.
