@@ -5,6 +5,7 @@
 - the analyzer's peak RSS during that replay (goal < 60 MB);
 - with ``--scapy``, the scapy source's cost per packet before and after (bench/scapy_bench.py);
 - ``--tshark``: the tshark source's µs per packet before/after (bench/tshark_bench.py);
+- ``--devices``: the device registry's memory per device and with 5,000 (bench/device_bench.py);
 - with ``--live`` (root): the live sensor, bench/live_bench.py (latency, idle CPU,
   drops, CPU per EVE record).
 """
@@ -106,9 +107,16 @@ def main() -> None:
     parser.add_argument("--tshark", action="store_true",
                         help="only the tshark source's µs per packet, before/after "
                              "(bench/tshark_bench.py)")
+    parser.add_argument("--devices", action="store_true",
+                        help="only the device registry's memory (bench/device_bench.py)")
     parser.add_argument("--live", type=int, metavar="SECONDS",
                         help="then the live bench (root) with SECONDS of load")
     args = parser.parse_args()
+    if args.devices:
+        from bench.device_bench import main as device_bench
+
+        device_bench([])
+        return
     if args.tshark:
         from bench.tshark_bench import main as tshark_bench
 

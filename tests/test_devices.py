@@ -25,6 +25,7 @@ from sensor.config import Config, load_config
 from sensor.demo.identity import dhcp_lease, mdns_announcement, neighbour_discovery
 from sensor.demo.traffic import DEFAULT_START, Traffic
 from sensor.detect.model import AlertKind, alert_id
+from sensor.devices.makers import oui_registry
 from sensor.devices.registry import DeviceRegistry
 from sensor.feeds.store import load_feed_file
 from sensor.messages import load_catalogue
@@ -216,3 +217,21 @@ def test_status_names_the_devices_of_the_last_alerts(shelter, tmp_path, capsys) 
     assert f"high domain {C2} (12x, last 2026-01-01 10:13:40 UTC): Galaxy-A52 (Samsung), " \
         "192.168.1.23, 192.168.1.42" in shown
     assert "Pixel-de-Lea, 192.168.1.77" in shown and f": {ROUTED}" in shown
+
+
+def test_the_compact_oui_index_agrees_with_netaddr() -> None:
+    """Every 97th OUI of netaddr's registry, read both ways (netaddr's own API and ours)."""
+    registry = oui_registry()
+    assert len(registry) > 30_000
+    checked = 0
+    for oui in list(netaddr.eui.ieee.OUI_INDEX or _netaddr_index())[::97]:
+        expected = netaddr.OUI(oui).registration().org.strip()
+        assert registry.organisation(oui) == expected, f"{oui:06x}"
+        checked += 1
+    assert checked > 300
+    assert registry.organisation(0x02_00_00) is None  # locally administered: never registered
+
+
+def _netaddr_index() -> dict:
+    netaddr.EUI("28:39:5e:00:00:01").oui.registration()  # netaddr loads its index lazily
+    return netaddr.eui.ieee.OUI_INDEX
