@@ -9,11 +9,18 @@ exact version. An alert that changes while a copy is in flight gets a new
 version, so the older acknowledgement does not retire the newer content.
 Undelivered alerts are never purged. Not the job of this module: talking to
 a broker (``sensor.outputs.mqtt``).
+
+It is also the one place sightings are merged into an alert
+(``merge_sighting``): the book merges what it is given into its row, the
+detection engine's running totals and the daemon's pending updates use the
+same function, and nothing else adds counts up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import sqlite3
 import threading
@@ -23,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sensor.detect.model import Alert, AlertKind, Severity
+from sensor.devices.model import DeviceIdentity
 from sensor.errors import VeilleuseError
 from sensor.files import create_private
 
@@ -63,6 +72,65 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 """
 SQLITE_FULL = 13
+
+
+def _either_false(first: bool | None, second: bool | None) -> bool | None:
+    """False once any sighting was stored on an unsynchronised clock; None for capture files."""
+    if first is False or second is False:
+        return False
+    if first is True or second is True:
+        return True
+    return None
+
+
+def merge_sighting(known: Alert | None, sighting: Alert) -> Alert:
+    """``sighting`` (new sightings of one alert, ``count`` of them) merged into ``known``.
+
+    The only merge of alerts. Order-independent (min, max, sum, union), so
+    sources that emit records in another order give the same alerts: the
+    earliest sighting gives ``observed``; the most severe wins; the latest
+    non-empty details and identity win.
+    """
+    if known is None:
+        return sighting
+    if sighting.id != known.id:
+        raise ValueError(f"cannot merge alert {sighting.id} into alert {known.id}")
+    earliest = min((known.first_seen, known.observed), (sighting.first_seen, sighting.observed))
+    return dataclasses.replace(
+        known, severity=max(known.severity, sighting.severity, key=lambda s: s.rank),
+        observed=earliest[1], protocols=tuple(sorted({*known.protocols, *sighting.protocols})),
+        first_seen=earliest[0], last_seen=max(known.last_seen, sighting.last_seen),
+        count=known.count + sighting.count, details=sighting.details or known.details,
+        clock_synchronised=_either_false(known.clock_synchronised, sighting.clock_synchronised),
+        addresses=tuple(sorted({*known.addresses, *sighting.addresses})),
+        identity=sighting.identity or known.identity)
+
+
+def alert_record_json(alert: Alert) -> str:
+    """The JSON the book keeps of an alert (its ``record`` column)."""
+    return json.dumps({**dataclasses.asdict(alert), "kind": alert.kind.value,
+                       "severity": alert.severity.value})
+
+
+def _stored_alert(row: tuple) -> Alert:
+    """The alert of a book row: counts and times from the columns, the rest from the record.
+
+    Rows written before the book merged whole alerts kept only the latest
+    record beside merged columns: the columns are the truth.
+    """
+    (alert_id, kind, severity, device, indicator, first_seen, last_seen, count, record,
+     synchronised) = row
+    data = json.loads(record)
+    identity = data.get("identity")
+    return Alert(
+        id=alert_id, kind=AlertKind(kind), severity=Severity(severity), device=device,
+        indicator=indicator, observed=str(data.get("observed", indicator)),
+        app=data.get("app"), protocols=tuple(data.get("protocols", ())), first_seen=first_seen,
+        last_seen=last_seen, count=count,
+        details=tuple(tuple(pair) for pair in data.get("details", ())),  # type: ignore[misc]
+        clock_synchronised=None if synchronised is None else bool(synchronised),
+        addresses=tuple(data.get("addresses", ())),
+        identity=DeviceIdentity(**identity) if isinstance(identity, dict) else None)
 
 
 def _sidecars(path: Path) -> tuple[Path, Path]:
@@ -216,39 +284,40 @@ class AlertBook:
                                      "damaged: `sqlite3 <book> 'PRAGMA integrity_check'` "
                                      "says where") from None
 
-    def record(self, alert_id: str, *, kind: str, severity: str, device: str, indicator: str,
-               first_seen: float, last_seen: float, count_added: int, record: str,
-               payload: Callable[[float, float, int, bool | None], str], now: float,
-               clock_synchronised: bool | None = None) -> int:
-        """Merge the alert in and queue its payload for delivery; returns the queued version.
+    def record(self, sighting: Alert, *, payload: Callable[[Alert], str], now: float) -> int:
+        """Merge ``sighting`` into its alert and queue the payload; returns the queued version.
 
-        ``count_added`` sightings are added to the stored count, so several
+        ``sighting`` holds new sightings only (``count`` of them): several
         detection engines over time (restarts, feed reloads) add up instead of
-        overwriting each other. ``clock_synchronised`` merges to false once any
-        sighting was stored on an unsynchronised clock (its times may be wrong),
-        and stays null only while every sighting came from a capture file.
-        ``payload(first_seen, last_seen, count, clock_synchronised)`` is built
-        from the merged row, in the same transaction.
+        overwriting each other (``merge_sighting``). ``payload(merged)`` is
+        built from the merged alert, in the same transaction.
         """
+        alert_id = sighting.id
         with self._transaction() as db:
+            row = db.execute(
+                "SELECT id, kind, severity, device, indicator, first_seen, last_seen, count, "
+                "record, clock_synchronised FROM alerts WHERE id=?", (alert_id,)).fetchone()
+            try:
+                known = None if row is None else _stored_alert(row)
+            except (ValueError, TypeError, AttributeError) as error:  # a damaged record
+                log.error("alert book %s: the stored record of alert %s is unreadable (%s); "
+                          "it is replaced by the new sightings", self.path, alert_id, error)
+                known = None
+            merged = merge_sighting(known, sighting)
+            synchronised = merged.clock_synchronised
             db.execute(
                 "INSERT INTO alerts (id, kind, severity, device, indicator, first_seen, "
                 "last_seen, count, record, updated_at, clock_synchronised) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET severity=excluded.severity, "
-                "first_seen=min(first_seen, excluded.first_seen), "
-                "last_seen=max(last_seen, excluded.last_seen), count=count + excluded.count, "
-                "record=excluded.record, updated_at=excluded.updated_at, "
-                "clock_synchronised=CASE WHEN 0 IN (clock_synchronised, "
-                "excluded.clock_synchronised) THEN 0 WHEN 1 IN (clock_synchronised, "
-                "excluded.clock_synchronised) THEN 1 END",
-                (alert_id, kind, severity, device, indicator, first_seen, last_seen,
-                 count_added, record, now, clock_synchronised))
-            first, last, count, synchronised = db.execute(
-                "SELECT first_seen, last_seen, count, clock_synchronised FROM alerts WHERE id=?",
-                (alert_id,)).fetchone()
-            payload_text = payload(first, last, count,
-                                   None if synchronised is None else bool(synchronised))
+                "first_seen=excluded.first_seen, last_seen=excluded.last_seen, "
+                "count=excluded.count, record=excluded.record, updated_at=excluded.updated_at, "
+                "clock_synchronised=excluded.clock_synchronised",
+                (alert_id, merged.kind.value, merged.severity.value, merged.device,
+                 merged.indicator, merged.first_seen, merged.last_seen, merged.count,
+                 alert_record_json(merged), now,
+                 None if synchronised is None else int(synchronised)))
+            payload_text = payload(merged)
             row = db.execute("SELECT version FROM outbox WHERE alert_id=?",
                              (alert_id,)).fetchone()
             version = 1 if row is None else row[0] + 1

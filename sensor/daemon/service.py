@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from sensor.alerts.book import AlertBook, AlertBookError
+from sensor.alerts.book import AlertBook, AlertBookError, merge_sighting
 from sensor.alerts.retention import apply_retention
 from sensor.analysis import (
     build_engine,
@@ -313,13 +313,11 @@ class SensorDaemon:
         every ``daemon.alert_update_seconds`` (one fsync, each page once),
         while the capture position waits with them (at-least-once).
         """
-        new = []
-        for alert in changed:
-            if alerts.is_stored(alert.id):
-                self._updates[alert.id] = alert
-            else:
-                new.append(alert)
-        waiting = self._unstored = self._unstored + new
+        new: dict[str, Alert] = {}
+        for sighting in changed:  # merged per alert, by the book's rule, until written
+            pending = self._updates if alerts.is_stored(sighting.id) else new
+            pending[sighting.id] = merge_sighting(pending.get(sighting.id), sighting)
+        waiting = self._unstored = self._unstored + list(new.values())
         updated = bool(self._updates) and (flush or self._clock() >= self._updates_due)
         try:
             alerts.add_all([])  # writes alerts held by a full disk, if it has room now
@@ -328,9 +326,8 @@ class SensorDaemon:
                 alerts.add(alert)
             self._unstored = []
             if updated:
-                # Kept until written: a version written twice adds nothing the second time.
-                alerts.add_batch(list(self._updates.values()))
-                self._updates.clear()
+                # Each leaves the mapping once written: after an error, what is left was not.
+                alerts.add_batch(self._updates)
                 self._updates_due = self._clock() + self.config.daemon.alert_update_seconds
         except AlertBookError as error:
             problem = (f"{error}; {len(self._unstored)} alert(s) wait in memory and the capture "

@@ -45,7 +45,11 @@ class DetectionEngine:
         self._errors_logged: set[tuple[str, str]] = set()
 
     def observe(self, observation: Observation) -> list[Alert]:
-        """Alerts created or updated by this observation (the hot path: no closures)."""
+        """This observation's sightings, as alerts of new sightings only (the hot path).
+
+        Whoever keeps alerts merges them (``sensor.alerts.book.merge_sighting``);
+        ``alerts()`` gives this engine's running totals.
+        """
         self.observations += 1
         if isinstance(observation, IDENTITY_TYPES):  # detectors have nothing to find there
             if self.devices is not None:
@@ -62,7 +66,7 @@ class DetectionEngine:
         return changed
 
     def flush(self) -> list[Alert]:
-        """Alerts from detectors that judge series (beaconing); call at the end or periodically."""
+        """Sightings from detectors that judge series (beaconing); at the end or periodically."""
         return [self._aggregator.add(finding) for finding in
                 self._run(lambda detector: detector.flush())]
 
