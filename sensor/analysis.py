@@ -5,6 +5,7 @@ This module wires the pieces together; it holds no detection logic itself.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sensor.alerts.book import AlertTotals
 from sensor.capture.stats import SourceStats
 from sensor.config import Config
 from sensor.detect.beacon import BeaconDetector, BeaconSettings
@@ -128,10 +130,11 @@ class AnalysisResult:
 
 def analyze_capture(capture: Path, source: CaptureSource,
                     engine: DetectionEngine) -> AnalysisResult:
+    totals = AlertTotals()
     for observation in source.read(capture):
-        engine.observe(observation)
-    engine.flush()
-    alerts = tuple(engine.alerts())
+        totals.add(engine.observe(observation))
+    totals.add(engine.flush())
+    alerts = tuple(named_devices(totals.alerts(), engine.devices))
     log.info("analysed %s with %s: %d records, %d observations, %d skipped, %d alerts",
              capture, source.name, source.stats.records, engine.observations,
              source.stats.skipped_total, len(alerts))
@@ -140,6 +143,15 @@ def analyze_capture(capture: Path, source: CaptureSource,
                           skipped=source.stats.skipped_total,
                           detector_errors=sum(engine.errors.values()),
                           damaged=source.stats.damaged)
+
+
+def named_devices(alerts: Iterable[Alert], devices: DeviceRegistry | None) -> list[Alert]:
+    """The alerts with their devices' identities as known now (a name learnt after the
+    first sighting names every alert of the device)."""
+    if devices is None:
+        return list(alerts)
+    return [dataclasses.replace(alert, identity=devices.identity(alert.device) or alert.identity)
+            for alert in alerts]
 
 
 def describe_feeds(feeds: Sequence[Feed]) -> str:

@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +104,25 @@ def merge_sighting(known: Alert | None, sighting: Alert) -> Alert:
         clock_synchronised=_either_false(known.clock_synchronised, sighting.clock_synchronised),
         addresses=tuple(sorted({*known.addresses, *sighting.addresses})),
         identity=sighting.identity or known.identity)
+
+
+class AlertTotals:
+    """Alerts merged in memory by the book's rule, for an analysis that keeps no book."""
+
+    def __init__(self) -> None:
+        self._alerts: dict[str, Alert] = {}
+
+    def __len__(self) -> int:
+        return len(self._alerts)
+
+    def add(self, sightings: Iterable[Alert]) -> None:
+        for sighting in sightings:
+            self._alerts[sighting.id] = merge_sighting(self._alerts.get(sighting.id), sighting)
+
+    def alerts(self) -> list[Alert]:
+        """All alerts, most severe first, then by first sighting."""
+        return sorted(self._alerts.values(),
+                      key=lambda a: (-a.severity.rank, a.first_seen, a.device, a.indicator))
 
 
 def alert_record_json(alert: Alert) -> str:

@@ -188,8 +188,7 @@ def _http(record: dict[str, Any]) -> Iterator[Observation]:
                           str(http["hostname"]), str(http.get("http_method", "GET")))
 
 
-_PARSERS = {"dns": _dns, "flow": _flow, "tls": _tls, "quic": _quic, "http": _http,
-            "dhcp": lambda record: _dhcp(record)}
+_PARSERS = {"dns": _dns, "flow": _flow, "tls": _tls, "quic": _quic, "http": _http}
 
 
 # -- the fast way: typed decoding of the fields we use --------------------------------------
@@ -370,6 +369,9 @@ def _mdns(time: float, dns: dict[str, Any]) -> Iterator[Observation]:
                          data=_answer_data(a)) for a in dns.get("answers", ())
                if isinstance(a, dict)]
     yield from mdns_announcements(time, records)
+
+
+_PARSERS["dhcp"] = _dhcp
 
 
 class _FlowEther(msgspec.Struct):

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
-from sensor.detect.aggregate import AlertAggregator
+from sensor.detect.aggregate import SightingMaker
 from sensor.detect.model import Alert, Finding
 from sensor.devices.registry import DeviceRegistry
 from sensor.observations import IDENTITY_TYPES, Observation
@@ -39,7 +39,7 @@ class DetectionEngine:
         self._detectors = tuple(detectors)
         self.devices = devices
         """Learns devices from identity observations; alerts are then keyed by device."""
-        self._aggregator = AlertAggregator(devices)
+        self._sightings = SightingMaker(devices)
         self.observations = 0
         self.errors: Counter[str] = Counter()
         self._errors_logged: set[tuple[str, str]] = set()
@@ -47,8 +47,8 @@ class DetectionEngine:
     def observe(self, observation: Observation) -> list[Alert]:
         """This observation's sightings, as alerts of new sightings only (the hot path).
 
-        Whoever keeps alerts merges them (``sensor.alerts.book.merge_sighting``);
-        ``alerts()`` gives this engine's running totals.
+        Whoever keeps alerts merges them, with the alert book's rule
+        (``sensor.alerts.book``): the book itself, or ``AlertTotals`` in memory.
         """
         self.observations += 1
         if isinstance(observation, IDENTITY_TYPES):  # detectors have nothing to find there
@@ -62,16 +62,13 @@ class DetectionEngine:
             except Exception as error:  # noqa: BLE001 - the record boundary
                 self._record_error(detector.name, error)
                 continue
-            changed.extend(self._aggregator.add(finding) for finding in findings)
+            changed.extend(self._sightings.sighting(finding) for finding in findings)
         return changed
 
     def flush(self) -> list[Alert]:
         """Sightings from detectors that judge series (beaconing); at the end or periodically."""
-        return [self._aggregator.add(finding) for finding in
+        return [self._sightings.sighting(finding) for finding in
                 self._run(lambda detector: detector.flush())]
-
-    def alerts(self) -> list[Alert]:
-        return self._aggregator.alerts()
 
     def _run(self, call: Callable[[Detector], Iterable[Finding]]) -> Iterator[Finding]:
         for detector in self._detectors:
