@@ -187,9 +187,11 @@ def _device(message: dict) -> str:
     """``Galaxy-A52 (Samsung), 192.168.1.23`` when the sensor's copy names the device,
     else the device as sent (a pseudonym)."""
     identity, addresses = message.get("device_identity"), message.get("addresses")
-    name = identity.get("name") or identity.get("mac") if isinstance(identity, dict) else None
+    if not isinstance(identity, dict):
+        return _text(message["device"], "?") or "?"
+    name = identity.get("name") or identity.get("mac")
     if not isinstance(name, str):
-        return _text(message["device"], "?")
+        return _text(message["device"], "?") or "?"
     maker = identity.get("maker")
     parts = [f"{name} ({maker})" if isinstance(maker, str) else name]
     if isinstance(addresses, list):

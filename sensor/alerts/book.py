@@ -146,7 +146,7 @@ def _stored_alert(row: tuple) -> Alert:
         indicator=indicator, observed=str(data.get("observed", indicator)),
         app=data.get("app"), protocols=tuple(data.get("protocols", ())), first_seen=first_seen,
         last_seen=last_seen, count=count,
-        details=tuple(tuple(pair) for pair in data.get("details", ())),  # type: ignore[misc]
+        details=tuple((str(key), str(value)) for key, value in data.get("details", ())),
         clock_synchronised=None if synchronised is None else bool(synchronised),
         addresses=tuple(data.get("addresses", ())),
         identity=DeviceIdentity(**identity) if isinstance(identity, dict) else None)
@@ -207,14 +207,21 @@ def read_recent_alerts(path: Path, limit: int = 5) -> list[StoredAlert]:
         with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
                                                 uri=True)) as db:
             rows = db.execute(
-                "SELECT a.id, kind, severity, device, indicator, first_seen, last_seen, count, "
-                "record, o.alert_id IS NULL, clock_synchronised FROM alerts a LEFT JOIN outbox "
-                "o ON o.alert_id=a.id ORDER BY last_seen DESC LIMIT ?", (limit,)).fetchall()
+                f"SELECT {_STORED_COLUMNS} FROM alerts a LEFT JOIN outbox o ON o.alert_id=a.id "
+                "ORDER BY last_seen DESC LIMIT ?", (limit,)).fetchall()
     except sqlite3.Error as error:
         raise AlertBookError(f"{path}: cannot read the alert book ({error})") from None
-    return [StoredAlert(*row[:9], delivered=bool(row[9]),
-                        clock_synchronised=None if row[10] is None else bool(row[10]))
-            for row in rows]
+    return [_stored_row(row) for row in rows]
+
+
+_STORED_COLUMNS = ("a.id, kind, severity, device, indicator, first_seen, last_seen, count, "
+                   "record, o.alert_id IS NULL, clock_synchronised")
+
+
+def _stored_row(row: tuple) -> StoredAlert:
+    """A row of ``_STORED_COLUMNS`` (alerts joined with the outbox) as a StoredAlert."""
+    return StoredAlert(*(*row[:9], bool(row[9]),  # delivered, clock_synchronised
+                         None if row[10] is None else bool(row[10])))
 
 
 class AlertBook:
@@ -432,12 +439,9 @@ class AlertBook:
     def alerts(self) -> list[StoredAlert]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT a.id, kind, severity, device, indicator, first_seen, last_seen, count, "
-                "record, o.alert_id IS NULL, clock_synchronised FROM alerts a LEFT JOIN outbox o "
-                "ON o.alert_id=a.id ORDER BY last_seen DESC").fetchall()
-        return [StoredAlert(*(*row[:9], bool(row[9]),  # delivered, clock_synchronised
-                              None if row[10] is None else bool(row[10])))
-                for row in rows]
+                f"SELECT {_STORED_COLUMNS} FROM alerts a LEFT JOIN outbox o ON o.alert_id=a.id "
+                "ORDER BY last_seen DESC").fetchall()
+        return [_stored_row(row) for row in rows]
 
     def purge(self, older_than: float) -> int:
         """Delete delivered alerts last seen before ``older_than``; undelivered ones stay."""

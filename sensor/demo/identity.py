@@ -39,10 +39,12 @@ def dhcp_lease(traffic: Traffic, time: float, mac: str, address: str, *,
     if vendor_class is not None:
         client_options.append(("vendor_class_id", vendor_class.encode()))
     chaddr = bytes.fromhex(mac.replace(":", ""))
-    steps = (("discover", True, "0.0.0.0", []),
-             ("offer", False, address, [("server_id", server), ("lease_time", 86400)]),
-             ("request", True, "0.0.0.0", [("requested_addr", address), ("server_id", server)]),
-             ("ack", False, address, [("server_id", server), ("lease_time", 86400)]))
+    Step = tuple[str, bool, str, list[tuple[str, object]]]  # message, from client, yiaddr
+    steps: tuple[Step, ...] = (
+        ("discover", True, "0.0.0.0", []),
+        ("offer", False, address, [("server_id", server), ("lease_time", 86400)]),
+        ("request", True, "0.0.0.0", [("requested_addr", address), ("server_id", server)]),
+        ("ack", False, address, [("server_id", server), ("lease_time", 86400)]))
     for index, (message, from_client, yiaddr, options) in enumerate(steps):
         if from_client:
             link = Ether(src=mac, dst=BROADCAST_MAC)
