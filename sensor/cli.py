@@ -348,8 +348,9 @@ def _status(args: argparse.Namespace) -> int:
 
 def _print_recent_alerts(book: Path) -> None:
     """The last alerts and their devices, by name and maker, if this user may read the book."""
-    from sensor.alerts.book import AlertBookError, read_recent_alerts
-    from sensor.report import human_time, stored_device_label
+    from sensor.alerts.book import AlertBookError, alert_of, read_recent_alerts
+    from sensor.devices.model import device_label
+    from sensor.report import human_time
 
     if not book.exists():
         return
@@ -360,10 +361,14 @@ def _print_recent_alerts(book: Path) -> None:
         return
     if alerts:
         print("recent alerts:")
-    for alert in alerts:
-        print(f"  - {alert.severity} {alert.kind} {alert.indicator} "
-              f"({alert.count}x, last {human_time(alert.last_seen)}): "
-              f"{stored_device_label(alert.device, alert.record)}")
+    for stored in alerts:
+        try:
+            alert = alert_of(stored)
+            device = device_label(alert.device, alert.identity, alert.addresses)
+        except AlertBookError:
+            device = stored.device
+        print(f"  - {stored.severity} {stored.kind} {stored.indicator} "
+              f"({stored.count}x, last {human_time(stored.last_seen)}): {device}")
 
 
 def _selftest(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from sensor.detect.model import Alert
-from sensor.devices.model import DeviceIdentity, device_label
+from sensor.devices.model import device_label
 from sensor.messages import LANGUAGES, Catalogue, load_catalogue
 from sensor.wire.payloads import ALERT_SCHEMA, iso_time
 
@@ -42,19 +42,6 @@ def explain(alert: Alert, catalogue: Catalogue) -> dict[str, str]:
     prefix = f"kind.{alert.kind.value}"
     return {part: catalogue.text(f"{prefix}.{part}", **values)
             for part in ("title", "what", "advice")}
-
-
-def stored_device_label(device: str, record: str) -> str:
-    """The device of a stored alert (``device`` and its book row's JSON record), for people."""
-    try:
-        data = json.loads(record)
-        identity = data.get("identity")
-        identity = DeviceIdentity(**identity) if isinstance(identity, dict) else None
-        addresses = [address for address in data.get("addresses") or ()
-                     if isinstance(address, str)]
-    except (ValueError, TypeError, AttributeError):  # a row written by hand, or damaged
-        return device
-    return device_label(device, identity, addresses)
 
 
 def alert_record(alert: Alert, catalogues: Mapping[str, Catalogue]) -> dict[str, Any]:

@@ -131,25 +131,28 @@ def alert_record_json(alert: Alert) -> str:
                        "severity": alert.severity.value})
 
 
-def _stored_alert(row: tuple) -> Alert:
-    """The alert of a book row: counts and times from the columns, the rest from the record.
+def alert_of(stored: StoredAlert) -> Alert:
+    """The alert a book row holds: counts and times from its columns, the rest from its record.
 
     Rows written before the book merged whole alerts kept only the latest
-    record beside merged columns: the columns are the truth.
+    record beside merged columns: the columns are the truth. AlertBookError
+    if the record cannot be read.
     """
-    (alert_id, kind, severity, device, indicator, first_seen, last_seen, count, record,
-     synchronised) = row
-    data = json.loads(record)
-    identity = data.get("identity")
-    return Alert(
-        id=alert_id, kind=AlertKind(kind), severity=Severity(severity), device=device,
-        indicator=indicator, observed=str(data.get("observed", indicator)),
-        app=data.get("app"), protocols=tuple(data.get("protocols", ())), first_seen=first_seen,
-        last_seen=last_seen, count=count,
-        details=tuple((str(key), str(value)) for key, value in data.get("details", ())),
-        clock_synchronised=None if synchronised is None else bool(synchronised),
-        addresses=tuple(data.get("addresses", ())),
-        identity=DeviceIdentity(**identity) if isinstance(identity, dict) else None)
+    try:
+        data = json.loads(stored.record)
+        identity = data.get("identity")
+        return Alert(
+            id=stored.id, kind=AlertKind(stored.kind), severity=Severity(stored.severity),
+            device=stored.device, indicator=stored.indicator, observed=str(data["observed"]),
+            app=data.get("app"), protocols=tuple(data["protocols"]),
+            first_seen=stored.first_seen, last_seen=stored.last_seen, count=stored.count,
+            details=tuple((str(key), str(value)) for key, value in data.get("details", ())),
+            clock_synchronised=stored.clock_synchronised,
+            addresses=tuple(str(address) for address in data.get("addresses", ())),
+            identity=DeviceIdentity(**identity) if isinstance(identity, dict) else None)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise AlertBookError(f"alert {stored.id}: its stored record cannot be read ({error!r});"
+                             " the book may come from a newer Veilleuse") from None
 
 
 def _sidecars(path: Path) -> tuple[Path, Path]:
@@ -321,13 +324,13 @@ class AlertBook:
         alert_id = sighting.id
         with self._transaction() as db:
             row = db.execute(
-                "SELECT id, kind, severity, device, indicator, first_seen, last_seen, count, "
-                "record, clock_synchronised FROM alerts WHERE id=?", (alert_id,)).fetchone()
+                f"SELECT {_STORED_COLUMNS} FROM alerts a LEFT JOIN outbox o ON o.alert_id=a.id "
+                "WHERE a.id=?", (alert_id,)).fetchone()
             try:
-                known = None if row is None else _stored_alert(row)
-            except (ValueError, TypeError, AttributeError) as error:  # a damaged record
-                log.error("alert book %s: the stored record of alert %s is unreadable (%s); "
-                          "it is replaced by the new sightings", self.path, alert_id, error)
+                known = None if row is None else alert_of(_stored_row(row))
+            except AlertBookError as error:  # a damaged record
+                log.error("alert book %s: %s; it is replaced by the new sightings", self.path,
+                          error)
                 known = None
             merged = merge_sighting(known, sighting)
             synchronised = merged.clock_synchronised
