@@ -34,6 +34,7 @@ from sensor.outputs.delivery import AlertQueue, pseudonymizer
 from sensor.outputs.payloads import alert_payload, outgoing_alert
 from sensor.outputs.topics import Topics
 from sensor.report import all_catalogues, write_text
+from sensor.reports.device_page import ClockState, Provenance, build_device_page
 from tests.conftest import REPO, require_tool
 
 SOURCES = ("suricata", "tshark", "scapy")
@@ -235,3 +236,17 @@ def test_the_compact_oui_index_agrees_with_netaddr() -> None:
 def _netaddr_index() -> dict:
     netaddr.EUI("28:39:5e:00:00:01").oui.registration()  # netaddr loads its index lazily
     return netaddr.eui.ieee.OUI_INDEX
+
+
+def test_the_device_report_finds_the_phone_by_name_mac_or_either_address(shelter) -> None:
+    result, _ = _analyse(*shelter, "scapy")
+    provenance = Provenance(generated_at=DEFAULT_START, sensor="b", site="s", source="c",
+                            from_capture=True, feeds=(), clock=ClockState.CAPTURE)
+    for query in ("Galaxy-A52", PHONE.upper(), "192.168.1.23", "192.168.1.42"):
+        page = build_device_page(result.alerts, query, provenance)
+        assert [alert.device for alert in page.sightings] == [PHONE], query
+        assert (page.identity.label, page.identity.maker, page.identity.mac,
+                page.identity.randomized_mac, page.identity.addresses) == \
+            ("Galaxy-A52", "Samsung", PHONE, False, ("192.168.1.23", "192.168.1.42"))
+    private = build_device_page(result.alerts, "Pixel-de-Lea", provenance).identity
+    assert private.randomized_mac and private.maker is None
