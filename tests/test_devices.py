@@ -31,10 +31,10 @@ from sensor.feeds.store import load_feed_file
 from sensor.messages import load_catalogue
 from sensor.observations import DhcpLease, NameAnnouncement, NeighbourAdvert
 from sensor.outputs.delivery import AlertQueue, pseudonymizer
-from sensor.outputs.payloads import alert_payload, outgoing_alert
-from sensor.outputs.topics import Topics
+from sensor.outputs.outgoing import alert_payload, outgoing_alert
 from sensor.report import all_catalogues, write_text
 from sensor.reports.device_page import ClockState, Provenance, build_device_page
+from sensor.wire.topics import Topics
 from tests.conftest import REPO, require_tool
 
 SOURCES = ("suricata", "tshark", "scapy")
