@@ -9,6 +9,7 @@
   (bench/evidence_bench.py);
 - ``--eve``: only the CPU per EVE record, split into decoding, observations and
   detection, with its ratio to the 6 µs goal (bench/eve_bench.py; ``--before DIR`` compares);
+- ``--devices``: the device registry's memory per device and with 5,000 (bench/device_bench.py);
 - with ``--live`` (root): the live sensor, bench/live_bench.py (latency, idle CPU,
   drops, CPU per EVE record).
 """
@@ -110,6 +111,8 @@ def main() -> None:
     parser.add_argument("--tshark", action="store_true",
                         help="only the tshark source's µs per packet, before/after "
                              "(bench/tshark_bench.py)")
+    parser.add_argument("--devices", action="store_true",
+                        help="only the device registry's memory (bench/device_bench.py)")
     parser.add_argument("--live", type=int, metavar="SECONDS",
                         help="then the live bench (root) with SECONDS of load")
     parser.add_argument("--evidence", action="store_true",
@@ -123,6 +126,10 @@ def main() -> None:
         from bench.evidence_bench import main as evidence_bench
 
         evidence_bench(["--packets", str(args.packets)])
+    if args.devices:
+        from bench.device_bench import main as device_bench
+
+        device_bench([])
         return
     if args.tshark:
         from bench.tshark_bench import main as tshark_bench

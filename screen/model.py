@@ -183,6 +183,22 @@ def _text(value: object, default: str | None = None) -> str | None:
     return clean_text(value) if isinstance(value, str) else default
 
 
+def _device(message: dict) -> str:
+    """``Galaxy-A52 (Samsung), 192.168.1.23`` when the sensor's copy names the device,
+    else the device as sent (a pseudonym)."""
+    identity, addresses = message.get("device_identity"), message.get("addresses")
+    if not isinstance(identity, dict):
+        return _text(message["device"], "?") or "?"
+    name = identity.get("name") or identity.get("mac")
+    if not isinstance(name, str):
+        return _text(message["device"], "?") or "?"
+    maker = identity.get("maker")
+    parts = [f"{name} ({maker})" if isinstance(maker, str) else name]
+    if isinstance(addresses, list):
+        parts += [address for address in addresses if isinstance(address, str)]
+    return clean_text(", ".join(parts))
+
+
 def _counter(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
@@ -255,7 +271,7 @@ def _apply_alert(state: ScreenState, message: dict) -> ScreenState:
                      severity=severity if isinstance(severity, str) and severity in SEVERITY_RANK
                      else UNKNOWN,
                      kind=_text(message["kind"], UNKNOWN), app=_text(message.get("app")),
-                     device=_text(message["device"], "?"),
+                     device=_device(message),
                      last_seen=_seconds(message["last_seen"]))
     others = [known for known in state.recent if known.id != line.id]
     recent = sorted([line, *others], key=lambda item: -item.last_seen)[:MAX_RECENT]

@@ -5,6 +5,7 @@ This module wires the pieces together; it holds no detection logic itself.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 from collections.abc import Iterable, Iterator, Sequence
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sensor.alerts.book import AlertTotals
 from sensor.capture.stats import SourceStats
 from sensor.config import Config
 from sensor.detect.beacon import BeaconDetector, BeaconSettings
@@ -19,6 +21,7 @@ from sensor.detect.encrypted_dns import EncryptedDnsDetector
 from sensor.detect.engine import DetectionEngine
 from sensor.detect.ioc import IocDetector
 from sensor.detect.model import Alert
+from sensor.devices.registry import DeviceRegistry
 from sensor.errors import FeedError
 from sensor.feeds.matcher import Allowlist, IndicatorMatcher
 from sensor.feeds.model import Feed, Indicator
@@ -93,7 +96,9 @@ def build_matcher(feeds: Sequence[Feed], config: Config,
     return IndicatorMatcher([*indicators, *extra], make_allowlist(config.feeds.allowlist))
 
 
-def build_engine(config: Config, matcher: IndicatorMatcher) -> DetectionEngine:
+def build_engine(config: Config, matcher: IndicatorMatcher,
+                 devices: DeviceRegistry | None = None) -> DetectionEngine:
+    """The detectors the config asks for; ``devices`` carries learnt devices over a reload."""
     detection = config.detection
     detectors: list = [IocDetector(matcher, detection.resolved_ip_window_seconds)]
     if detection.encrypted_dns:
@@ -105,7 +110,7 @@ def build_engine(config: Config, matcher: IndicatorMatcher) -> DetectionEngine:
         BeaconSettings(min_connections=detection.beacon.min_connections,
                        min_interval=detection.beacon.min_interval_seconds,
                        score_threshold=detection.beacon.score_threshold)))
-    return DetectionEngine(detectors)
+    return DetectionEngine(detectors, DeviceRegistry() if devices is None else devices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +130,11 @@ class AnalysisResult:
 
 def analyze_capture(capture: Path, source: CaptureSource,
                     engine: DetectionEngine) -> AnalysisResult:
+    totals = AlertTotals()
     for observation in source.read(capture):
-        engine.observe(observation)
-    engine.flush()
-    alerts = tuple(engine.alerts())
+        totals.add(engine.observe(observation))
+    totals.add(engine.flush())
+    alerts = tuple(named_devices(totals.alerts(), engine.devices))
     log.info("analysed %s with %s: %d records, %d observations, %d skipped, %d alerts",
              capture, source.name, source.stats.records, engine.observations,
              source.stats.skipped_total, len(alerts))
@@ -137,6 +143,15 @@ def analyze_capture(capture: Path, source: CaptureSource,
                           skipped=source.stats.skipped_total,
                           detector_errors=sum(engine.errors.values()),
                           damaged=source.stats.damaged)
+
+
+def named_devices(alerts: Iterable[Alert], devices: DeviceRegistry | None) -> list[Alert]:
+    """The alerts with their devices' identities as known now (a name learnt after the
+    first sighting names every alert of the device)."""
+    if devices is None:
+        return list(alerts)
+    return [dataclasses.replace(alert, identity=devices.identity(alert.device) or alert.identity)
+            for alert in alerts]
 
 
 def describe_feeds(feeds: Sequence[Feed]) -> str:

@@ -382,8 +382,34 @@ def _status(args: argparse.Namespace) -> int:
                           "helpline key(s) (`sudo veilleuse evidence list`)"
                           if config.evidence.recipients else
                           "none kept (no helpline key in evidence.recipients)"))
+    _print_recent_alerts(config.alerts.database)
     capturing = health.get("capturing", health["capture"] == "running")
     return 0 if capturing and health["state"] in ("ok", "alert") else 1
+
+
+def _print_recent_alerts(book: Path) -> None:
+    """The last alerts and their devices, by name and maker, if this user may read the book."""
+    from sensor.alerts.book import AlertBookError, alert_of, read_recent_alerts
+    from sensor.devices.model import device_label
+    from sensor.report import human_time
+
+    if not book.exists():
+        return
+    try:
+        alerts = read_recent_alerts(book)
+    except AlertBookError:
+        print("recent alerts: the alert book is private; `sudo veilleuse status` lists them")
+        return
+    if alerts:
+        print("recent alerts:")
+    for stored in alerts:
+        try:
+            alert = alert_of(stored)
+            device = device_label(alert.device, alert.identity, alert.addresses)
+        except AlertBookError:
+            device = stored.device
+        print(f"  - {stored.severity} {stored.kind} {stored.indicator} "
+              f"({stored.count}x, last {human_time(stored.last_seen)}): {device}")
 
 
 def _selftest(args: argparse.Namespace) -> int:

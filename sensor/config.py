@@ -300,6 +300,10 @@ class PrivacyConfig(_Section):
     device_ids: Literal["pseudonym", "address"] = Field(
         "pseudonym", description="How devices appear in what leaves the box: a keyed "
         "pseudonym (default) or, if the site opts in, their IP address.")
+    share_device_identity: bool = Field(
+        False, description="Also send each device's MAC address, the names it announces "
+        "(DHCP, mDNS), its maker and DHCP vendor class with its alerts. Off by default: "
+        "they stay on the box (its report, status and screen show them).")
     secret_file: Path = Field(Path("/var/lib/veilleuse/pseudonym.key"), description="The "
                               "site's pseudonym key, created on first use (mode 0600).")
 

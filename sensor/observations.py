@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -168,4 +169,77 @@ class Flow:
             raise ValueError(f"flow ends ({self.end}) before it starts ({self.time})")
 
 
-Observation = DnsQuery | DnsAnswer | TlsHello | QuicHello | HttpRequest | Flow
+_MAC = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
+
+
+def canonical_mac(text: str) -> str:
+    """A MAC address as lower-case, colon-separated hex (ValueError if it is not one).
+
+    >>> canonical_mac("DA-A1-19-00-00-01"), canonical_mac("daa1.1900.0001")
+    ('da:a1:19:00:00:01', 'da:a1:19:00:00:01')
+    """
+    digits = re.sub(r"[:.-]", "", str(text)).lower()
+    mac = ":".join(digits[index:index + 2] for index in range(0, len(digits), 2))
+    if not _MAC.match(mac):
+        raise ValueError(f"not a MAC address: {text!r}")
+    return mac
+
+
+def _check_mac(value: str) -> None:
+    if canonical_mac(value) != value:
+        raise ValueError(f"MAC address not in canonical form: {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpLease:
+    """A DHCP message about the device with ``mac`` (its chaddr).
+
+    ``address`` is what binds it: the address an ACK gave (yiaddr), or the
+    one a REQUEST asked for or renews; None for other messages. The host name
+    (option 12) and vendor class (option 60) are the client's own words.
+    """
+
+    time: float
+    mac: str
+    message: str
+    address: str | None = None
+    host_name: str | None = None
+    vendor_class: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_mac(self.mac)
+        if self.address is not None:
+            _check_ip(self.address, "address")
+
+
+@dataclass(frozen=True, slots=True)
+class NeighbourAdvert:
+    """IPv6 neighbour discovery: the device with ``mac`` uses ``address``."""
+
+    time: float
+    mac: str
+    address: str
+
+    def __post_init__(self) -> None:
+        _check_mac(self.mac)
+        _check_ip(self.address, "address")
+
+
+@dataclass(frozen=True, slots=True)
+class NameAnnouncement:
+    """A device announced its host ``name`` for ``address`` (an mDNS answer for ``*.local``)."""
+
+    time: float
+    name: str
+    address: str
+    protocol: str = "mdns"
+
+    def __post_init__(self) -> None:
+        _check_ip(self.address, "address")
+        if not self.name:
+            raise ValueError("a name announcement needs a name")
+
+
+Identity = DhcpLease | NeighbourAdvert | NameAnnouncement
+IDENTITY_TYPES = (DhcpLease, NeighbourAdvert, NameAnnouncement)
+Observation = DnsQuery | DnsAnswer | TlsHello | QuicHello | HttpRequest | Flow | Identity

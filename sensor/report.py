@@ -6,6 +6,7 @@ so whoever receives it (a SOC analyst, a helpline) can act without this box.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import textwrap
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from sensor.detect.model import Alert
+from sensor.devices.model import device_label
 from sensor.messages import LANGUAGES, Catalogue, load_catalogue
 from sensor.wire.payloads import ALERT_SCHEMA, iso_time
 
@@ -27,7 +29,8 @@ def human_time(seconds: float) -> str:
 def message_values(alert: Alert) -> dict[str, object]:
     """The named values every alert message may use."""
     details = dict(alert.details)
-    return {"device": alert.device, "observed": alert.observed, "indicator": alert.indicator,
+    return {"device": device_label(alert.device, alert.identity, alert.addresses),
+            "observed": alert.observed, "indicator": alert.indicator,
             "app": alert.app or "?", "count": alert.count,
             "first_seen": human_time(alert.first_seen), "last_seen": human_time(alert.last_seen),
             "protocols": ", ".join(alert.protocols), "interval": details.get("interval_s", "?")}
@@ -60,6 +63,9 @@ def alert_record(alert: Alert, catalogues: Mapping[str, Catalogue]) -> dict[str,
         "count": alert.count,
         "details": dict(alert.details),
         "clock_synchronised": alert.clock_synchronised,
+        "addresses": list(alert.addresses),
+        "device_identity": None if alert.identity is None else
+        dataclasses.asdict(alert.identity),
         "title": {language: text["title"] for language, text in texts.items()},
         "summary": {language: text["what"] for language, text in texts.items()},
         "advice": {language: text["advice"] for language, text in texts.items()},
@@ -106,5 +112,7 @@ def write_text(alerts: list[Alert], stream: IO[str], catalogue: Catalogue, *, ca
         # the labels hold their colon: French puts a no-break space before it
         paragraph(f"{catalogue.text('report.what')} {text['what']}", "    ")
         paragraph(f"{catalogue.text('report.advice')} {text['advice']}", "    ")
+        if alert.identity is not None and alert.identity.randomized:
+            paragraph(catalogue.text("report.randomized_mac", mac=alert.identity.mac), "    ")
         stream.write(f"    {catalogue.text('report.alert_id')} {alert.id}\n\n")
     paragraph(catalogue.text("report.caveat"))

@@ -182,3 +182,14 @@ def broker(tmp_path: Path, mosquitto_binary: str) -> Iterator[Mosquitto]:
     server.start()
     yield server
     server.stop()
+
+
+def sighting(alert_id: str = "a", *, first_seen: float = 1.0, last_seen: float = 1.0,
+             count: int = 1, clock_synchronised: bool | None = None):
+    """An alert of ``count`` new sightings, as the book's ``record`` takes them."""
+    from sensor.detect.model import Alert, AlertKind, Severity
+
+    return Alert(id=alert_id, kind=AlertKind.DOMAIN, severity=Severity.HIGH,
+                 device="192.168.1.10", indicator="copy9.com", observed="copy9.com", app=None,
+                 protocols=("dns",), first_seen=first_seen, last_seen=last_seen, count=count,
+                 clock_synchronised=clock_synchronised)

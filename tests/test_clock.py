@@ -15,7 +15,7 @@ from sensor.config import Config, load_config
 from sensor.daemon.clock import SystemClock, kernel_synchronised, timedated_synchronised
 from sensor.detect.model import Alert, AlertKind, Severity
 from sensor.outputs.delivery import AlertQueue
-from tests.conftest import until
+from tests.conftest import sighting, until
 from tests.daemons import daemon_in_thread, health_of, sensor_config
 
 FOUR_HUNDRED_DAYS = 400 * 86_400
@@ -56,9 +56,8 @@ def test_the_kernel_state_is_read_without_changing_the_clock() -> None:
 def _delivered_alert(path) -> AlertBook:
     book = AlertBook(path)
     now = time.time()
-    book.record("a1", kind="domain", severity="high", device="d", indicator="x.example",
-                first_seen=now, last_seen=now, count_added=1, record="{}",
-                payload=lambda *merged: "{}", now=now)
+    book.record(sighting("a1", first_seen=now, last_seen=now), payload=lambda merged: "{}",
+                now=now)
     assert book.mark_delivered("a1", 1, now)
     return book
 
@@ -125,7 +124,5 @@ def test_a_book_from_an_older_version_gets_the_clock_column(tmp_path) -> None:
     book = AlertBook(path)
     (stored,) = book.alerts()
     assert (stored.id, stored.clock_synchronised) == ("old", None)
-    book.record("new", kind="domain", severity="high", device="d", indicator="j", first_seen=1,
-                last_seen=1, count_added=1, record="{}", payload=lambda *merged: "{}", now=1,
-                clock_synchronised=True)
+    book.record(sighting("new", clock_synchronised=True), payload=lambda merged: "{}", now=1)
     assert {a.id: a.clock_synchronised for a in book.alerts()} == {"old": None, "new": True}

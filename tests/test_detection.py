@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from sensor.alerts.book import AlertTotals
 from sensor.analysis import build_engine, make_allowlist
 from sensor.config import Config
 from sensor.detect.encrypted_dns import EncryptedDnsDetector
@@ -27,19 +28,19 @@ def _flow(device: str, time: float, server: str = "203.0.113.5") -> Flow:
     return Flow(time, Endpoints(device, server, 40000, 443, "tcp"), time + 1)
 
 
-def _kinds(engine: DetectionEngine) -> set[tuple[str, str]]:
-    return {(a.kind.value, a.device) for a in engine.alerts()}
+def _kinds(totals: AlertTotals) -> set[tuple[str, str]]:
+    return {(a.kind.value, a.device) for a in totals.alerts()}
 
 
 def test_resolved_ip_is_watched_only_for_the_device_that_asked_and_only_for_a_while() -> None:
-    engine = DetectionEngine([IocDetector(MATCHER, resolved_ip_window=600)])
-    engine.observe(_answer(PHONE, T))
-    engine.observe(_flow(LAPTOP, T + 10))      # another device, same shared IP: no alert
-    engine.observe(_flow(PHONE, T + 700))      # after the window: no alert
-    engine.observe(_flow(PHONE, T - 5))        # before the lookup: no alert
-    assert _kinds(engine) == {("domain", PHONE)}
-    engine.observe(_flow(PHONE, T + 30))
-    assert _kinds(engine) == {("domain", PHONE), ("ip", PHONE)}
+    engine, totals = DetectionEngine([IocDetector(MATCHER, resolved_ip_window=600)]), AlertTotals()
+    totals.add(engine.observe(_answer(PHONE, T)))
+    totals.add(engine.observe(_flow(LAPTOP, T + 10)))  # another device, same shared IP: none
+    totals.add(engine.observe(_flow(PHONE, T + 700)))  # after the window: no alert
+    totals.add(engine.observe(_flow(PHONE, T - 5)))    # before the lookup: no alert
+    assert _kinds(totals) == {("domain", PHONE)}
+    totals.add(engine.observe(_flow(PHONE, T + 30)))
+    assert _kinds(totals) == {("domain", PHONE), ("ip", PHONE)}
 
 
 def test_alerts_do_not_depend_on_record_order() -> None:
@@ -48,12 +49,13 @@ def test_alerts_do_not_depend_on_record_order() -> None:
                         "x.spy.example"),
                TlsHello(T + 3, Endpoints(PHONE, "203.0.113.5", 40002, 443, "tcp"),
                         "a.spy.example")]
-    forward = build_engine(Config(), MATCHER)
-    backward = build_engine(Config(), MATCHER)
+    forward, backward = AlertTotals(), AlertTotals()
+    engine = build_engine(Config(), MATCHER)
     for record in records:
-        forward.observe(record)
+        forward.add(engine.observe(record))
+    engine = build_engine(Config(), MATCHER)
     for record in [records[0], *reversed(records[1:])]:  # the answer still comes first
-        backward.observe(record)
+        backward.add(engine.observe(record))
     assert forward.alerts() == backward.alerts()
     (domain,) = [a for a in forward.alerts() if a.kind.value == "domain"]
     assert domain.observed == "api.spy.example" and domain.count == 3
@@ -70,11 +72,11 @@ class _Broken:
 
 
 def test_a_failing_detector_is_isolated_logged_once_and_counted(caplog) -> None:
-    engine = DetectionEngine([_Broken(), IocDetector(MATCHER)])
+    engine, totals = DetectionEngine([_Broken(), IocDetector(MATCHER)]), AlertTotals()
     with caplog.at_level(logging.ERROR):
-        engine.observe(_answer(PHONE, T))
-        engine.observe(_answer(LAPTOP, T + 1))
-    assert _kinds(engine) == {("domain", PHONE), ("domain", LAPTOP)}
+        totals.add(engine.observe(_answer(PHONE, T)))
+        totals.add(engine.observe(_answer(LAPTOP, T + 1)))
+    assert _kinds(totals) == {("domain", PHONE), ("domain", LAPTOP)}
     assert engine.errors["broken"] == 2
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["detector broken failed on a record and skipped it (KeyError: 'boom'); "

@@ -11,6 +11,10 @@ its own, for every client-side DNS query name, TLS and QUIC SNI and HTTP
 Host in each capture, and a feed is made of them. Every source must then
 alert on each (device, name) and on nothing beyond.
 
+Devices too: random devices join with DHCP (DISCOVER, OFFER, REQUEST, ACK;
+some twice), neighbour discovery and mDNS, and every source must learn each
+MAC with its addresses, name and vendor class, and nothing else.
+
 With ``VEILLEUSE_PUBLIC_CAPTURES=<directory>``, the same check runs on every
 pcap and pcapng under that directory and prints each source's recall; it was
 run on the captures of the public suricata-verify suite
@@ -43,6 +47,7 @@ from sensor.analysis import analyze_capture, build_engine, build_matcher, open_s
 from sensor.capture import CaptureError, scan_capture
 from sensor.capture.quic import seal_client_initial
 from sensor.config import Config
+from sensor.demo.identity import dhcp_lease, mdns_announcement, neighbour_discovery
 from sensor.demo.tls import (
     change_cipher_spec_and_data,
     client_hello,
@@ -388,3 +393,78 @@ def test_public_captures(tmp_path, source) -> None:
         print(line)
     assert beyond == []
     assert recall >= minimum, "\n".join(misses[:50])
+
+
+# -- device identity: every source learns the same devices ------------------------------
+
+DeviceView = tuple[str, tuple[str, ...], str | None, str | None]  # mac, addresses, name, vendor
+
+
+def build_devices_capture(path: Path, count: int = 12) -> tuple[Path, set[DeviceView]]:
+    """Random devices joining: DHCP (DISCOVER to ACK), some with a second lease, neighbour
+    discovery of a link-local address, mDNS names; seeded. Returns the capture and the truth."""
+    rng = random.Random("veilleuse-differential-devices")
+    traffic, now, truth = Traffic(), DEFAULT_START, set()
+    for index in range(count):
+        mac = ":".join(f"{octet:02x}" for octet in
+                       [rng.choice([0x28, 0x3c, 0xda, 0x92]), *rng.randbytes(5)])
+        addresses = [f"192.168.{index % 4}.{10 + index}"]
+        host = rng.choice([None, f"Phone-{index}"])
+        vendor = rng.choice([None, "android-dhcp-13", "MSFT 5.0"])
+        now += rng.uniform(0.5, 5)
+        dhcp_lease(traffic, now, mac, addresses[0], host_name=host, vendor_class=vendor,
+                   transaction_id=rng.randrange(1 << 32))
+        if rng.random() < 0.4:  # a new lease later
+            addresses.append(f"192.168.{index % 4}.{120 + index}")
+            dhcp_lease(traffic, now + 60, mac, addresses[1], host_name=host,
+                       vendor_class=vendor, transaction_id=rng.randrange(1 << 32))
+        link_local = f"fe80::{rng.randrange(1, 0xffff):x}:{index + 1:x}"
+        neighbour_discovery(traffic, now + 1, mac, link_local)
+        addresses.append(link_local)
+        name = host
+        if rng.random() < 0.5:
+            mdns = f"mdns-{index}"
+            mdns_announcement(traffic, now + 2, mac, f"{mdns}.local", addresses[0])
+            name = host or mdns
+        truth.add((mac, tuple(sorted(addresses)), name, vendor))
+    return traffic.write(path), truth
+
+
+def source_devices(capture: Path, source: str) -> set[DeviceView]:
+    config = Config()
+    engine = build_engine(config, build_matcher([], config))
+    analyze_capture(capture, open_source(source, config), engine)
+    return {(device.key, tuple(sorted(device.addresses)), device.identity.name,
+             device.identity.vendor_class)
+            for device in engine.devices.devices() if device.identity is not None}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_source_learns_the_same_devices(tmp_path, source) -> None:
+    if source != "scapy":
+        require_tool(source)
+    capture, truth = build_devices_capture(tmp_path / "devices.pcap")
+    found = source_devices(capture, source)
+    assert (sorted(truth - found), sorted(found - truth)) == ([], []), "(missed, unexpected)"
+
+
+@pytest.mark.skipif(not PUBLIC, reason="set VEILLEUSE_PUBLIC_CAPTURES to a directory of "
+                    "public captures (e.g. suricata-verify's tests/)")
+@pytest.mark.timeout(7200)
+def test_public_captures_devices() -> None:
+    """The three sources learn the same devices from each public capture (e.g. the DHCP
+    tests of suricata-verify); prints how many devices, names and addresses were learnt."""
+    for tool in ("suricata", "tshark"):
+        require_tool(tool)
+    disagreements, devices = [], 0
+    for capture in _public_captures():
+        try:
+            learnt = {source: source_devices(capture, source) for source in SOURCES}
+        except CaptureError:
+            continue
+        devices += len(learnt["scapy"])
+        if not learnt["suricata"] == learnt["tshark"] == learnt["scapy"]:
+            disagreements.append(f"{capture}: {learnt}")
+    print(f"\n{devices} device(s) learnt alike by {', '.join(SOURCES)}; "
+          f"{len(disagreements)} capture(s) where they differ")
+    assert not disagreements, "\n".join(disagreements[:20])

@@ -11,6 +11,7 @@ import pytest
 
 from sensor.alerts.book import AlertBook
 from sensor.files import replace_file
+from tests.conftest import sighting
 
 
 @pytest.fixture
@@ -26,9 +27,7 @@ def _mode(path: Path) -> int:
 
 
 def _record(book: AlertBook, alert_id: str) -> None:
-    book.record(alert_id, kind="domain", severity="high", device="192.168.1.10",
-                indicator="copy9.com", first_seen=1.0, last_seen=1.0, count_added=1,
-                record="{}", payload=lambda *merged: "{}", now=1.0)
+    book.record(sighting(alert_id), payload=lambda merged: "{}", now=1.0)
 
 
 def test_the_book_and_its_wal_and_shm_are_private(tmp_path, loose_umask) -> None:

@@ -23,6 +23,7 @@ from sensor.detect.model import Alert, AlertKind, Severity
 from sensor.outputs.delivery import AlertQueue, deliver_pending, pseudonymizer, publisher
 from sensor.outputs.link import ProblemKind
 from tests.broker import Core, Mosquitto
+from tests.conftest import sighting
 from tests.scenarios import build_everything
 
 DEADLINE = 30.0
@@ -178,11 +179,9 @@ def test_a_topic_refused_by_acl_is_visible_then_delivered_once_allowed(
 
 def test_a_newer_version_is_not_retired_by_an_older_acknowledgement(tmp_path) -> None:
     book = AlertBook(tmp_path / "a.sqlite")
-    fields = {"kind": "domain", "severity": "high", "device": "d", "indicator": "i",
-              "first_seen": 1.0, "record": "{}", "now": 1.0}
-    payload = lambda first, last, count, synced: f"seen {count} times until {last}"  # noqa: E731
-    first = book.record("a", last_seen=1.0, count_added=1, payload=payload, **fields)
-    second = book.record("a", last_seen=2.0, count_added=2, payload=payload, **fields)
+    payload = lambda merged: f"seen {merged.count} times until {merged.last_seen}"  # noqa: E731
+    first = book.record(sighting("a", last_seen=1.0, count=1), payload=payload, now=1.0)
+    second = book.record(sighting("a", last_seen=2.0, count=2), payload=payload, now=1.0)
     assert (first, second) == (1, 2)
     assert not book.mark_delivered("a", first, now=3.0)
     assert [e.payload for e in book.pending()] == ["seen 3 times until 2.0"]
@@ -252,9 +251,9 @@ def test_counts_add_up_across_engines_instead_of_overwriting(tmp_path) -> None:
     alert = synthetic_alerts(1)[0]
     first_engine = AlertQueue(book, config, None, time.time)
     first_engine.add(dataclasses.replace(alert, count=3))
-    first_engine.add(dataclasses.replace(alert, count=5))   # the same engine saw 2 more
+    first_engine.add(dataclasses.replace(alert, count=2))   # the same engine saw 2 more
     after_restart = AlertQueue(book, config, None, time.time)
-    after_restart.add(dataclasses.replace(alert, count=1))  # a new engine starts again at 1
+    after_restart.add(dataclasses.replace(alert, count=1))  # a new engine saw 1
     (stored,) = book.alerts()
     assert stored.count == 6
     assert json.loads(book.pending()[0].payload)["count"] == 6

@@ -6,6 +6,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+from sensor.alerts.book import AlertTotals
 from sensor.analysis import analyze_capture, build_engine, open_source
 from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
@@ -62,7 +63,7 @@ def test_live_sniffing_finds_what_offline_analysis_finds(tmp_path, veth, echap_m
     end = sentinel.write(tmp_path / "sentinel.pcap")
 
     source = ScapyLiveSource(host)
-    engine = build_engine(Config(), echap_matcher)
+    engine, totals = build_engine(Config(), echap_matcher), AlertTotals()
     stop, seen_sentinel = threading.Event(), threading.Event()
 
     def consume() -> None:
@@ -71,7 +72,7 @@ def test_live_sniffing_finds_what_offline_analysis_finds(tmp_path, veth, echap_m
                 seen_sentinel.set()
                 stop.set()
                 continue
-            engine.observe(observation)
+            totals.add(engine.observe(observation))
 
     reader = threading.Thread(target=consume)
     reader.start()
@@ -85,10 +86,10 @@ def test_live_sniffing_finds_what_offline_analysis_finds(tmp_path, veth, echap_m
     finally:
         stop.set()
         reader.join(20)
-    engine.flush()
+    totals.add(engine.flush())
     offline = analyze_capture(capture, open_source("scapy", Config()),
                               build_engine(Config(), echap_matcher))
-    assert _identities(engine.alerts()) == _identities(offline.alerts)
+    assert _identities(totals.alerts()) == _identities(offline.alerts)
     assert len(offline.alerts) >= 9
     assert source.stats.skipped_total == 0
     assert source.stats.records < 100, "the kernel filter should pass only what detection reads"

@@ -9,19 +9,29 @@ exact version. An alert that changes while a copy is in flight gets a new
 version, so the older acknowledgement does not retire the newer content.
 Undelivered alerts are never purged. Not the job of this module: talking to
 a broker (``sensor.outputs.mqtt``).
+
+It is also the one place sightings are merged into an alert
+(``merge_sighting``): the book merges what it is given into its row, the
+detection engine's running totals and the daemon's pending updates use the
+same function, and nothing else adds counts up.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sensor.detect.model import Alert, AlertKind, Severity
+from sensor.devices.model import DeviceIdentity
 from sensor.errors import VeilleuseError
 from sensor.files import create_private
 
@@ -62,6 +72,87 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 """
 SQLITE_FULL = 13
+
+
+def _either_false(first: bool | None, second: bool | None) -> bool | None:
+    """False once any sighting was stored on an unsynchronised clock; None for capture files."""
+    if first is False or second is False:
+        return False
+    if first is True or second is True:
+        return True
+    return None
+
+
+def merge_sighting(known: Alert | None, sighting: Alert) -> Alert:
+    """``sighting`` (new sightings of one alert, ``count`` of them) merged into ``known``.
+
+    The only merge of alerts. Order-independent (min, max, sum, union), so
+    sources that emit records in another order give the same alerts: the
+    earliest sighting gives ``observed``; the most severe wins; the latest
+    non-empty details and identity win.
+    """
+    if known is None:
+        return sighting
+    if sighting.id != known.id:
+        raise ValueError(f"cannot merge alert {sighting.id} into alert {known.id}")
+    earliest = min((known.first_seen, known.observed), (sighting.first_seen, sighting.observed))
+    return dataclasses.replace(
+        known, severity=max(known.severity, sighting.severity, key=lambda s: s.rank),
+        observed=earliest[1], protocols=tuple(sorted({*known.protocols, *sighting.protocols})),
+        first_seen=earliest[0], last_seen=max(known.last_seen, sighting.last_seen),
+        count=known.count + sighting.count, details=sighting.details or known.details,
+        clock_synchronised=_either_false(known.clock_synchronised, sighting.clock_synchronised),
+        addresses=tuple(sorted({*known.addresses, *sighting.addresses})),
+        identity=sighting.identity or known.identity)
+
+
+class AlertTotals:
+    """Alerts merged in memory by the book's rule, for an analysis that keeps no book."""
+
+    def __init__(self) -> None:
+        self._alerts: dict[str, Alert] = {}
+
+    def __len__(self) -> int:
+        return len(self._alerts)
+
+    def add(self, sightings: Iterable[Alert]) -> None:
+        for sighting in sightings:
+            self._alerts[sighting.id] = merge_sighting(self._alerts.get(sighting.id), sighting)
+
+    def alerts(self) -> list[Alert]:
+        """All alerts, most severe first, then by first sighting."""
+        return sorted(self._alerts.values(),
+                      key=lambda a: (-a.severity.rank, a.first_seen, a.device, a.indicator))
+
+
+def alert_record_json(alert: Alert) -> str:
+    """The JSON the book keeps of an alert (its ``record`` column)."""
+    return json.dumps({**dataclasses.asdict(alert), "kind": alert.kind.value,
+                       "severity": alert.severity.value})
+
+
+def alert_of(stored: StoredAlert) -> Alert:
+    """The alert a book row holds: counts and times from its columns, the rest from its record.
+
+    Rows written before the book merged whole alerts kept only the latest
+    record beside merged columns: the columns are the truth. AlertBookError
+    if the record cannot be read.
+    """
+    try:
+        data = json.loads(stored.record)
+        identity = data.get("identity")
+        return Alert(
+            id=stored.id, kind=AlertKind(stored.kind), severity=Severity(stored.severity),
+            device=stored.device, indicator=stored.indicator, observed=str(data["observed"]),
+            app=data.get("app"), protocols=tuple(data["protocols"]),
+            first_seen=stored.first_seen, last_seen=stored.last_seen, count=stored.count,
+            details=tuple((str(key), str(value)) for key, value in data.get("details", ())),
+            clock_synchronised=stored.clock_synchronised,
+            addresses=tuple(str(address) for address in data.get("addresses", ())),
+            identity=DeviceIdentity(**identity) if isinstance(identity, dict) else None)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise AlertBookError(f"alert {stored.id}: its stored record cannot be read ({error!r});"
+                             " the book may come from a newer Veilleuse") from None
 
 
 def _sidecars(path: Path) -> tuple[Path, Path]:
@@ -107,6 +198,33 @@ class StoredAlert:
     record: str
     delivered: bool
     clock_synchronised: bool | None
+
+
+def read_recent_alerts(path: Path, limit: int = 5) -> list[StoredAlert]:
+    """The alerts seen last, read-only (for ``veilleuse status`` beside a running sensor).
+
+    AlertBookError if the book cannot be read (it is private to the veilleuse
+    user: an admin in the veilleuse group reads the health, not the alerts).
+    """
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
+                                                uri=True)) as db:
+            rows = db.execute(
+                f"SELECT {_STORED_COLUMNS} FROM alerts a LEFT JOIN outbox o ON o.alert_id=a.id "
+                "ORDER BY last_seen DESC LIMIT ?", (limit,)).fetchall()
+    except sqlite3.Error as error:
+        raise AlertBookError(f"{path}: cannot read the alert book ({error})") from None
+    return [_stored_row(row) for row in rows]
+
+
+_STORED_COLUMNS = ("a.id, kind, severity, device, indicator, first_seen, last_seen, count, "
+                   "record, o.alert_id IS NULL, clock_synchronised")
+
+
+def _stored_row(row: tuple) -> StoredAlert:
+    """A row of ``_STORED_COLUMNS`` (alerts joined with the outbox) as a StoredAlert."""
+    return StoredAlert(*(*row[:9], bool(row[9]),  # delivered, clock_synchronised
+                         None if row[10] is None else bool(row[10])))
 
 
 class AlertBook:
@@ -195,39 +313,40 @@ class AlertBook:
                                      "damaged: `sqlite3 <book> 'PRAGMA integrity_check'` "
                                      "says where") from None
 
-    def record(self, alert_id: str, *, kind: str, severity: str, device: str, indicator: str,
-               first_seen: float, last_seen: float, count_added: int, record: str,
-               payload: Callable[[float, float, int, bool | None], str], now: float,
-               clock_synchronised: bool | None = None) -> int:
-        """Merge the alert in and queue its payload for delivery; returns the queued version.
+    def record(self, sighting: Alert, *, payload: Callable[[Alert], str], now: float) -> int:
+        """Merge ``sighting`` into its alert and queue the payload; returns the queued version.
 
-        ``count_added`` sightings are added to the stored count, so several
+        ``sighting`` holds new sightings only (``count`` of them): several
         detection engines over time (restarts, feed reloads) add up instead of
-        overwriting each other. ``clock_synchronised`` merges to false once any
-        sighting was stored on an unsynchronised clock (its times may be wrong),
-        and stays null only while every sighting came from a capture file.
-        ``payload(first_seen, last_seen, count, clock_synchronised)`` is built
-        from the merged row, in the same transaction.
+        overwriting each other (``merge_sighting``). ``payload(merged)`` is
+        built from the merged alert, in the same transaction.
         """
+        alert_id = sighting.id
         with self._transaction() as db:
+            row = db.execute(
+                f"SELECT {_STORED_COLUMNS} FROM alerts a LEFT JOIN outbox o ON o.alert_id=a.id "
+                "WHERE a.id=?", (alert_id,)).fetchone()
+            try:
+                known = None if row is None else alert_of(_stored_row(row))
+            except AlertBookError as error:  # a damaged record
+                log.error("alert book %s: %s; it is replaced by the new sightings", self.path,
+                          error)
+                known = None
+            merged = merge_sighting(known, sighting)
+            synchronised = merged.clock_synchronised
             db.execute(
                 "INSERT INTO alerts (id, kind, severity, device, indicator, first_seen, "
                 "last_seen, count, record, updated_at, clock_synchronised) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET severity=excluded.severity, "
-                "first_seen=min(first_seen, excluded.first_seen), "
-                "last_seen=max(last_seen, excluded.last_seen), count=count + excluded.count, "
-                "record=excluded.record, updated_at=excluded.updated_at, "
-                "clock_synchronised=CASE WHEN 0 IN (clock_synchronised, "
-                "excluded.clock_synchronised) THEN 0 WHEN 1 IN (clock_synchronised, "
-                "excluded.clock_synchronised) THEN 1 END",
-                (alert_id, kind, severity, device, indicator, first_seen, last_seen,
-                 count_added, record, now, clock_synchronised))
-            first, last, count, synchronised = db.execute(
-                "SELECT first_seen, last_seen, count, clock_synchronised FROM alerts WHERE id=?",
-                (alert_id,)).fetchone()
-            payload_text = payload(first, last, count,
-                                   None if synchronised is None else bool(synchronised))
+                "first_seen=excluded.first_seen, last_seen=excluded.last_seen, "
+                "count=excluded.count, record=excluded.record, updated_at=excluded.updated_at, "
+                "clock_synchronised=excluded.clock_synchronised",
+                (alert_id, merged.kind.value, merged.severity.value, merged.device,
+                 merged.indicator, merged.first_seen, merged.last_seen, merged.count,
+                 alert_record_json(merged), now,
+                 None if synchronised is None else int(synchronised)))
+            payload_text = payload(merged)
             row = db.execute("SELECT version FROM outbox WHERE alert_id=?",
                              (alert_id,)).fetchone()
             version = 1 if row is None else row[0] + 1
@@ -323,12 +442,9 @@ class AlertBook:
     def alerts(self) -> list[StoredAlert]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT a.id, kind, severity, device, indicator, first_seen, last_seen, count, "
-                "record, o.alert_id IS NULL, clock_synchronised FROM alerts a LEFT JOIN outbox o "
-                "ON o.alert_id=a.id ORDER BY last_seen DESC").fetchall()
-        return [StoredAlert(*(*row[:9], bool(row[9]),  # delivered, clock_synchronised
-                              None if row[10] is None else bool(row[10])))
-                for row in rows]
+                f"SELECT {_STORED_COLUMNS} FROM alerts a LEFT JOIN outbox o ON o.alert_id=a.id "
+                "ORDER BY last_seen DESC").fetchall()
+        return [_stored_row(row) for row in rows]
 
     def purge(self, older_than: float) -> int:
         """Delete delivered alerts last seen before ``older_than``; undelivered ones stay."""

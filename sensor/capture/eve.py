@@ -26,6 +26,7 @@ from typing import Any, Union
 import msgspec
 import orjson
 
+from sensor.capture.identity import MDNS_PORT, dhcp_lease, mdns_announcements, neighbour_advert
 from sensor.observations import (
     DnsAnswer,
     DnsQuery,
@@ -41,7 +42,7 @@ from sensor.observations import (
 
 # Event types Suricata may write that carry nothing for us (yet).
 IGNORED_EVENT_TYPES = frozenset({
-    "alert", "anomaly", "stats", "fileinfo", "drop", "netflow", "smb", "ssh", "dhcp", "krb5",
+    "alert", "anomaly", "stats", "fileinfo", "drop", "netflow", "smb", "ssh", "krb5",
     "nfs", "ntp", "ike", "rdp", "rfb", "sip", "snmp", "tftp", "ftp", "ftp_data", "smtp",
     "mqtt", "http2", "pgsql", "bittorrent-dht", "dcerpc", "dnp3", "modbus", "engine",
 })
@@ -136,6 +137,9 @@ def _dns(record: dict[str, Any]) -> Iterator[Observation]:
     if not isinstance(dns, dict):
         raise EveRecordError("dns record without a 'dns' object")
     time, endpoints = parse_eve_time(record.get("timestamp")), _endpoints(record)
+    if endpoints.client_port == MDNS_PORT == endpoints.server_port:
+        yield from _mdns(time, dns)
+        return
     kind = dns.get("type")
     if kind == "query":
         if dns.get("rrname") is not None:
@@ -167,6 +171,7 @@ def _flow(record: dict[str, Any]) -> Iterator[Observation]:
     if not isinstance(flow, dict):
         raise EveRecordError("flow record without a 'flow' object")
     if str(record.get("proto", "")).lower() not in ("tcp", "udp"):
+        yield from _neighbour_flow(record, flow)
         return
     yield Flow(time=parse_eve_time(flow.get("start")), endpoints=_endpoints(record),
                end=parse_eve_time(flow.get("end")),
@@ -265,6 +270,8 @@ class _DnsEvent(_Timed, tag="dns"):
     def observations(self) -> list[Observation]:
         dns = self.dns
         time, endpoints = _suricata_time(self.timestamp), self.endpoints()
+        if self.src_port == MDNS_PORT == self.dest_port:
+            return list(_mdns(time, msgspec.to_builtins(dns)))
         if dns.type == "query":
             queries: list[Observation] = [] if dns.rrname is None else [
                 DnsQuery(time, endpoints, dns.rrname, dns.rrtype)]  # Suricata 7 style
@@ -288,10 +295,12 @@ class _FlowSection(_Part):
 
 class _FlowEvent(_Located, tag="flow"):
     flow: _FlowSection
+    icmp_type: int | None = None
+    ether: _FlowEther | None = None
 
     def observations(self) -> list[Observation]:
         if self.proto.lower() not in ("tcp", "udp"):
-            return []
+            return _neighbour_event(self)
         flow = self.flow
         return [Flow(_suricata_time(flow.start), self.endpoints(), _suricata_time(flow.end),
                      flow.pkts_toserver + flow.pkts_toclient,
@@ -337,9 +346,86 @@ class _HttpEvent(_Timed, tag="http"):
                             self.http.hostname, self.http.http_method)]
 
 
+# -- device identity: DHCP, neighbour discovery (ICMPv6 flows), mDNS -------------------
+
+
+def _dhcp(record: dict[str, Any]) -> Iterator[Observation]:
+    """A DHCP record (``extended: yes``): the client's MAC and what binds it."""
+    dhcp = record.get("dhcp")
+    if not isinstance(dhcp, dict):
+        raise EveRecordError("dhcp record without a 'dhcp' object")
+    if dhcp.get("client_mac") and dhcp.get("dhcp_type"):
+        yield dhcp_lease(parse_eve_time(record.get("timestamp")), str(dhcp["client_mac"]),
+                         str(dhcp["dhcp_type"]), your_address=dhcp.get("assigned_ip"),
+                         client_address=dhcp.get("client_ip"),
+                         requested_address=dhcp.get("requested_ip"),
+                         host_name=dhcp.get("hostname"),
+                         vendor_class=dhcp.get("vendor_class_identifier"))
+
+
+def _neighbour_flow(record: dict[str, Any], flow: dict[str, Any]) -> Iterator[Observation]:
+    """An ICMPv6 flow of neighbour discovery, with its source MAC (``ethernet: yes``)."""
+    macs = (record.get("ether") or {}).get("src_macs") or ()
+    icmp_type = record.get("icmp_type")
+    if macs and isinstance(icmp_type, int):
+        advert = neighbour_advert(parse_eve_time(flow.get("start")), str(macs[0]),
+                                  _ip(record["src_ip"]), icmp_type)
+        if advert is not None:
+            yield advert
+
+
+def _mdns(time: float, dns: dict[str, Any]) -> Iterator[Observation]:
+    """Names an mDNS answer announces (Suricata reads UDP 5353 as DNS)."""
+    if dns.get("type") != "answer" or not dns.get("rrname"):
+        return
+    records = [DnsRecord(name=str(a.get("rrname", "")), rrtype=str(a.get("rrtype", "")),
+                         data=_answer_data(a)) for a in dns.get("answers", ())
+               if isinstance(a, dict)]
+    yield from mdns_announcements(time, records)
+
+
+_PARSERS["dhcp"] = _dhcp
+
+
+class _FlowEther(msgspec.Struct):
+    src_macs: list[str] = []
+
+
+def _neighbour_event(event: _FlowEvent) -> list[Observation]:
+    if event.icmp_type is None or event.ether is None or not event.ether.src_macs:
+        return []
+    advert = neighbour_advert(_suricata_time(event.flow.start), event.ether.src_macs[0],
+                              canonical_ip(event.src_ip), event.icmp_type)
+    return [] if advert is None else [advert]
+
+
+class _DhcpSection(msgspec.Struct):
+    client_mac: str | None = None
+    dhcp_type: str | None = None
+    assigned_ip: str | None = None
+    client_ip: str | None = None
+    requested_ip: str | None = None
+    hostname: str | None = None
+    vendor_class_identifier: str | None = None
+
+
+class _DhcpEvent(_Record, tag="dhcp"):
+    timestamp: str
+    dhcp: _DhcpSection
+
+    def observations(self) -> list[Observation]:
+        dhcp = self.dhcp
+        if not dhcp.client_mac or not dhcp.dhcp_type:
+            return []
+        return [dhcp_lease(_suricata_time(self.timestamp), dhcp.client_mac, dhcp.dhcp_type,
+                           your_address=dhcp.assigned_ip, client_address=dhcp.client_ip,
+                           requested_address=dhcp.requested_ip, host_name=dhcp.hostname,
+                           vendor_class=dhcp.vendor_class_identifier)]
+
+
 # msgspec picks the structure by event_type (in C); an ignored type gets an empty one.
 _DECODER = msgspec.json.Decoder(Union[(
-    _DnsEvent, _FlowEvent, _TlsEvent, _QuicEvent, _HttpEvent,
+    _DnsEvent, _FlowEvent, _TlsEvent, _QuicEvent, _HttpEvent, _DhcpEvent,
     *(msgspec.defstruct(f"_Ignored{index}", [], bases=(_Record,), tag=name)
       for index, name in enumerate(sorted(IGNORED_EVENT_TYPES))))])
 

@@ -31,6 +31,7 @@ _ETH_PPPOE_SESSION, _ETH_MPLS, _ETH_MPLS_MULTICAST = 0x8864, 0x8847, 0x8848
 _GRE_BRIDGING, _GRE_ERSPAN_2, _GRE_ERSPAN_3, _GRE_PPP = 0x6558, 0x88BE, 0x22EB, 0x880B
 _PPP_IPV4, _PPP_IPV6 = 0x0021, 0x0057
 _IP_TCP, _IP_UDP, _IP_GRE, _IP_IPIP, _IP_IPV6 = 6, 17, 47, 4, 41
+_IP_ICMPV6 = 58
 _IPV6_EXTENSIONS = frozenset({0, 43, 60})  # hop-by-hop, routing, destination options
 _IPV6_FRAGMENT, _IPV6_AH = 44, 51
 _BSD_AF_INET6 = frozenset({10, 24, 28, 30})  # AF_INET6 on Linux, the BSDs and macOS
@@ -231,3 +232,24 @@ def _gre(data: memoryview, depth: int) -> Segment | None:
     if protocol == _GRE_PPP:
         return _ppp(body, depth)
     return None
+
+
+def parse_neighbour_frame(linktype: int, frame: bytes) -> tuple[str, str, int] | None:
+    """(source MAC, IPv6 source, ICMPv6 type) of an Ethernet frame carrying ICMPv6; else None.
+
+    Only what device identity needs (neighbour discovery on the local link):
+    802.1Q tags are opened, tunnels are not (their MACs are not the device's).
+    """
+    if linktype != LINKTYPE_ETHERNET:
+        return None
+    try:
+        data = memoryview(frame)
+        kind, offset = _U16.unpack_from(data, 12)[0], 14
+        while kind in (_ETH_VLAN, _ETH_QINQ, _ETH_QINQ_OLD):
+            kind, offset = _U16.unpack_from(data, offset + 2)[0], offset + 4
+        if kind != _ETH_IPV6 or data[offset + 6] != _IP_ICMPV6 or len(data) < offset + 41:
+            return None
+        return (bytes(data[6:12]).hex(":"), _address(bytes(data[offset + 8:offset + 24])),
+                data[offset + 40])
+    except (struct.error, IndexError, ValueError):
+        return None

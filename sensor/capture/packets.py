@@ -27,7 +27,14 @@ from scapy.layers.tls.extensions import TLS_Ext_ServerName
 from scapy.layers.tls.handshake import TLSClientHello
 
 from sensor.capture.flows import FlowState, FlowTracker, PacketSummary
-from sensor.capture.frames import Segment, parse_frame
+from sensor.capture.frames import Segment, parse_frame, parse_neighbour_frame
+from sensor.capture.identity import (
+    DHCP_PORTS,
+    MDNS_PORT,
+    dhcp_lease_of_payload,
+    mdns_announcements,
+    neighbour_advert,
+)
 from sensor.capture.quic import CryptoStream, QuicError, is_client_initial, open_client_initials
 from sensor.capture.reassembly import ReassemblyBudget, Stream
 from sensor.capture.stats import SourceStats
@@ -273,6 +280,7 @@ class PacketDecoder:
         time = _time(time)
         segment = parse_frame(linktype, frame)
         if segment is None:
+            out.extend(_neighbour(linktype, frame, time))
             return
         flags = segment.flags
         summary = PacketSummary(
@@ -301,6 +309,10 @@ class PacketDecoder:
         endpoints = state.endpoints
         if summary.source_port == DNS_PORT or summary.destination_port == DNS_PORT:
             out.extend(_dns(summary, endpoints, payload))
+        elif summary.source_port in DHCP_PORTS and summary.destination_port in DHCP_PORTS:
+            out.extend(_dhcp(summary.time, payload))
+        elif summary.source_port == MDNS_PORT == summary.destination_port:
+            out.extend(_mdns(summary, endpoints, payload))
         elif not state.hello_seen and endpoints.server_port in QUIC_PORTS and \
                 summary.source_port == endpoints.client_port and \
                 summary.source == endpoints.client and is_client_initial(payload):
@@ -466,6 +478,33 @@ def _stream_protocol(data: bytearray) -> str | None:
     if len(data) < 8 and any(method.startswith(bytes(data)) for method in HTTP_METHODS):
         return None
     return "other"
+
+
+# -- device identity --------------------------------------------------------------
+
+
+def _dhcp(time: float, payload: bytes) -> list[Observation]:
+    try:
+        lease = dhcp_lease_of_payload(time, payload)
+    except (IndexError, ValueError) as error:
+        raise PacketDecodeError(f"DHCP: {error}") from None
+    return [] if lease is None else [lease]
+
+
+def _mdns(summary: PacketSummary, endpoints: Endpoints, payload: bytes) -> list[Observation]:
+    """Names in an mDNS response; Suricata 7 logs only responses with a question, so do we."""
+    answers = [observation for observation in _dns(summary, endpoints, payload)
+               if isinstance(observation, DnsAnswer) and observation.query_name]
+    return [announcement for answer in answers
+            for announcement in mdns_announcements(summary.time, answer.records)]
+
+
+def _neighbour(linktype: int, frame: bytes, time: float) -> list[Observation]:
+    found = parse_neighbour_frame(linktype, frame)
+    if found is None:
+        return []
+    advert = neighbour_advert(time, *found)
+    return [] if advert is None else [advert]
 
 
 def _time(value: float) -> float:

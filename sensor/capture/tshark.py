@@ -30,7 +30,8 @@ from sensor.observations import Observation
 log = logging.getLogger(__name__)
 
 # ICMP errors quote the IP and transport headers of the packet they answer: not a flow.
-DISPLAY_FILTER = "(tcp || udp) && !icmp && !icmpv6"
+DISPLAY_FILTER = "((tcp || udp) && !icmp && !icmpv6) || icmpv6.type == 135 || " \
+    "icmpv6.type == 136"  # and neighbour discovery, which names devices
 
 
 def tshark_command(binary: str, pcap: Path) -> list[str]:

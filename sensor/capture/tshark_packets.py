@@ -15,6 +15,12 @@ from collections.abc import Iterator
 from scapy.layers.dns import dnstypes
 
 from sensor.capture.flows import FlowState, FlowTracker, PacketSummary
+from sensor.capture.identity import (
+    DHCP_MESSAGES,
+    dhcp_lease,
+    mdns_announcements,
+    neighbour_advert,
+)
 from sensor.capture.packets import QUIC_PORTS
 from sensor.observations import (
     DnsAnswer,
@@ -39,12 +45,17 @@ FIELDS = (
     "dns.resp.ttl", "dns.a", "dns.aaaa", "dns.cname",
     "tls.handshake.type", "tls.handshake.extensions_server_name",
     "http.request.method", "http.host",
+    # device identity: neighbour discovery, DHCP, mDNS PTR answers
+    "eth.src", "icmpv6.type", "dhcp.option.dhcp", "dhcp.hw.mac_addr", "dhcp.ip.your",
+    "dhcp.ip.client", "dhcp.option.requested_ip_address", "dhcp.option.hostname",
+    "dhcp.option.vendor_class_id", "dns.ptr.domain_name",
 )
 (_TIME, _PROTOCOLS, _LENGTH, _IP_SRC, _IP_DST, _IP6_SRC, _IP6_DST, _TCP_SRC, _TCP_DST,
  _TCP_FLAGS, _UDP_SRC, _UDP_DST, _DNS_RESPONSE, _DNS_QUERIES, _DNS_ANSWERS, _DNS_AUTHORITY,
  _DNS_ADDITIONAL, _QRY_NAME, _QRY_TYPE, _RESP_NAME, _RESP_TYPE, _RESP_TTL, _A, _AAAA, _CNAME,
- _TLS_TYPE, _SNI, _HTTP_METHOD, _HTTP_HOST) = range(len(FIELDS))
-_ADDRESS_FIELDS = {"A": _A, "AAAA": _AAAA, "CNAME": _CNAME}
+ _TLS_TYPE, _SNI, _HTTP_METHOD, _HTTP_HOST, _ETH_SRC, _ICMPV6_TYPE, _DHCP_TYPE, _DHCP_MAC,
+ _DHCP_YOUR, _DHCP_CLIENT, _DHCP_REQUESTED, _DHCP_HOST, _DHCP_VENDOR, _PTR) = range(len(FIELDS))
+_ADDRESS_FIELDS = {"A": _A, "AAAA": _AAAA, "CNAME": _CNAME, "PTR": _PTR}
 _OPT = "41"  # the EDNS pseudo-record: it has no TTL field
 
 
@@ -77,7 +88,7 @@ class TsharkDecoder:
         network = _last_of(layers, ("ip", "ipv6"))
         transport = _last_of(layers, ("tcp", "udp"))
         if network is None or transport is None:
-            return []
+            return _neighbour(fields, layers)
         is_tcp = transport == "tcp"
         source, destination = (_IP_SRC, _IP_DST) if network == "ip" else (_IP6_SRC, _IP6_DST)
         source_port, destination_port = (_TCP_SRC, _TCP_DST) if is_tcp else (_UDP_SRC, _UDP_DST)
@@ -109,6 +120,8 @@ class TsharkDecoder:
             summary.source_port == endpoints.client_port
         if "dns" in layers:
             yield from _dns(fields, summary.time, endpoints)
+        elif "mdns" in layers or "dhcp" in layers:
+            yield from _identity(fields, layers, summary.time, endpoints)
         elif "quic" in layers:
             if from_client and not state.hello_seen and endpoints.server_port in QUIC_PORTS \
                     and "1" in _split(fields[_TLS_TYPE]):
@@ -126,6 +139,53 @@ class TsharkDecoder:
             methods, hosts = _split(fields[_HTTP_METHOD]), _split(fields[_HTTP_HOST])
             for method, host in zip(methods, hosts, strict=False):
                 yield HttpRequest(summary.time, endpoints, host, method or "GET")
+
+
+def _identity(fields: list[str], layers: list[str], time: float,
+              endpoints: Endpoints) -> Iterator[Observation]:
+    """Names in mDNS answers (with a question, as Suricata 7 logs them) and DHCP leases."""
+    if "mdns" in layers:
+        for answer in _dns(fields, time, endpoints):
+            if isinstance(answer, DnsAnswer) and answer.query_name:
+                yield from mdns_announcements(time, answer.records)
+    else:
+        yield from _dhcp(fields, time)
+
+
+def _first(fields: list[str], index: int) -> str | None:
+    values = _split(fields[index])
+    return values[0] if values else None
+
+
+def _dhcp(fields: list[str], time: float) -> Iterator[Observation]:
+    kind, mac = _first(fields, _DHCP_TYPE), _first(fields, _DHCP_MAC)
+    if not kind or not mac:
+        return
+    try:
+        message = DHCP_MESSAGES.get(int(kind), kind)
+        yield dhcp_lease(time, mac, message, your_address=_first(fields, _DHCP_YOUR),
+                         client_address=_first(fields, _DHCP_CLIENT),
+                         requested_address=_first(fields, _DHCP_REQUESTED),
+                         host_name=_first(fields, _DHCP_HOST),
+                         vendor_class=_first(fields, _DHCP_VENDOR))
+    except ValueError as error:
+        raise TsharkFieldError(f"DHCP: {error}") from None
+
+
+def _neighbour(fields: list[str], layers: list[str]) -> list[Observation]:
+    """A neighbour solicitation or advertisement: the frame's source MAC uses its IPv6 source."""
+    if "icmpv6" not in layers or "eth" not in layers:
+        return []
+    macs, sources, types = (_split(fields[index]) for index in (_ETH_SRC, _IP6_SRC,
+                                                                 _ICMPV6_TYPE))
+    if not macs or not sources or not types:
+        return []
+    try:
+        advert = neighbour_advert(packet_time(float(fields[_TIME])), macs[-1],
+                                  canonical_ip(sources[-1]), int(types[0]))
+    except ValueError as error:
+        raise TsharkFieldError(f"neighbour discovery: {error}") from None
+    return [] if advert is None else [advert]
 
 
 def _last_of(layers: list[str], wanted: tuple[str, ...]) -> str | None:

@@ -16,6 +16,7 @@ least ``BUSY_TURN`` apart so that a turn's fixed cost is shared by a batch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -23,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from sensor.alerts.book import AlertBook, AlertBookError
+from sensor.alerts.book import AlertBook, AlertBookError, merge_sighting
 from sensor.alerts.retention import apply_retention
 from sensor.analysis import (
     build_engine,
@@ -151,9 +152,10 @@ class SensorDaemon:
             log.error("the updated feeds cannot be used, the current ones stay: %s", error)
             return
         self.feeds = feeds
-        # Beacon timings start again; alert counts live on in the book.
+        # Beacon timings start again; alert counts live on in the book, devices carry over.
         self.engine = build_engine(self.config, build_matcher(feeds, self.config,
-                                                              [SELFTEST_INDICATOR]))
+                                                              [SELFTEST_INDICATOR]),
+                                   self.engine.devices)
         log.info("feeds updated (%s); detection reloaded without a capture restart",
                  describe_feeds(feeds))
 
@@ -319,13 +321,11 @@ class SensorDaemon:
         every ``daemon.alert_update_seconds`` (one fsync, each page once),
         while the capture position waits with them (at-least-once).
         """
-        new = []
-        for alert in changed:
-            if alerts.is_stored(alert.id):
-                self._updates[alert.id] = alert
-            else:
-                new.append(alert)
-        waiting = self._unstored = self._unstored + new
+        new: dict[str, Alert] = {}
+        for sighting in changed:  # merged per alert, by the book's rule, until written
+            pending = self._updates if alerts.is_stored(sighting.id) else new
+            pending[sighting.id] = merge_sighting(pending.get(sighting.id), sighting)
+        waiting = self._unstored = self._unstored + list(new.values())
         updated = bool(self._updates) and (flush or self._clock() >= self._updates_due)
         try:
             alerts.add_all([])  # writes alerts held by a full disk, if it has room now
@@ -334,9 +334,8 @@ class SensorDaemon:
                 alerts.add(alert)
             self._unstored = []
             if updated:
-                # Kept until written: a version written twice adds nothing the second time.
-                alerts.add_batch(list(self._updates.values()))
-                self._updates.clear()
+                # Each leaves the mapping once written: after an error, what is left was not.
+                alerts.add_batch(self._updates)
                 self._updates_due = self._clock() + self.config.daemon.alert_update_seconds
         except AlertBookError as error:
             problem = (f"{error}; {len(self._unstored)} alert(s) wait in memory and the capture "
@@ -403,12 +402,10 @@ class SensorDaemon:
         """Bundle the windows that have passed; the next write of each alert announces it."""
         if self.evidence is None or not self.evidence.pending:
             return
-        kept = self.evidence.collect(feed_versions(self.feeds))
-        if kept:
-            current = {alert.id: alert for alert in self.engine.alerts()}
-            for entry in kept:
-                if entry.alert_id in current:
-                    self._updates.setdefault(entry.alert_id, current[entry.alert_id])
+        for alert, _ in self.evidence.collect(feed_versions(self.feeds)):
+            # No new sighting (count 0): the next update re-announces the alert, with its bundle.
+            pending = self._updates.get(alert.id)
+            self._updates[alert.id] = merge_sighting(pending, dataclasses.replace(alert, count=0))
 
     def _pause(self, due: dict[str, float]) -> float:
         """How long the loop may sleep: until the next chore (the health ping...) is due."""

@@ -13,9 +13,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
-from sensor.detect.aggregate import AlertAggregator
+from sensor.detect.aggregate import SightingMaker
 from sensor.detect.model import Alert, Finding
-from sensor.observations import Observation
+from sensor.devices.registry import DeviceRegistry
+from sensor.observations import IDENTITY_TYPES, Observation
 
 log = logging.getLogger(__name__)
 
@@ -36,27 +37,36 @@ class Detector(Protocol):
 
 
 class DetectionEngine:
-    """Feeds observations to detectors; ``alerts()`` gives the merged result."""
+    """Feeds observations to the detectors that look at them; gives sightings, never totals."""
 
-    def __init__(self, detectors: Sequence[Detector]) -> None:
+    def __init__(self, detectors: Sequence[Detector],
+                 devices: DeviceRegistry | None = None) -> None:
         self._detectors = tuple(detectors)
         # Observation type -> the detectors that look at it, in their order.
         self._routes: dict[type, tuple[Detector, ...]] = {}
-        self._aggregator = AlertAggregator()
+        self.devices = devices
+        """Learns devices from identity observations; alerts are then keyed by device."""
+        self._sightings = SightingMaker(devices)
         self.observations = 0
         self.errors: Counter[str] = Counter()
         self._errors_logged: set[tuple[str, str]] = set()
 
     def observe(self, observation: Observation) -> list[Alert]:
-        """Alerts created or updated by this observation.
+        """This observation's sightings, as alerts of new sightings only.
 
         The hot path (every record): no closure, no generator, and only the
-        detectors that look at this type of observation.
+        detectors that look at this type of observation. Whoever keeps alerts
+        merges them, with the alert book's rule (``sensor.alerts.book``): the
+        book itself, or ``AlertTotals`` in memory.
         """
         self.observations += 1
         detectors = self._routes.get(type(observation))
         if detectors is None:
             detectors = self._route(type(observation))
+        if not detectors:  # identity records: the devices learn, detectors have nothing to find
+            if self.devices is not None and isinstance(observation, IDENTITY_TYPES):
+                self.devices.observe(observation)
+            return []
         changed: list[Alert] = []
         for detector in detectors:
             try:
@@ -65,22 +75,19 @@ class DetectionEngine:
                 self._record_error(detector.name, error)
                 continue
             for finding in findings:
-                changed.append(self._aggregator.add(finding))
+                changed.append(self._sightings.sighting(finding))
         return changed
 
     def _route(self, kind: type) -> tuple[Detector, ...]:
-        detectors = self._routes[kind] = tuple(
+        detectors = self._routes[kind] = () if issubclass(kind, IDENTITY_TYPES) else tuple(
             detector for detector in self._detectors
             if issubclass(kind, getattr(detector, "observes", object)))
         return detectors
 
     def flush(self) -> list[Alert]:
-        """Alerts from detectors that judge series (beaconing); call at the end or periodically."""
-        return [self._aggregator.add(finding) for finding in
+        """Sightings from detectors that judge series (beaconing); at the end or periodically."""
+        return [self._sightings.sighting(finding) for finding in
                 self._run(lambda detector: detector.flush())]
-
-    def alerts(self) -> list[Alert]:
-        return self._aggregator.alerts()
 
     def _run(self, call: Callable[[Detector], Iterable[Finding]]) -> Iterator[Finding]:
         for detector in self._detectors:

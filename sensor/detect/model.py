@@ -6,6 +6,8 @@ import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sensor.devices.model import DeviceIdentity
+
 
 class Severity(StrEnum):
     """How urgent an alert is; compare with ``rank``."""
@@ -88,3 +90,7 @@ class Alert:
     # True/False: the live sensor's clock was (not) synchronised when it stored the
     # sightings; None: the times come from a capture file's packets.
     clock_synchronised: bool | None = None
+    # ``device`` is the device's key: its MAC when one was seen binding its addresses
+    # (sensor.devices), else its address. ``addresses``: those it used in the sightings.
+    addresses: tuple[str, ...] = ()
+    identity: DeviceIdentity | None = None

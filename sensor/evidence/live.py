@@ -101,6 +101,7 @@ class LiveEvidence:
         self._noted: set[str] = set()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evidence")
         self._cutting: Future[list[StoredEvidence]] | None = None
+        self._in_cut: list[Alert] = []
 
     @property
     def pending(self) -> int:
@@ -121,28 +122,32 @@ class LiveEvidence:
                 self._pending[alert.id] = (due, dataclasses.replace(
                     alert, clock_synchronised=synchronised))
 
-    def collect(self, feeds: Mapping[str, str]) -> list[StoredEvidence]:
-        """Start cutting the alerts whose window has passed; the bundles finished since.
+    def collect(self, feeds: Mapping[str, str]) -> list[tuple[Alert, StoredEvidence]]:
+        """Start cutting the alerts whose window has passed; the bundles finished since,
+        with the alert each was cut for.
 
         The cut reads the whole ring (seconds of CPU on a busy one), so it runs
         in one worker thread, never in the daemon's loop: the loop keeps
         handling records and pinging the watchdog meanwhile. A cut that fails
         is logged and counted, like a bundle that is not kept.
         """
-        finished = []
+        finished: list[tuple[Alert, StoredEvidence]] = []
         if self._cutting is not None and self._cutting.done():
+            cut = {alert.id: alert for alert in self._in_cut}
             try:
-                finished = self._cutting.result()
+                finished = [(cut[entry.alert_id], entry) for entry in self._cutting.result()
+                            if entry.alert_id in cut]
             except Exception as error:  # noqa: BLE001 - a failed cut loses its bundles only
                 self.keeper.failures += 1
                 log.error("evidence: cutting packets failed (%s: %s)", type(error).__name__,
                           error)
-            self._cutting = None
+            self._cutting, self._in_cut = None, []
         now = self._clock()
         ready = [alert for due, alert in self._pending.values() if due <= now]
         if ready and self._cutting is None:
             for alert in ready:
                 del self._pending[alert.id]
+            self._in_cut = ready
             self._cutting = self._worker.submit(self.keeper.keep, ready, self._records(),
                                                 dict(feeds))
         return finished

@@ -34,6 +34,7 @@ from sensor.detect.model import Alert
 from sensor.errors import CaptureError
 from sensor.feeds.names import domain_suffixes, normalize_domain
 from sensor.observations import (
+    IDENTITY_TYPES,
     DnsAnswer,
     DnsQuery,
     HttpRequest,
@@ -252,6 +253,8 @@ def _learn_one(target: _Target, record: Record, segment: Segment,
     if peer in target.addresses:
         target.sightings.append(record.time)
     for observation in observations:
+        if isinstance(observation, IDENTITY_TYPES):  # who a device is, not what it contacted
+            continue
         name = _named(observation)
         if name is None or not target.names or not _names_indicator(name, target.names):
             continue

@@ -8,13 +8,11 @@ distinct alerts) and are written, oldest first, as soon as it has room.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
 
-from sensor.alerts.book import AlertBook, AlertBookError, AlertBookFull
+from sensor.alerts.book import AlertBook, AlertBookError, AlertBookFull, merge_sighting
 from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
 from sensor.alerts.retention import apply_retention
 from sensor.config import Config
@@ -35,16 +33,20 @@ MAX_HELD = 10_000
 
 
 class AlertQueue:
-    """Writes each new or updated alert, and its outgoing payload, to the book.
+    """Writes the sightings of each alert, and its outgoing payload, to the book.
 
+    What it is given are sightings (``count`` new ones each, as the detection
+    engine reports them); the book merges them into the stored alert
+    (``merge_sighting``), so nothing here adds counts up but through that rule.
     ``clock_synchronised`` is the live sensor's clock probe, asked as each
     alert is stored; None for a capture file, whose times are the packets'.
     ``disk_full``, ``held`` and ``dropped`` are for health: while the disk is
-    full, alerts wait in memory; past ``max_held`` distinct alerts, a new one
-    is not kept (logged at ERROR and counted in ``dropped``) and is written
-    with all its sightings the next time detection reports it. Any other
-    AlertBookError is raised with nothing counted, so adding the alert again
-    stores all its sightings.
+    full, sightings wait in memory, merged per alert; past ``max_held``
+    distinct alerts, a new one is not kept (logged at ERROR and counted in
+    ``dropped``): the alert is written the next time detection reports it,
+    without the sightings that were not kept. Any other AlertBookError is
+    raised with nothing stored, so adding the same sightings again counts
+    them once.
     """
 
     def __init__(self, book: AlertBook, config: Config, pseudonyms: Pseudonymizer | None,
@@ -56,8 +58,8 @@ class AlertQueue:
         self._pseudonyms = pseudonyms
         self._catalogues = all_catalogues()
         self._clock = wall_clock
-        self._counted: dict[str, int] = {}
-        self._held: dict[str, tuple[Alert, int]] = {}
+        self._stored: set[str] = set()
+        self._held: dict[str, Alert] = {}
         self.max_held = max_held
         self.dropped = 0
         self.disk_full = False
@@ -71,43 +73,35 @@ class AlertQueue:
         """Alerts waiting in memory for room on the disk."""
         return len(self._held)
 
-    def add(self, alert: Alert) -> None:
-        """Store the sightings this alert gained since it was last added, and queue it."""
-        added = alert.count - self._counted.get(alert.id, 0)
-        self._counted[alert.id] = alert.count
+    def add(self, sighting: Alert) -> None:
+        """Store these sightings of an alert, and queue the alert's payload."""
         if self._held:
-            self._hold(alert, added)
+            self._hold(sighting)
             return
         try:
-            self._write(alert, added)
+            self._write(sighting)
         except AlertBookFull as error:
             log.error("%s; alerts wait in memory (up to %d) until it has room", error,
                       self.max_held)
             self.disk_full = True
-            self._hold(alert, added)
-        except AlertBookError:
-            self._counted[alert.id] -= added  # not stored: added again in full on a retry
-            raise
+            self._hold(sighting)
 
-    def _hold(self, alert: Alert, added: int) -> None:
-        if alert.id in self._held:
-            self._held[alert.id] = (alert, self._held[alert.id][1] + added)
-        elif len(self._held) < self.max_held:
-            self._held[alert.id] = (alert, added)
-        else:
-            self._counted[alert.id] -= added  # written in full when it is seen again
-            self.dropped += 1
-            log.error("DISK FULL: alert %s (%s %s) NOT KEPT: %d alerts already wait in memory; "
-                      "%d not kept so far. Free space on the disk of %s now", alert.id,
-                      alert.kind.value, alert.indicator, len(self._held), self.dropped,
-                      self.book.path)
+    def _hold(self, sighting: Alert) -> None:
+        if sighting.id in self._held or len(self._held) < self.max_held:
+            self._held[sighting.id] = merge_sighting(self._held.get(sighting.id), sighting)
+            return
+        self.dropped += 1
+        log.error("DISK FULL: alert %s (%s %s) NOT KEPT: %d alerts already wait in memory; "
+                  "%d not kept so far. Free space on the disk of %s now", sighting.id,
+                  sighting.kind.value, sighting.indicator, len(self._held), self.dropped,
+                  self.book.path)
 
     def write_held(self) -> int:
         """Write the alerts waiting in memory, oldest first; returns how many were written."""
         written = 0
-        for alert_id, (alert, added) in list(self._held.items()):
+        for alert_id, sighting in list(self._held.items()):
             try:
-                self._write(alert, added)
+                self._write(sighting)
             except AlertBookFull:
                 return written
             del self._held[alert_id]
@@ -117,66 +111,73 @@ class AlertQueue:
         self.disk_full = False
         return written
 
-    def _write(self, alert: Alert, added: int) -> None:
+    def _write(self, sighting: Alert) -> None:
         now = self._clock()
-
         synchronised = None if self._clock_synchronised is None else \
             self._clock_synchronised()
-        alert = dataclasses.replace(alert, clock_synchronised=synchronised)
+        merged: list[Alert] = []
 
-        built: list[str] = []
-        evidence = None if self.evidence_of is None else self.evidence_of(alert.id)
+        evidence = None if self.evidence_of is None else self.evidence_of(sighting.id)
 
-        def payload(first_seen: float, last_seen: float, count: int,
-                    clock_synchronised: bool | None) -> str:
-            merged = dataclasses.replace(alert, first_seen=first_seen, last_seen=last_seen,
-                                         count=count, clock_synchronised=clock_synchronised)
-            built.append(alert_payload(merged, self._catalogues, site=self._config.site,
-                                       sensor=self._config.sensor, pseudonyms=self._pseudonyms,
-                                       queued_at=now, evidence=evidence))
-            return built[-1]
+        def payload(alert: Alert) -> str:
+            merged.append(alert)
+            return alert_payload(alert, self._catalogues, site=self._config.site,
+                                 sensor=self._config.sensor, pseudonyms=self._pseudonyms,
+                                 queued_at=now, evidence=evidence,
+                                 share_identity=self._config.privacy.share_device_identity)
 
-        record = {**asdict(alert), "kind": alert.kind.value, "severity": alert.severity.value}
-        self.book.record(alert.id, kind=alert.kind.value, severity=alert.severity.value,
-                         device=alert.device, indicator=alert.indicator,
-                         first_seen=alert.first_seen, last_seen=alert.last_seen,
-                         count_added=added, record=json.dumps(record), payload=payload, now=now,
-                         clock_synchronised=synchronised)
-        if self.on_stored is not None and built:
-            self.on_stored(built[-1])  # committed: the book has it, whatever the copy does
+        self.book.record(dataclasses.replace(sighting, clock_synchronised=synchronised),
+                         payload=payload, now=now)
+        self._stored.add(sighting.id)
+        if self.on_stored is not None and merged:
+            # Committed: the book has it, whatever the copy does. The screen's copy names
+            # the device (it stays on the box's loopback broker).
+            self.on_stored(alert_payload(merged[-1], self._catalogues, site=self._config.site,
+                                         sensor=self._config.sensor,
+                                         pseudonyms=self._pseudonyms, queued_at=now,
+                                         evidence=evidence, on_box=True))
 
-    def add_batch(self, alerts: Iterable[Alert]) -> None:
+    def add_batch(self, sightings: dict[str, Alert]) -> None:
         """``add`` each, in one transaction of the book; one by one if that fails.
 
-        One by one is ``add``'s own path (a full disk holds alerts in memory,
-        another error propagates), so a batch changes the cost, not the outcome.
+        Each one written leaves ``sightings``, so after an AlertBookError the
+        mapping holds exactly what was not stored (adding it again counts
+        nothing twice). One by one is ``add``'s own path (a full disk holds
+        alerts in memory, another error propagates), so a batch changes the
+        cost, not the outcome.
         """
-        alerts = list(alerts)
-        if self._held or len(alerts) < 2:
-            self.add_all(alerts)
+        if self._held or len(sightings) < 2:
+            self._add_each(sightings)
             return
-        counted = dict(self._counted)
+        stored = set(self._stored)
         try:
             with self.book.batch():
-                for alert in alerts:
-                    added = alert.count - self._counted.get(alert.id, 0)
-                    self._counted[alert.id] = alert.count
-                    self._write(alert, added)
+                for sighting in sightings.values():
+                    self._write(sighting)
         except AlertBookError:
-            self._counted = counted
-            self.add_all(alerts)
+            self._stored = stored  # rolled back: none of them was stored
+            self._add_each(sightings)
+        else:
+            sightings.clear()
+
+    def _add_each(self, sightings: dict[str, Alert]) -> None:
+        if self._held:
+            self.write_held()
+        for alert_id in list(sightings):
+            self.add(sightings[alert_id])
+            del sightings[alert_id]
 
     def is_stored(self, alert_id: str) -> bool:
         """Whether this queue has stored (or holds) the alert: later sightings are updates."""
-        return alert_id in self._counted
+        return alert_id in self._stored or alert_id in self._held
 
-    def add_all(self, alerts: Iterable[Alert]) -> int:
+    def add_all(self, sightings: Iterable[Alert]) -> int:
         """``add`` each; alerts waiting in memory are written first, if there is room now."""
         if self._held:
             self.write_held()
         count = 0
-        for alert in alerts:
-            self.add(alert)
+        for sighting in sightings:
+            self.add(sighting)
             count += 1
         return count
 

@@ -1,9 +1,10 @@
 """One device's page: what the sensor saw of it, as plain typed data for a renderer.
 
-Built from alerts as they are today, whose ``device`` is an IP address: the
-device asked for is matched against it, and the identity fields a device
-registry would know (host name, maker, MAC) stay empty. A registry fills them
-through ``DeviceIdentity``, the rest does not change. Not the job of this
+Built from alerts, whose ``device`` is the device's key (its MAC when the
+sensor saw one binding its addresses, else its address): the device asked
+for is matched against that key, its addresses, its name and its pseudonym,
+and the identity the device registry learnt (host name, maker, MAC) fills
+``DeviceIdentity``. Not the job of this
 module: reading the alert book or a capture (``sensor.reports.sources``), nor
 HTML (``sensor.reports.html``).
 """
@@ -127,6 +128,19 @@ def device_matches(device: str, query: str) -> bool:
     return normalize_device(device).casefold() == normalize_device(query).casefold()
 
 
+def _names(alert: Alert, query: str, pseudonyms: Pseudonymizer | None) -> bool:
+    """Whether ``query`` names the alert's device: its key (MAC or address), one of its
+    addresses, its name, or its pseudonym."""
+    wanted = query.strip().casefold()
+    if device_matches(alert.device, query) or \
+            any(device_matches(address, query) for address in alert.addresses):
+        return True
+    if alert.identity is not None and wanted in {(alert.identity.name or "").casefold(),
+                                                 (alert.identity.mac or "").casefold()}:
+        return True
+    return pseudonyms is not None and pseudonyms.device(alert.device) == wanted
+
+
 def build_device_page(alerts: Iterable[Alert], query: str, provenance: Provenance, *,
                       pseudonyms: Pseudonymizer | None = None) -> DevicePage:
     """The page for the device ``query`` names, from its alerts.
@@ -137,9 +151,7 @@ def build_device_page(alerts: Iterable[Alert], query: str, provenance: Provenanc
     print as "nothing seen" for someone's phone.
     """
     alerts = list(alerts)
-    wanted = query.strip().casefold()
-    mine = [alert for alert in alerts if device_matches(alert.device, query) or
-            (pseudonyms is not None and pseudonyms.device(alert.device) == wanted)]
+    mine = [alert for alert in alerts if _names(alert, query, pseudonyms)]
     if not mine:
         known = sorted({alert.device for alert in alerts})
         listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
@@ -148,7 +160,14 @@ def build_device_page(alerts: Iterable[Alert], query: str, provenance: Provenanc
                                 "it holds no alert at all") +
                              " (give the device's IP address, or its dev-... pseudonym on the box)")
     mine.sort(key=lambda alert: (-alert.severity.rank, alert.first_seen, alert.id))
-    addresses = tuple(sorted({normalize_device(alert.device) for alert in mine}))
-    identity = DeviceIdentity(label=mine[0].device, addresses=addresses, pseudonym=None
-                              if pseudonyms is None else pseudonyms.device(mine[0].device))
+    addresses = tuple(sorted({normalize_device(address) for alert in mine
+                              for address in alert.addresses or (alert.device,)}))
+    learnt = next((alert.identity for alert in mine if alert.identity is not None), None)
+    identity = DeviceIdentity(
+        label=(learnt.name if learnt is not None and learnt.name else mine[0].device),
+        maker=None if learnt is None else learnt.maker,
+        mac=None if learnt is None else learnt.mac,
+        randomized_mac=None if learnt is None or learnt.mac is None else learnt.randomized,
+        addresses=addresses,
+        pseudonym=None if pseudonyms is None else pseudonyms.device(mine[0].device))
     return DevicePage(identity=identity, sightings=tuple(mine), provenance=provenance)

@@ -7,42 +7,24 @@ when missing). Not the job of this module: analysing a capture
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from sensor.alerts.book import AlertBook, AlertBookError, StoredAlert
+from sensor.alerts.book import AlertBook, AlertBookError, StoredAlert, alert_of
 from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
 from sensor.analysis import feed_versions
 from sensor.config import Config
 from sensor.daemon.clock import ClockProbe
-from sensor.detect.model import Alert, AlertKind, Severity
+from sensor.detect.model import Alert
 from sensor.feeds.model import Feed
 from sensor.feeds.store import FeedStore
 from sensor.reports.device_page import ClockState, Provenance
 
 
 def alert_from_stored(stored: StoredAlert) -> Alert:
-    """The alert as detection made it, with the book's merged times, count and clock flag.
-
-    The book keeps the alert's fields as JSON in ``record``; the merged
-    columns win because several runs of the sensor add up there.
-    """
-    try:
-        record = json.loads(stored.record)
-        return Alert(id=stored.id, kind=AlertKind(stored.kind),
-                     severity=Severity(stored.severity), device=stored.device,
-                     indicator=stored.indicator, observed=record["observed"],
-                     app=record.get("app"), protocols=tuple(record["protocols"]),
-                     first_seen=stored.first_seen, last_seen=stored.last_seen,
-                     count=stored.count,
-                     details=tuple((str(key), str(value)) for key, value in
-                                   record.get("details", ())),
-                     clock_synchronised=stored.clock_synchronised)
-    except (ValueError, KeyError, TypeError) as error:
-        raise AlertBookError(f"alert {stored.id}: its stored record cannot be read ({error!r});"
-                             " the book may come from a newer Veilleuse") from None
+    """The alert as the book holds it (``sensor.alerts.book.alert_of``: the book's reader)."""
+    return alert_of(stored)
 
 
 def read_book_alerts(path: Path) -> list[Alert]:

@@ -8,7 +8,9 @@ Suricata is asked for what ``sensor.capture.eve`` reads and nothing more,
 because every record it writes costs it CPU and costs us a decode: DNS
 queries and answers (a CNAME or an address of a listed name), the TLS and
 QUIC SNI, HTTP hosts, and flows (listed addresses, beacons,
-DNS over TLS). No rules and no ``alert`` records (detection is ours), the
+DNS over TLS), and what names devices: DHCP (extended, for the host name and
+vendor class), mDNS answers (DNS on UDP 5353) and the Ethernet addresses of
+neighbour discovery flows. No rules and no ``alert`` records (detection is ours), the
 parsers of protocols we never read are off, and a TLS session is bypassed
 once encrypted: its flow is still logged, but its records are not parsed.
 """
@@ -25,7 +27,7 @@ import yaml
 # App-layer parsers Suricata 7 has and ``sensor.capture.eve`` never reads: off, so no
 # flow pays for probing them.
 UNREAD_PROTOCOLS = ("ftp", "smtp", "ssh", "imap", "smb", "dcerpc", "nfs", "ntp", "tftp", "ike",
-                    "krb5", "dhcp", "snmp", "sip", "rfb", "mqtt", "telnet", "rdp", "http2",
+                    "krb5", "snmp", "sip", "rfb", "mqtt", "telnet", "rdp", "http2",
                     "bittorrent-dht", "modbus", "dnp3", "enip", "pgsql")
 DEFAULT_HOME_NET = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
 RING_FILE = "evidence.pcap"  # pcap-log names its files evidence.pcap.<UNIX seconds>
@@ -65,6 +67,7 @@ def suricata_config(settings: SuricataSettings, log_dir: Path, *,
             "filetype": "regular",
             "filename": eve_filename,
             "filemode": "600",  # raw addresses: private whatever the umask
+            "ethernet": True,  # MACs: neighbour discovery names devices by them
             "types": [
                 {"dns": {"enabled": True, "requests": True, "responses": True,
                          "formats": ["detailed"]}},
@@ -72,6 +75,7 @@ def suricata_config(settings: SuricataSettings, log_dir: Path, *,
                 {"http": {"extended": False}},
                 "quic",
                 "flow",
+                {"dhcp": {"enabled": True, "extended": True}},  # device identity
             ],
         }}],
         "logging": {"default-log-level": "notice",
@@ -82,8 +86,10 @@ def suricata_config(settings: SuricataSettings, log_dir: Path, *,
                     "encryption-handling": "bypass"},
             "http": {"enabled": True},
             "quic": {"enabled": True},
+            "dhcp": {"enabled": True},
             "dns": {"tcp": {"enabled": True, "detection-ports": {"dp": "53"}},
-                    "udp": {"enabled": True, "detection-ports": {"dp": "53"}}},
+                    # 5353: mDNS, where devices announce their names
+                    "udp": {"enabled": True, "detection-ports": {"dp": "[53, 5353]"}}},
         }},
         # A sensor that boots while connections are open, or a mirror port that carries
         # one direction only, sees connections without their handshake or their replies:
