@@ -55,7 +55,7 @@ PROBES = 50
 PER_RECORD = """
 import json, sys, time
 from pathlib import Path
-from sensor.analysis import build_engine, build_matcher
+from sensor.wiring import build_engine, build_matcher
 from sensor.capture.stats import SourceStats
 from sensor.capture.suricata import read_eve_lines
 from sensor.config import Config

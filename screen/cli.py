@@ -54,7 +54,7 @@ def _config(path: Path | None) -> Config:
 def run(config: Config) -> int:
     from screen.app import ScreenApp, ScreenSettings
     from screen.controls import Controls
-    from sensor.outputs.delivery import local_settings, topics
+    from sensor.wiring import local_settings, topics
 
     settings = config.screen
     problem = None

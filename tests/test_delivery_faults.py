@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from sensor.alerts.book import AlertBook
-from sensor.outputs.delivery import AlertQueue, mqtt_settings, pseudonymizer, publisher, topics
+from sensor.outputs.delivery import AlertQueue
 from sensor.outputs.mqtt import MqttPublisher, MqttSettings
+from sensor.wiring import mqtt_settings, pseudonymizer, publisher, topics
 from tests.broker import Core, Mosquitto
 from tests.conftest import until
 from tests.test_mqtt import make_config, queue, synthetic_alerts

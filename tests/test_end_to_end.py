@@ -25,16 +25,10 @@ from screen.app import ScreenApp
 from screen.controls import Gesture
 from screen.pages import load_fonts
 from sensor.alerts.book import AlertBook
-from sensor.config import Config
+from sensor.config import Config, core_is_local
 from sensor.messages import load_catalogue
-from sensor.outputs.delivery import (
-    AlertQueue,
-    SensorOutputs,
-    core_is_local,
-    local_settings,
-    pseudonymizer,
-    topics,
-)
+from sensor.outputs.delivery import AlertQueue
+from sensor.wiring import local_settings, pseudonymizer, sensor_outputs, topics
 from tests.broker import Core, Mosquitto
 from tests.conftest import until
 from tests.test_mqtt import _assert_only_redeliveries, synthetic_alerts
@@ -104,7 +98,7 @@ class Sensor:
     def __init__(self, config: Config) -> None:
         self.book = AlertBook(config.alerts.database)
         self.alerts = AlertQueue(self.book, config, pseudonymizer(config), time.time)
-        self.outputs = SensorOutputs(config, self.book)
+        self.outputs = sensor_outputs(config, self.book)
         self.commands: list[str] = []
         self.outputs.connect(self.alerts, self.commands.append)
         self.pseudonyms = pseudonymizer(config)
@@ -286,10 +280,10 @@ _SENSOR_PROCESS = """
 import sys, threading
 from sensor.alerts.book import AlertBook
 from sensor.config import load_config
-from sensor.outputs.delivery import SensorOutputs
+from sensor.wiring import sensor_outputs
 config = load_config(sys.argv[1])
 book = AlertBook(config.alerts.database)
-outputs = SensorOutputs(config, book)
+outputs = sensor_outputs(config, book)
 outputs.start()
 ok = outputs.core.wait_until_delivered(120)
 outputs.stop()

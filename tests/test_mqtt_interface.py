@@ -22,9 +22,9 @@ from screen.controls import Gesture
 from screen.pages import load_fonts
 from sensor.alerts.book import AlertBook
 from sensor.messages import load_catalogue
-from sensor.outputs.delivery import mqtt_settings, publisher
 from sensor.outputs.tail import follow, format_message
 from sensor.outputs.topics import Topics
+from sensor.wiring import mqtt_settings, publisher
 from tests.conftest import REPO
 from tests.test_mqtt import make_config, queue, synthetic_alerts
 

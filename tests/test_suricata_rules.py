@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sensor.analysis import analyze_capture, build_engine, open_source
+from sensor.analysis import analyze_capture
 from sensor.config import Config
 from sensor.feeds.echap import load_echap
 from sensor.feeds.model import Category, Indicator, preference
 from sensor.suricata.config import SuricataSettings, render_suricata_config
 from sensor.suricata.rules import compile_rules, render_rules
+from sensor.wiring import build_engine, open_source
 from tests.scenarios import build_everything
 
 

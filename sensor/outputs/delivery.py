@@ -1,8 +1,9 @@
 """Queue alerts in the book with the payload that will leave the box, and publish them.
 
-The glue between detection and the MQTT publisher, built from the config.
-When the book's disk is full, alerts wait in memory (up to ``MAX_HELD``
-distinct alerts) and are written, oldest first, as soon as it has room.
+The glue between detection and the MQTT publisher; it receives them built
+(``sensor.wiring`` builds them from the config). When the book's disk is
+full, alerts wait in memory (up to ``MAX_HELD`` distinct alerts) and are
+written, oldest first, as soon as it has room.
 """
 
 from __future__ import annotations
@@ -12,21 +13,17 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
-from pathlib import Path
-from urllib.parse import urlsplit
+from dataclasses import asdict, dataclass
 
 from sensor.alerts.book import AlertBook, AlertBookError, AlertBookFull
-from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
+from sensor.alerts.pseudonym import Pseudonymizer
 from sensor.alerts.retention import apply_retention
-from sensor.config import Config, is_loopback_host
+from sensor.config import Config
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.detect.model import Alert
-from sensor.errors import VeilleuseError
 from sensor.outputs.local import LocalMirror
-from sensor.outputs.mqtt import MqttPublisher, MqttSettings, PublisherHealth
+from sensor.outputs.mqtt import MqttPublisher, PublisherHealth
 from sensor.outputs.payloads import alert_payload
-from sensor.outputs.topics import Topics
 from sensor.report import all_catalogues
 
 log = logging.getLogger(__name__)
@@ -178,83 +175,29 @@ class AlertQueue:
         return count
 
 
-def pseudonymizer(config: Config) -> Pseudonymizer | None:
-    if config.privacy.device_ids == "address":
-        return None
-    return Pseudonymizer(load_or_create_secret(config.privacy.secret_file))
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The live sensor's alert book, the queue into it and the connections out of it."""
 
-
-def mqtt_settings(config: Config, url: str | None = None, role: str = "sensor") -> MqttSettings:
-    """Settings from the config; the client id is ``veilleuse-<site>-<sensor>-<role>``.
-
-    One role per process (``sensor`` for the daemon, ``publish``, ``tail``):
-    two clients on one id would take the session from each other.
-    """
-    mqtt = config.mqtt
-    return MqttSettings.from_url(
-        url or mqtt.url, username=mqtt.username, password=_password(mqtt.password_file),
-        ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
-        cert_file=str(mqtt.cert_file) if mqtt.cert_file else None,
-        key_file=str(mqtt.key_file) if mqtt.key_file else None,
-        client_id=f"veilleuse-{config.site}-{config.sensor}-{role}",
-        session_expiry=mqtt.session_expiry_seconds)
-
-
-def _password(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text().strip()
-    except OSError as error:
-        raise VeilleuseError(f"{path}: cannot read the MQTT password ({error.strerror})") \
-            from None
-
-
-def local_settings(config: Config, role: str) -> MqttSettings:
-    """The box's own broker (``local_broker``); when ``mqtt.url`` is that broker, its settings.
-
-    The screen (role ``screen``) and the sensor's copy for it (``sensor-local``)
-    log in with the local account.
-    """
-    if core_is_local(config):
-        return mqtt_settings(config, role=role)
-    local = config.local_broker
-    return MqttSettings.from_url(
-        local.url, username=local.username, password=_password(local.password_file),
-        client_id=f"veilleuse-{config.site}-{config.sensor}-{role}")
-
-
-def core_is_local(config: Config) -> bool:
-    """``mqtt.url`` is the box's own broker (a box without a core): one connection for both.
-
-    Loopback names are one host (localhost, 127.0.0.1 and ::1 reach the same
-    listener on the appliance); the scheme and port must match.
-    """
-    core, local = urlsplit(config.mqtt.url), urlsplit(config.local_broker.url)
-    if (core.scheme, core.port or 1883) != (local.scheme, local.port or 1883):
-        return False
-    if core.hostname == local.hostname:
-        return True
-    return is_loopback_host(core.hostname or "") and is_loopback_host(local.hostname or "")
+    book: AlertBook
+    alerts: AlertQueue
+    outputs: SensorOutputs
 
 
 class SensorOutputs:
     """The live sensor's two connections: the core (the durable delivery) and the box's broker.
 
     Alerts leave the book only on the core's PUBACK. The box's broker gets a
-    best-effort copy for the screen (``LocalMirror``); when ``mqtt.url`` is
-    the box's broker, the one publisher serves both and nothing is published
-    twice. Self-test commands are taken from both: the screen writes them on
-    the box's broker, the core's operator on the core (each broker's ACL
-    decides who may).
+    best-effort copy for the screen (``local``, a ``LocalMirror``); when
+    ``mqtt.url`` is the box's broker, ``local`` is None: the one publisher
+    serves both and nothing is published twice. Self-test commands are taken
+    from both: the screen writes them on the box's broker, the core's
+    operator on the core (each broker's ACL decides who may).
     """
 
-    def __init__(self, config: Config, book: AlertBook) -> None:
-        self.core = publisher(config, book)
-        self.local: LocalMirror | None = None
-        if not core_is_local(config):
-            self.local = LocalMirror(local_settings(config, "sensor-local"), topics(config),
-                                     self.core.state_message)
+    def __init__(self, core: MqttPublisher, local: LocalMirror | None) -> None:
+        self.core = core
+        self.local = local
 
     def connect(self, alerts: AlertQueue, on_command: Callable[[str], None]) -> None:
         """Route stored alerts to the screen's copy and commands to ``on_command``."""
@@ -274,26 +217,14 @@ class SensorOutputs:
             self.local.stop()
 
 
-def topics(config: Config) -> Topics:
-    return Topics(site=config.site, sensor=config.sensor, prefix=config.mqtt.topic_prefix)
-
-
-def publisher(config: Config, book: AlertBook, url: str | None = None,
-              role: str = "sensor") -> MqttPublisher:
-    return MqttPublisher(mqtt_settings(config, url, role), topics(config), book)
-
-
-def deliver_pending(config: Config, book: AlertBook, url: str | None, timeout: float,
-                    feed_versions: dict[str, str] | None = None,
-                    clock_synchronised: ClockProbe | None = None) -> tuple[bool, PublisherHealth]:
+def deliver_pending(sender: MqttPublisher, book: AlertBook, timeout: float, *,
+                    retention_days: int, clock_synchronised: ClockProbe | None = None,
+                    ) -> tuple[bool, PublisherHealth]:
     """Publish the book's pending alerts, then apply retention; (all acknowledged, health)."""
-    sender = publisher(config, book, url, role="publish")
-    sender.feed_versions = feed_versions or {}
     sender.start()
     try:
         delivered = sender.wait_until_delivered(timeout)
     finally:
         sender.stop()
-    apply_retention(book, config.alerts.retention_days, time.time(),
-                    (clock_synchronised or SystemClock())())
+    apply_retention(book, retention_days, time.time(), (clock_synchronised or SystemClock())())
     return delivered, sender.health()

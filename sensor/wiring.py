@@ -1,0 +1,319 @@
+"""Turn a ``Config`` into the sensor's objects: the one place that builds them.
+
+Sources, feeds, matcher and detection engine, the alert book and its queue,
+the MQTT connections, the live capture (Suricata supervised and its EVE
+tail, or the scapy sniffer) and the live daemon itself are built here, from
+the config, and handed to the modules that use them: those modules take
+built objects and never read the config to build their own. Not the job of
+this module: doing anything with them (``sensor.analysis`` analyses a
+capture file, ``sensor.daemon.service`` runs the live loop).
+
+Heavy dependencies (scapy, pyshark, paho) are imported on demand, so that
+importing this module stays cheap for commands that need none of them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sensor.config import Config, core_is_local
+from sensor.detect.beacon import BeaconDetector, BeaconSettings
+from sensor.detect.encrypted_dns import EncryptedDnsDetector
+from sensor.detect.engine import DetectionEngine
+from sensor.detect.ioc import IocDetector
+from sensor.errors import FeedError, VeilleuseError
+from sensor.feeds.matcher import Allowlist, IndicatorMatcher
+from sensor.feeds.model import Feed, Indicator
+from sensor.feeds.store import FeedStore, load_feed_file
+from sensor.suricata.config import SuricataSettings
+
+if TYPE_CHECKING:
+    from sensor.alerts.book import AlertBook
+    from sensor.alerts.pseudonym import Pseudonymizer
+    from sensor.analysis import CaptureSource
+    from sensor.daemon.captures import LiveCapture
+    from sensor.daemon.clock import ClockProbe
+    from sensor.daemon.notify import SystemdNotifier
+    from sensor.daemon.service import SensorDaemon
+    from sensor.outputs.delivery import AlertQueue, Delivery, SensorOutputs
+    from sensor.outputs.mqtt import MqttPublisher, MqttSettings
+    from sensor.outputs.topics import Topics
+
+SOURCE_NAMES = ("suricata", "tshark", "scapy")
+LIVE_SOURCE_NAMES = ("suricata", "scapy")
+
+# The live capture's EVE position is saved at most this often (and on stop): it lives in
+# RAM (/run), but writing it at every turn was most of an idle sensor's CPU. A crash reads
+# again what was handled after the last save (at-least-once), it skips nothing.
+OFFSET_SAVE_EVERY = 2.0
+
+
+# -- offline sources ---------------------------------------------------------------------
+
+
+def open_source(name: str, config: Config) -> CaptureSource:
+    """The named source; imported on demand (scapy alone costs tens of MB of memory)."""
+    if name == "suricata":
+        from sensor.capture.suricata import SuricataSource
+
+        return SuricataSource(suricata_settings(config))
+    if name == "tshark":
+        from sensor.capture.tshark import TsharkSource
+
+        return TsharkSource()
+    if name == "scapy":
+        from sensor.capture.scapy_reader import ScapySource
+
+        return ScapySource()
+    raise ValueError(f"unknown source {name!r}; choose one of {', '.join(SOURCE_NAMES)}")
+
+
+def suricata_settings(config: Config) -> SuricataSettings:
+    return SuricataSettings(binary=config.suricata.binary, home_net=config.network.home_net)
+
+
+# -- feeds and detection -----------------------------------------------------------------
+
+
+def feed_store(config: Config) -> FeedStore:
+    return FeedStore(config.feeds.directory)
+
+
+def make_allowlist(entries: Iterable[str]) -> Allowlist:
+    domains, networks = [], []
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+            networks.append(entry)
+        except ValueError:
+            domains.append(entry)
+    return Allowlist(domains, networks)
+
+
+def load_feeds(config: Config, files: Sequence[Path] = (), *,
+               required: bool = True) -> list[Feed]:
+    """Feeds from ``files`` if given, else the installed ones; plus local indicators.
+
+    The live sensor passes ``required=False``: a box fresh out of its box has no
+    feed until its first update, and runs (degraded, ``feeds_stale``) until then.
+    """
+    if files:
+        feeds = [load_feed_file(path) for path in files]
+    else:
+        feeds = feed_store(config).load([source.name for source in config.feeds.sources])
+        if not feeds and required:
+            raise FeedError(str(config.feeds.directory),
+                            "no indicator feed is installed; run `veilleuse feeds update` "
+                            "(needs internet access) or pass --feed FILE")
+    feeds.extend(load_feed_file(path) for path in config.feeds.local)
+    return feeds
+
+
+def build_matcher(feeds: Sequence[Feed], config: Config,
+                  extra: Sequence[Indicator] = ()) -> IndicatorMatcher:
+    indicators = [indicator for feed in feeds for indicator in feed.indicators]
+    return IndicatorMatcher([*indicators, *extra], make_allowlist(config.feeds.allowlist))
+
+
+def build_engine(config: Config, matcher: IndicatorMatcher) -> DetectionEngine:
+    detection = config.detection
+    detectors: list = [IocDetector(matcher, detection.resolved_ip_window_seconds)]
+    if detection.encrypted_dns:
+        addresses = detection.encrypted_dns_addresses
+        detectors.append(EncryptedDnsDetector(matcher.allowlist) if addresses is None else
+                         EncryptedDnsDetector(matcher.allowlist, addresses=addresses))
+    detectors.append(BeaconDetector(
+        config.network.home_net, matcher.allowlist,
+        BeaconSettings(min_connections=detection.beacon.min_connections,
+                       min_interval=detection.beacon.min_interval_seconds,
+                       score_threshold=detection.beacon.score_threshold)))
+    return DetectionEngine(detectors)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionBuilder:
+    """Feeds to engine, for a daemon that builds its engine again on every feed update.
+
+    ``feed_files`` are the files given on the command line (empty: the
+    installed feeds); ``extra`` are indicators added to every feed version
+    (the self-test's).
+    """
+
+    config: Config
+    feed_files: tuple[Path, ...] = ()
+    extra: tuple[Indicator, ...] = ()
+
+    def load_feeds(self, *, required: bool = True) -> list[Feed]:
+        return load_feeds(self.config, self.feed_files, required=required)
+
+    def engine(self, feeds: Sequence[Feed]) -> DetectionEngine:
+        return build_engine(self.config, build_matcher(feeds, self.config, self.extra))
+
+    def store(self) -> FeedStore:
+        return feed_store(self.config)
+
+
+# -- alerts and MQTT ---------------------------------------------------------------------
+
+
+def open_alert_book(config: Config) -> AlertBook:
+    from sensor.alerts.book import AlertBook
+
+    return AlertBook(config.alerts.database)
+
+
+def pseudonymizer(config: Config) -> Pseudonymizer | None:
+    if config.privacy.device_ids == "address":
+        return None
+    from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
+
+    return Pseudonymizer(load_or_create_secret(config.privacy.secret_file))
+
+
+def alert_queue(config: Config, book: AlertBook,
+                wall_clock: Callable[[], float] = time.time,
+                clock_synchronised: ClockProbe | None = None) -> AlertQueue:
+    """The queue that writes alerts, and the payloads that will leave the box, to ``book``."""
+    from sensor.outputs.delivery import AlertQueue
+
+    return AlertQueue(book, config, pseudonymizer(config), wall_clock, clock_synchronised)
+
+
+def topics(config: Config) -> Topics:
+    from sensor.outputs.topics import Topics
+
+    return Topics(site=config.site, sensor=config.sensor, prefix=config.mqtt.topic_prefix)
+
+
+def mqtt_settings(config: Config, url: str | None = None, role: str = "sensor") -> MqttSettings:
+    """Settings from the config; the client id is ``veilleuse-<site>-<sensor>-<role>``.
+
+    One role per process (``sensor`` for the daemon, ``publish``, ``tail``):
+    two clients on one id would take the session from each other.
+    """
+    from sensor.outputs.mqtt import MqttSettings
+
+    mqtt = config.mqtt
+    return MqttSettings.from_url(
+        url or mqtt.url, username=mqtt.username, password=_password(mqtt.password_file),
+        ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
+        cert_file=str(mqtt.cert_file) if mqtt.cert_file else None,
+        key_file=str(mqtt.key_file) if mqtt.key_file else None,
+        client_id=f"veilleuse-{config.site}-{config.sensor}-{role}",
+        session_expiry=mqtt.session_expiry_seconds)
+
+
+def _password(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as error:
+        raise VeilleuseError(f"{path}: cannot read the MQTT password ({error.strerror})") \
+            from None
+
+
+def local_settings(config: Config, role: str) -> MqttSettings:
+    """The box's own broker (``local_broker``); when ``mqtt.url`` is that broker, its settings.
+
+    The screen (role ``screen``) and the sensor's copy for it (``sensor-local``)
+    log in with the local account.
+    """
+    if core_is_local(config):
+        return mqtt_settings(config, role=role)
+    from sensor.outputs.mqtt import MqttSettings
+
+    local = config.local_broker
+    return MqttSettings.from_url(
+        local.url, username=local.username, password=_password(local.password_file),
+        client_id=f"veilleuse-{config.site}-{config.sensor}-{role}")
+
+
+def publisher(config: Config, book: AlertBook, url: str | None = None,
+              role: str = "sensor") -> MqttPublisher:
+    from sensor.outputs.mqtt import MqttPublisher
+
+    return MqttPublisher(mqtt_settings(config, url, role), topics(config), book)
+
+
+def sensor_outputs(config: Config, book: AlertBook) -> SensorOutputs:
+    """The live sensor's core publisher, and its copy for the screen unless one broker is both."""
+    from sensor.outputs.delivery import SensorOutputs
+    from sensor.outputs.local import LocalMirror
+
+    core = publisher(config, book)
+    local = None if core_is_local(config) else LocalMirror(
+        local_settings(config, "sensor-local"), topics(config), core.state_message)
+    return SensorOutputs(core, local)
+
+
+def open_delivery(config: Config, wall_clock: Callable[[], float] = time.time,
+                  clock_synchronised: ClockProbe | None = None) -> Delivery:
+    """The live sensor's alert book, the queue into it and the connections out of it."""
+    from sensor.outputs.delivery import Delivery
+
+    book = open_alert_book(config)
+    return Delivery(book, alert_queue(config, book, wall_clock, clock_synchronised),
+                    sensor_outputs(config, book))
+
+
+# -- the live sensor ---------------------------------------------------------------------
+
+
+def live_capture(config: Config, source: str = "suricata") -> LiveCapture:
+    """Suricata supervised on ``network.interface`` with its EVE file tailed, or the sniffer.
+
+    Suricata's files and the EVE offset live in RAM (``daemon.runtime_directory``):
+    the SD card is written only for the alert book, the feeds and the pseudonym
+    key. A reboot loses both the file and its offset together, so nothing is
+    read twice or skipped.
+    """
+    if source == "suricata":
+        from sensor.capture.eve_tail import EveTailer
+        from sensor.daemon.captures import SuricataCapture
+        from sensor.suricata.supervisor import SupervisorSettings, SuricataSupervisor
+
+        workdir = config.daemon.runtime_directory / "suricata"
+        # EVE holds who talked to whom: readable by the sensor alone.
+        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        supervisor = SuricataSupervisor(SupervisorSettings(
+            interface=config.network.interface, workdir=workdir,
+            suricata=suricata_settings(config)))
+        tailer = EveTailer(supervisor.eve_path, workdir / "eve.offset",
+                           save_every=OFFSET_SAVE_EVERY)
+        return SuricataCapture(supervisor, tailer,
+                               max_eve_bytes=config.daemon.max_eve_megabytes * 2**20)
+    if source == "scapy":
+        from sensor.capture.scapy_live import ScapyLiveSource
+        from sensor.daemon.captures import LiteCapture
+
+        return LiteCapture(ScapyLiveSource(config.network.interface))
+    raise ValueError(f"unknown live source {source!r}; choose one of "
+                     f"{', '.join(LIVE_SOURCE_NAMES)}")
+
+
+def sensor_daemon(config: Config, *, source: str = "suricata",
+                  feed_files: Sequence[Path] = (), notifier: SystemdNotifier | None = None,
+                  clock: Callable[[], float] = time.monotonic,
+                  wall_clock: Callable[[], float] = time.time,
+                  clock_synchronised: ClockProbe | None = None) -> SensorDaemon:
+    """``veilleuse run``: the live daemon with its capture, detection and delivery built.
+
+    The alert book and the MQTT connections are opened by ``run`` (on the
+    daemon's thread), through ``open_delivery``.
+    """
+    from sensor.daemon.clock import SystemClock
+    from sensor.daemon.selftest import SELFTEST_INDICATOR
+    from sensor.daemon.service import SensorDaemon
+
+    probe = clock_synchronised or SystemClock()
+    return SensorDaemon(
+        config, live_capture(config, source),
+        DetectionBuilder(config, tuple(feed_files), (SELFTEST_INDICATOR,)),
+        lambda: open_delivery(config, wall_clock, probe),
+        notifier=notifier, clock=clock, wall_clock=wall_clock, clock_synchronised=probe)
