@@ -4,7 +4,7 @@ Sources, feeds, matcher and detection engine, the alert book and its queue,
 the MQTT connections, the live capture (Suricata supervised and its EVE
 tail, or the scapy sniffer) and the live daemon itself are built here, from
 the config, and handed to the modules that use them: those modules take
-built objects and never read the config to build their own. Not the job of
+built objects rather than build their own from the config. Not the job of
 this module: doing anything with them (``sensor.analysis`` analyses a
 capture file, ``sensor.daemon.service`` runs the live loop).
 
