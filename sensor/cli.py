@@ -355,7 +355,7 @@ def _selftest(args: argparse.Namespace) -> int:
     from sensor.daemon.selftest import run_selftest
 
     config, _ = _config(args)
-    result = run_selftest(config, args.timeout)
+    result = run_selftest(config, lambda: open_alert_book(config), args.timeout)
     print(result.message)
     return 0 if result.passed else 1
 

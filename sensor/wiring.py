@@ -308,7 +308,7 @@ def sensor_daemon(config: Config, *, source: str = "suricata",
     daemon's thread), through ``open_delivery``.
     """
     from sensor.daemon.clock import SystemClock
-    from sensor.daemon.selftest import SELFTEST_INDICATOR
+    from sensor.daemon.selftest import SELFTEST_INDICATOR, run_selftest
     from sensor.daemon.service import SensorDaemon
 
     probe = clock_synchronised or SystemClock()
@@ -316,4 +316,5 @@ def sensor_daemon(config: Config, *, source: str = "suricata",
         config, live_capture(config, source),
         DetectionBuilder(config, tuple(feed_files), (SELFTEST_INDICATOR,)),
         lambda: open_delivery(config, wall_clock, probe),
+        lambda: run_selftest(config, lambda: open_alert_book(config)),
         notifier=notifier, clock=clock, wall_clock=wall_clock, clock_synchronised=probe)

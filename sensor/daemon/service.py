@@ -35,7 +35,7 @@ from sensor.daemon.faults import DaemonFailure, LoopFaults
 from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
 from sensor.daemon.notify import SystemdNotifier
 from sensor.daemon.passive import PassiveWatch
-from sensor.daemon.selftest import SELFTEST_DOMAIN, SelftestRunner, run_selftest
+from sensor.daemon.selftest import SELFTEST_DOMAIN, SelftestResult, SelftestRunner
 from sensor.detect.engine import DetectionEngine
 from sensor.detect.model import Alert, Severity
 from sensor.errors import VeilleuseError
@@ -81,11 +81,13 @@ class SensorDaemon:
     """The live loop over built parts (``sensor.wiring.sensor_daemon`` builds them).
 
     ``open_delivery`` opens the alert book and the MQTT connections when
-    ``run`` starts, on the daemon's thread.
+    ``run`` starts, on the daemon's thread; ``selftest`` runs one self-test
+    (in a thread of ``SelftestRunner``).
     """
 
     def __init__(self, config: Config, capture: LiveCapture, detection: DetectionFactory,
-                 open_delivery: Callable[[], Delivery], *,
+                 open_delivery: Callable[[], Delivery],
+                 selftest: Callable[[], SelftestResult], *,
                  notifier: SystemdNotifier | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
@@ -113,7 +115,7 @@ class SensorDaemon:
         self._busy = False  # the last turn had records: the next one comes soon
         self._ready = False
         self._feeds_signature = self._signature()
-        self.selftests = SelftestRunner(lambda: run_selftest(config))
+        self.selftests = SelftestRunner(selftest)
         self.passive = PassiveWatch(config.network.interface)
         self._mirror_problem: str | None = None
         self._probes_seen = 0  # self-test queries captured, ours or `veilleuse selftest`'s
