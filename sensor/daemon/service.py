@@ -67,8 +67,9 @@ BUSY_TURN = 0.005  # the shortest turn when records keep coming
 class DetectionFactory(Protocol):
     """Feeds and the engine built from them, again on every feed update (``sensor.wiring``)."""
 
-    feed_files: Sequence[Path]
-    """The feed files given on the command line; empty: the installed feeds."""
+    @property
+    def feed_files(self) -> Sequence[Path]:
+        """The feed files given on the command line; empty: the installed feeds."""
 
     def load_feeds(self, *, required: bool = True) -> list[Feed]: ...
 
