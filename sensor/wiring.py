@@ -8,8 +8,9 @@ built objects rather than build their own from the config. Not the job of
 this module: doing anything with them (``sensor.analysis`` analyses a
 capture file, ``sensor.daemon.service`` runs the live loop).
 
-Heavy dependencies (scapy, pyshark, paho) are imported on demand, so that
-importing this module stays cheap for commands that need none of them.
+What each builder needs is imported when it is called (scapy, pyshark,
+paho, the feed parsers): the screen and ``veilleuse tail`` import this
+module for their MQTT settings and load none of the detection code.
 """
 
 from __future__ import annotations
@@ -22,14 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sensor.config import Config, core_is_local
-from sensor.detect.beacon import BeaconDetector, BeaconSettings
-from sensor.detect.encrypted_dns import EncryptedDnsDetector
-from sensor.detect.engine import DetectionEngine
-from sensor.detect.ioc import IocDetector
 from sensor.errors import FeedError, VeilleuseError
-from sensor.feeds.matcher import Allowlist, IndicatorMatcher
-from sensor.feeds.model import Feed, Indicator
-from sensor.feeds.store import FeedStore, load_feed_file
 from sensor.suricata.config import SuricataSettings
 
 if TYPE_CHECKING:
@@ -40,6 +34,10 @@ if TYPE_CHECKING:
     from sensor.daemon.clock import ClockProbe
     from sensor.daemon.notify import SystemdNotifier
     from sensor.daemon.service import SensorDaemon
+    from sensor.detect.engine import DetectionEngine
+    from sensor.feeds.matcher import Allowlist, IndicatorMatcher
+    from sensor.feeds.model import Feed, Indicator
+    from sensor.feeds.store import FeedStore
     from sensor.outputs.delivery import AlertQueue, Delivery, SensorOutputs
     from sensor.outputs.mqtt import MqttPublisher, MqttSettings
     from sensor.outputs.topics import Topics
@@ -81,10 +79,14 @@ def suricata_settings(config: Config) -> SuricataSettings:
 
 
 def feed_store(config: Config) -> FeedStore:
+    from sensor.feeds.store import FeedStore
+
     return FeedStore(config.feeds.directory)
 
 
 def make_allowlist(entries: Iterable[str]) -> Allowlist:
+    from sensor.feeds.matcher import Allowlist
+
     domains, networks = [], []
     for entry in entries:
         try:
@@ -102,6 +104,8 @@ def load_feeds(config: Config, files: Sequence[Path] = (), *,
     The live sensor passes ``required=False``: a box fresh out of its box has no
     feed until its first update, and runs (degraded, ``feeds_stale``) until then.
     """
+    from sensor.feeds.store import load_feed_file
+
     if files:
         feeds = [load_feed_file(path) for path in files]
     else:
@@ -116,11 +120,18 @@ def load_feeds(config: Config, files: Sequence[Path] = (), *,
 
 def build_matcher(feeds: Sequence[Feed], config: Config,
                   extra: Sequence[Indicator] = ()) -> IndicatorMatcher:
+    from sensor.feeds.matcher import IndicatorMatcher
+
     indicators = [indicator for feed in feeds for indicator in feed.indicators]
     return IndicatorMatcher([*indicators, *extra], make_allowlist(config.feeds.allowlist))
 
 
 def build_engine(config: Config, matcher: IndicatorMatcher) -> DetectionEngine:
+    from sensor.detect.beacon import BeaconDetector, BeaconSettings
+    from sensor.detect.encrypted_dns import EncryptedDnsDetector
+    from sensor.detect.engine import DetectionEngine
+    from sensor.detect.ioc import IocDetector
+
     detection = config.detection
     detectors: list = [IocDetector(matcher, detection.resolved_ip_window_seconds)]
     if detection.encrypted_dns:
