@@ -281,12 +281,14 @@ def _device_report(args: argparse.Namespace) -> int:
 def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
              feed_versions: dict[str, str] | None = None) -> int:
     """Publish the book's pending alerts; 0 when all are acknowledged, else 1 (they stay)."""
+    from sensor.daemon.clock import SystemClock
     from sensor.outputs.delivery import deliver_pending
 
     sender = publisher(config, book, url, role="publish")
     sender.feed_versions = feed_versions or {}
     delivered, health = deliver_pending(sender, book, timeout,
-                                        retention_days=config.alerts.retention_days)
+                                        retention_days=config.alerts.retention_days,
+                                        clock_synchronised=SystemClock())
     if delivered:
         log.info("all alerts delivered (%d this run)", health.delivered)
         return 0

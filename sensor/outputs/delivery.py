@@ -19,7 +19,6 @@ from sensor.alerts.book import AlertBook, AlertBookError, AlertBookFull
 from sensor.alerts.pseudonym import Pseudonymizer
 from sensor.alerts.retention import apply_retention
 from sensor.config import Config
-from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.detect.model import Alert
 from sensor.outputs.local import LocalMirror
 from sensor.outputs.mqtt import MqttPublisher, PublisherHealth
@@ -45,7 +44,8 @@ class AlertQueue:
     """
 
     def __init__(self, book: AlertBook, config: Config, pseudonyms: Pseudonymizer | None,
-                 wall_clock: Callable[[], float], clock_synchronised: ClockProbe | None = None,
+                 wall_clock: Callable[[], float],
+                 clock_synchronised: Callable[[], bool] | None = None,
                  max_held: int = MAX_HELD) -> None:
         self.book = book
         self._clock_synchronised = clock_synchronised
@@ -218,13 +218,17 @@ class SensorOutputs:
 
 
 def deliver_pending(sender: MqttPublisher, book: AlertBook, timeout: float, *,
-                    retention_days: int, clock_synchronised: ClockProbe | None = None,
+                    retention_days: int, clock_synchronised: Callable[[], bool],
                     ) -> tuple[bool, PublisherHealth]:
-    """Publish the book's pending alerts, then apply retention; (all acknowledged, health)."""
+    """Publish the book's pending alerts, then apply retention; (all acknowledged, health).
+
+    ``clock_synchronised`` (``sensor.daemon.clock.SystemClock``) says whether
+    the clock that finds alerts old can be trusted: if not, none is deleted.
+    """
     sender.start()
     try:
         delivered = sender.wait_until_delivered(timeout)
     finally:
         sender.stop()
-    apply_retention(book, retention_days, time.time(), (clock_synchronised or SystemClock())())
+    apply_retention(book, retention_days, time.time(), clock_synchronised())
     return delivered, sender.health()
