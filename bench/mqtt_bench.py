@@ -123,7 +123,7 @@ def _fleet_worker(arguments: tuple[str, int, int, int, int, float]) -> int:
         time.sleep(max(0.0, started + (step + 1) * seconds / per_sensor - time.monotonic()))
     for _, sender in members:
         sender.wait_until_delivered(60)
-    left = sum(sender.health().pending for _, sender in members)
+    left = sum(sender.facts().pending for _, sender in members)
     for _, sender in members:
         sender.stop(timeout=1)
     return left

@@ -21,24 +21,20 @@ from __future__ import annotations
 import logging
 import queue
 import sqlite3
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from core.config import CoreConfig
 from core.errors import CoreError
 from core.notify import Notifier
 from core.payloads import InvalidPayload, parse_message
 from core.store import BatchOutcome, CoreStore, Received
+from sensor.wire.broker import MqttSettings, MqttSettingsError, connect, make_client
 
 log = logging.getLogger(__name__)
 
@@ -86,26 +82,19 @@ class Ingest:
         self._check_now = threading.Event()
         self._disconnected = threading.Event()
         self._owner: threading.Thread | None = None
+        self._settings = _settings(config)
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        settings = self.config.mqtt
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
-                             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
+        try:
+            client = make_client(self._settings, manual_ack=True)
+        except MqttSettingsError as error:
+            raise CoreError(f"mqtt: {error}") from None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=30)
-        if settings.username:
-            password = None
-            if settings.password_file is not None:
-                password = _read_secret(settings.password_file)
-            client.username_pw_set(settings.username, password)
-        if settings.url.startswith("mqtts://"):
-            client.tls_set(ca_certs=_optional(settings.ca_file),
-                           certfile=_optional(settings.cert_file),
-                           keyfile=_optional(settings.key_file), cert_reqs=ssl.CERT_REQUIRED)
         return client
 
     # -- life cycle ----------------------------------------------------------------
@@ -114,16 +103,8 @@ class Ingest:
         """Open the store, start the owner thread, and connect in the background."""
         self._owner = threading.Thread(target=self._run, name="ingest-owner", daemon=True)
         self._owner.start()
-        settings = self.config.mqtt
-        url = urlsplit(settings.url)
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = settings.session_expiry_seconds
-        properties.ReceiveMaximum = settings.receive_maximum
-        self._client.connect_async(url.hostname or "", url.port or (8883 if url.scheme == "mqtts"
-                                                              else 1883),
-                                   keepalive=settings.keepalive_seconds, clean_start=False,
-                                   properties=properties)
-        self._client.loop_start()
+        connect(self._client, self._settings, persistent=True,
+                receive_maximum=self.config.mqtt.receive_maximum)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Store and acknowledge what already arrived, then disconnect (the session stays).
@@ -300,6 +281,23 @@ _WAKE = _Delivery("", b"", 0, 0, False)
 
 def _optional(path: Any) -> str | None:
     return None if path is None else str(path)
+
+
+def _settings(config: CoreConfig) -> MqttSettings:
+    """The broker's settings from the core's configuration (a password only with a user)."""
+    mqtt_config = config.mqtt
+    password = None
+    if mqtt_config.username and mqtt_config.password_file is not None:
+        password = _read_secret(mqtt_config.password_file)
+    try:
+        return MqttSettings.from_url(
+            mqtt_config.url, username=mqtt_config.username, password=password,
+            ca_file=_optional(mqtt_config.ca_file), cert_file=_optional(mqtt_config.cert_file),
+            key_file=_optional(mqtt_config.key_file), client_id=mqtt_config.client_id,
+            keepalive=mqtt_config.keepalive_seconds,
+            session_expiry=mqtt_config.session_expiry_seconds)
+    except MqttSettingsError as error:
+        raise CoreError(f"mqtt.url: {error}") from None
 
 
 def _read_secret(path: Any) -> str:

@@ -8,7 +8,6 @@ hand events over. Rendering is a pure function of (state, view).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import queue
 import socket
@@ -21,16 +20,14 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from luma.core.render import canvas
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from screen.controls import Controls, Gesture, led_pattern
 from screen.model import ScreenState, apply_message
 from screen.pages import Fonts, NetworkInfo, Page, View, render
 from sensor.messages import Catalogue
-from sensor.outputs.mqtt import MqttSettings
-from sensor.outputs.topics import Topics
+from sensor.wire.broker import MqttSettings, Will, connect, make_client
+from sensor.wire.payloads import SELFTEST, command_payload, screen_payload
+from sensor.wire.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +61,13 @@ class ScreenApp:
                  settings: ScreenSettings | None = None, *, follow_site: bool = False,
                  network: Callable[[], NetworkInfo] = local_network,
                  clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time,
                  timezone: tzinfo | None = None) -> None:
         self.topics, self.texts, self.fonts, self.display = topics, texts, fonts, display
         source = f"{topics.prefix}/{topics.site}/+" if follow_site else topics.base
         self.subscriptions = [(f"{source}/{leaf}", 1) for leaf in ("state", "status", "alert")]
         self.settings = settings or ScreenSettings()
-        self._network, self._clock = network, clock
+        self._network, self._clock, self._wall_clock = network, clock, wall_clock
         self.state = ScreenState()
         self.view = View(timezone=timezone or datetime.now().astimezone().tzinfo or UTC)
         self.controls: Controls | None = None
@@ -116,9 +114,8 @@ class ScreenApp:
             log.info("alerts acknowledged on the screen (%d)", len(self._acknowledged_ids))
         elif gesture is Gesture.LONG_HOLD:
             self.selftest_requests += 1
-            self._publish(f"{self.topics.base}/command", {
-                "schema": "veilleuse.command/1", "command": "selftest",
-                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}, retain=False)
+            self._publish(f"{self.topics.base}/command",
+                          command_payload(SELFTEST, self._wall_clock()), retain=False)
             log.info("self-test requested from the screen")
 
     def _tick(self) -> None:
@@ -151,20 +148,17 @@ class ScreenApp:
         with canvas(self.display) as draw:
             render(draw, self.state, self.view, self.texts, self.fonts, self._network())
 
-    def _publish(self, topic: str, payload: dict, retain: bool) -> None:
+    def _publish(self, topic: str, payload: str, retain: bool) -> None:
         if self._client is not None:
-            self._client.publish(topic, json.dumps(payload), qos=1, retain=retain)
+            self._client.publish(topic, payload, qos=1, retain=retain)
 
     # -- MQTT and the loop ----------------------------------------------------------------
 
     def connect(self, settings: MqttSettings, display_problem: str | None) -> None:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
-                             protocol=MQTTProtocolVersion.MQTTv5)
-        health = {"schema": "veilleuse.screen/1",
-                  "display": "missing" if display_problem else "ok",
-                  "problem": display_problem}
-        client.will_set(f"{self.topics.base}/screen", json.dumps(
-            {**health, "display": "offline"}), qos=1, retain=True)
+        topic = f"{self.topics.base}/screen"
+        health = screen_payload("missing" if display_problem else "ok", display_problem)
+        client = make_client(settings, will=Will(topic, screen_payload("offline",
+                                                                       display_problem)))
 
         def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -173,24 +167,15 @@ class ScreenApp:
                 self.events.put(("connected", False))
                 return
             client.subscribe(self.subscriptions)
-            client.publish(f"{self.topics.base}/screen", json.dumps(health), qos=1, retain=True)
+            client.publish(topic, health, qos=1, retain=True)
             self.events.put(("connected", True))
 
         client.on_connect = on_connect
         client.on_disconnect = lambda *args: self.events.put(("connected", False))
         client.on_message = lambda c, u, message: self.events.put(
             ("message", (message.topic, message.payload)))
-        if settings.username:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file,
-                           keyfile=settings.key_file)
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = settings.session_expiry
         client.reconnect_delay_set(1, 30)
-        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive,
-                             clean_start=False, properties=properties)
-        client.loop_start()
+        connect(client, settings, persistent=True)
         self._client = client
 
     def run(self, stop: threading.Event) -> None:

@@ -54,7 +54,8 @@ def _config(path: Path | None) -> Config:
 def run(config: Config) -> int:
     from screen.app import ScreenApp, ScreenSettings
     from screen.controls import Controls
-    from sensor.wiring import local_settings, topics
+    from sensor.wire.broker import local_settings
+    from sensor.wire.topics import Topics
 
     settings = config.screen
     problem = None
@@ -65,7 +66,8 @@ def run(config: Config) -> int:
     except DisplayUnavailable as error:
         display, problem = None, str(error)
         log.warning("running without a display: %s", error)
-    app = ScreenApp(topics(config), load_catalogue(config.language, "screen.locales"),
+    topics = Topics(site=config.site, sensor=config.sensor, prefix=config.mqtt.topic_prefix)
+    app = ScreenApp(topics, load_catalogue(config.language, "screen.locales"),
                     load_fonts(), display, ScreenSettings(
                         reveal_seconds=settings.reveal_seconds,
                         blank_after_seconds=settings.blank_after_seconds),

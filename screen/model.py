@@ -3,25 +3,31 @@
 The screen may follow one sensor (on the appliance) or every sensor of a
 site (a front-desk display): each sensor's reports are kept apart and the
 screen shows the worst health, the summed counters and every recent alert.
-``apply_message`` never raises on bad input: a malformed or unknown message
-leaves the state as it was and is counted, so a stray publish cannot blank
-the shelter's screen. What it keeps is bounded and clean: texts lose their
-control characters and are cut to ``MAX_TEXT``, counters are clamped, lists
-are capped, and an unknown health or severity is kept as ``unknown`` (shown
-as such, never as all clear) rather than dropped.
+Every payload is read through the wire contract (``sensor.wire.payloads``:
+the JSON Schemas and the vocabulary they declare); the screen knows nothing
+else of the sensor. ``apply_message`` never raises on bad input: a message
+that breaks the contract leaves the state as it was and is counted, so a
+stray publish cannot blank the shelter's screen. What it keeps is bounded and
+clean: texts lose their control characters and are cut to ``MAX_TEXT``,
+counters are clamped, lists are capped, and a health or severity word newer
+than this screen's contract is kept as ``unknown`` (shown as such, never as
+all clear) rather than dropped.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import overload
 
-HEALTH_STATES = ("starting", "ok", "alert", "degraded")
+from sensor.wire.payloads import HEALTH_STATES, SEVERITIES, InvalidPayload, read_payload
+
 _WORST_FIRST = ("alert", "degraded", "ok", "starting")
-SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "unknown": 3, "high": 4}
+UNKNOWN = "unknown"
+SEVERITY_RANK = {**{severity: 2 * rank for rank, severity in enumerate(SEVERITIES)},
+                 UNKNOWN: 2 * len(SEVERITIES) - 3}
+"""The contract's severities in order, and an unknown one just below the highest."""
 UNKNOWN_HEALTH_REASON = "unknown_health"
 MAX_RECENT = 5
 MAX_TEXT = 64           # characters kept of any text from a message
@@ -188,20 +194,18 @@ def apply_message(state: ScreenState, topic: str, payload: bytes) -> ScreenState
     try:
         levels = topic.split("/")
         sensor = clean_text(f"{levels[-3]}/{levels[-2]}")
-        message = _mapping(json.loads(payload), "a message")
-        schema = message["schema"]
-        if not isinstance(schema, str):
-            raise ValueError("schema")
-        if topic.endswith("/state") and schema.startswith("veilleuse.state/"):
-            return _apply_state(state, sensor, message)
-        if topic.endswith("/status") and schema.startswith("veilleuse.status/"):
+        leaf = levels[-1]
+        if leaf == "state":
+            return _apply_state(state, sensor, read_payload(leaf, payload, new_words=True))
+        if leaf == "status":
+            message = read_payload(leaf, payload, new_words=True)
             report = dataclasses.replace(state.report(sensor),
                                          online=message["status"] == "online",
                                          time=_seconds(message["time"]))
             return _with_report(state, sensor, report)
-        if topic.endswith("/alert") and schema.startswith("veilleuse.alert/"):
-            return _apply_alert(state, message)
-    except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+        if leaf == "alert":
+            return _apply_alert(state, read_payload(leaf, payload, new_words=True))
+    except (InvalidPayload, ValueError, KeyError, TypeError, IndexError, RecursionError):
         pass
     return dataclasses.replace(state, ignored_messages=state.ignored_messages + 1)
 
@@ -249,8 +253,8 @@ def _apply_alert(state: ScreenState, message: dict) -> ScreenState:
     severity = message["severity"]
     line = AlertLine(id=clean_text(str(identifier)),
                      severity=severity if isinstance(severity, str) and severity in SEVERITY_RANK
-                     else "unknown",
-                     kind=_text(message["kind"], "unknown"), app=_text(message.get("app")),
+                     else UNKNOWN,
+                     kind=_text(message["kind"], UNKNOWN), app=_text(message.get("app")),
                      device=_text(message["device"], "?"),
                      last_seen=_seconds(message["last_seen"]))
     others = [known for known in state.recent if known.id != line.id]

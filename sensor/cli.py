@@ -37,7 +37,6 @@ from sensor.wiring import (
     build_matcher,
     feed_store,
     load_feeds,
-    mqtt_settings,
     open_alert_book,
     open_source,
     publisher,
@@ -283,9 +282,9 @@ def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
     """Publish the book's pending alerts; 0 when all are acknowledged, else 1 (they stay)."""
     from sensor.daemon.clock import SystemClock
     from sensor.outputs.delivery import deliver_pending
+    from sensor.outputs.link import DeliveryOnly
 
-    sender = publisher(config, book, url, role="publish")
-    sender.feed_versions = feed_versions or {}
+    sender = publisher(config, book, url, role="publish", link=DeliveryOnly(feed_versions))
     delivered, health = deliver_pending(sender, book, timeout,
                                         retention_days=config.alerts.retention_days,
                                         clock_synchronised=SystemClock())
@@ -330,7 +329,7 @@ def _log_to_journal_under_systemd() -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from sensor.daemon.service import read_health
+    from sensor.daemon.health import read_health
     from sensor.firstboot_report import REPORT_NAME, read_report
 
     config, _ = _config(args)
@@ -423,6 +422,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _tail(args: argparse.Namespace) -> int:
     from sensor.outputs.tail import follow
+    from sensor.wire.broker import mqtt_settings
 
     config, from_file = _config(args)
     language = args.lang or (config.language if from_file else language_from_environment())

@@ -400,17 +400,3 @@ def load_config(path: Path | str) -> Config:
     return load_config_file(path, Config, error=ConfigError,
                             missing="copy config/veilleuse.yaml there or pass --config",
                             top_keys="site:, feeds:", docs="docs/configuration.md")
-
-
-def core_is_local(config: Config) -> bool:
-    """``mqtt.url`` is the box's own broker (a box without a core): one connection for both.
-
-    Loopback names are one host (localhost, 127.0.0.1 and ::1 reach the same
-    listener on the appliance); the scheme and port must match.
-    """
-    core, local = urlsplit(config.mqtt.url), urlsplit(config.local_broker.url)
-    if (core.scheme, core.port or 1883) != (local.scheme, local.port or 1883):
-        return False
-    if core.hostname == local.hostname:
-        return True
-    return is_loopback_host(core.hostname or "") and is_loopback_host(local.hostname or "")

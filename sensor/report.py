@@ -15,14 +15,9 @@ from typing import IO, Any
 
 from sensor.detect.model import Alert
 from sensor.messages import LANGUAGES, Catalogue, load_catalogue
+from sensor.wire.payloads import ALERT_SCHEMA, iso_time
 
-ALERT_SCHEMA = "veilleuse.alert/1"
 _ASCII_SPACES = re.compile(r"[ \t\r\n]+")
-
-
-def iso_time(seconds: float) -> str:
-    """UNIX seconds as ISO 8601 UTC with microseconds: ``2026-01-01T10:00:00.015000Z``."""
-    return datetime.fromtimestamp(round(seconds, 6), UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def human_time(seconds: float) -> str:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sensor.config import Config, core_is_local
-from sensor.errors import FeedError, VeilleuseError
+from sensor.config import Config
+from sensor.errors import FeedError
 from sensor.suricata.config import SuricataSettings
 
 if TYPE_CHECKING:
@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     from sensor.feeds.model import Feed, Indicator
     from sensor.feeds.store import FeedStore
     from sensor.outputs.delivery import AlertQueue, Delivery, SensorOutputs
-    from sensor.outputs.mqtt import MqttPublisher, MqttSettings
-    from sensor.outputs.topics import Topics
+    from sensor.outputs.link import SensorLink
+    from sensor.outputs.mqtt import MqttPublisher
+    from sensor.wire.topics import Topics
 
 SOURCE_NAMES = ("suricata", "tshark", "scapy")
 LIVE_SOURCE_NAMES = ("suricata", "scapy")
@@ -196,81 +197,47 @@ def alert_queue(config: Config, book: AlertBook,
 
 
 def topics(config: Config) -> Topics:
-    from sensor.outputs.topics import Topics
+    from sensor.wire.topics import Topics
 
     return Topics(site=config.site, sensor=config.sensor, prefix=config.mqtt.topic_prefix)
 
 
-def mqtt_settings(config: Config, url: str | None = None, role: str = "sensor") -> MqttSettings:
-    """Settings from the config; the client id is ``veilleuse-<site>-<sensor>-<role>``.
-
-    One role per process (``sensor`` for the daemon, ``publish``, ``tail``):
-    two clients on one id would take the session from each other.
-    """
-    from sensor.outputs.mqtt import MqttSettings
-
-    mqtt = config.mqtt
-    return MqttSettings.from_url(
-        url or mqtt.url, username=mqtt.username, password=_password(mqtt.password_file),
-        ca_file=str(mqtt.ca_file) if mqtt.ca_file else None,
-        cert_file=str(mqtt.cert_file) if mqtt.cert_file else None,
-        key_file=str(mqtt.key_file) if mqtt.key_file else None,
-        client_id=f"veilleuse-{config.site}-{config.sensor}-{role}",
-        session_expiry=mqtt.session_expiry_seconds)
-
-
-def _password(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text().strip()
-    except OSError as error:
-        raise VeilleuseError(f"{path}: cannot read the MQTT password ({error.strerror})") \
-            from None
-
-
-def local_settings(config: Config, role: str) -> MqttSettings:
-    """The box's own broker (``local_broker``); when ``mqtt.url`` is that broker, its settings.
-
-    The screen (role ``screen``) and the sensor's copy for it (``sensor-local``)
-    log in with the local account.
-    """
-    if core_is_local(config):
-        return mqtt_settings(config, role=role)
-    from sensor.outputs.mqtt import MqttSettings
-
-    local = config.local_broker
-    return MqttSettings.from_url(
-        local.url, username=local.username, password=_password(local.password_file),
-        client_id=f"veilleuse-{config.site}-{config.sensor}-{role}")
-
-
 def publisher(config: Config, book: AlertBook, url: str | None = None,
-              role: str = "sensor") -> MqttPublisher:
+              role: str = "sensor", link: SensorLink | None = None) -> MqttPublisher:
+    """The core's publisher; ``link`` is what it asks for health, feeds and commands.
+
+    Without a link (``veilleuse publish``, ``analyze --mqtt``) it publishes
+    alerts only and announces no health of a live sensor.
+    """
     from sensor.outputs.mqtt import MqttPublisher
+    from sensor.wire.broker import mqtt_settings
 
-    return MqttPublisher(mqtt_settings(config, url, role), topics(config), book)
+    return MqttPublisher(mqtt_settings(config, url, role), topics(config), book, link)
 
 
-def sensor_outputs(config: Config, book: AlertBook) -> SensorOutputs:
+def sensor_outputs(config: Config, book: AlertBook,
+                   link: SensorLink | None = None) -> SensorOutputs:
     """The live sensor's core publisher, and its copy for the screen unless one broker is both."""
     from sensor.outputs.delivery import SensorOutputs
+    from sensor.outputs.link import DeliveryOnly
     from sensor.outputs.local import LocalMirror
+    from sensor.wire.broker import core_is_local, local_settings
 
-    core = publisher(config, book)
+    link = link or DeliveryOnly()
+    core = publisher(config, book, link=link)
     local = None if core_is_local(config) else LocalMirror(
-        local_settings(config, "sensor-local"), topics(config), core.state_message)
+        local_settings(config, "sensor-local"), topics(config), core.state_message, link)
     return SensorOutputs(core, local)
 
 
-def open_delivery(config: Config, wall_clock: Callable[[], float] = time.time,
+def open_delivery(config: Config, link: SensorLink, wall_clock: Callable[[], float] = time.time,
                   clock_synchronised: ClockProbe | None = None) -> Delivery:
     """The live sensor's alert book, the queue into it and the connections out of it."""
     from sensor.outputs.delivery import Delivery
 
     book = open_alert_book(config)
     return Delivery(book, alert_queue(config, book, wall_clock, clock_synchronised),
-                    sensor_outputs(config, book))
+                    sensor_outputs(config, book, link))
 
 
 # -- the live sensor ---------------------------------------------------------------------
@@ -326,6 +293,6 @@ def sensor_daemon(config: Config, *, source: str = "suricata",
     return SensorDaemon(
         config, live_capture(config, source),
         DetectionBuilder(config, tuple(feed_files), (SELFTEST_INDICATOR,)),
-        lambda: open_delivery(config, wall_clock, probe),
+        lambda link: open_delivery(config, link, wall_clock, probe),
         lambda: run_selftest(config, lambda: open_alert_book(config)),
         notifier=notifier, clock=clock, wall_clock=wall_clock, clock_synchronised=probe)

@@ -17,8 +17,9 @@ import pytest
 
 from sensor.alerts.book import AlertBook
 from sensor.outputs.delivery import AlertQueue
-from sensor.outputs.mqtt import MqttPublisher, MqttSettings
-from sensor.wiring import mqtt_settings, pseudonymizer, publisher, topics
+from sensor.outputs.mqtt import MqttPublisher
+from sensor.wire.broker import MqttSettings, mqtt_settings
+from sensor.wiring import pseudonymizer, publisher, topics
 from tests.broker import Core, Mosquitto
 from tests.conftest import until
 from tests.test_mqtt import make_config, queue, synthetic_alerts
@@ -44,9 +45,9 @@ def test_a_corrupt_outbox_row_is_quarantined_named_and_the_rest_delivered(
     with caplog.at_level(logging.ERROR):
         sender.start()
         try:
-            assert sender.wait_until_delivered(DEADLINE), sender.health()
+            assert sender.wait_until_delivered(DEADLINE), sender.facts()
             assert core.wait_for(lambda c: len(c.ids()) == 4, DEADLINE)
-            health = sender.health()
+            health = sender.facts()
         finally:
             sender.stop()
     assert damaged[1] == synthetic_alerts(5)[2].id
@@ -80,9 +81,9 @@ def test_an_unexpected_error_in_the_owner_thread_is_reported_and_survived(
     with caplog.at_level(logging.ERROR):
         sender.start()
         try:
-            assert sender.wait_for_health(lambda h: h.errors == 1, DEADLINE)
-            assert sender.wait_until_delivered(DEADLINE), sender.health()
-            health = sender.health()
+            assert sender.wait_for_facts(lambda h: h.errors == 1, DEADLINE)
+            assert sender.wait_until_delivered(DEADLINE), sender.facts()
+            health = sender.facts()
         finally:
             sender.stop()
     assert core.wait_for(lambda c: c.ids() == set(expected), DEADLINE)
@@ -109,8 +110,8 @@ def test_a_full_disk_keeps_alerts_in_memory_and_resends_nothing(
     sender.start()
     try:
         # Acknowledged, but the retirement cannot be written: remembered, not resent.
-        assert sender.wait_for_health(lambda h: h.unretired == 300 and h.disk_full, DEADLINE), \
-            sender.health()
+        assert sender.wait_for_facts(lambda h: h.unretired == 300 and h.disk_full, DEADLINE), \
+            sender.facts()
         assert core.wait_for(lambda c: len(c.received) == 300, DEADLINE)
         writer.add_all(written_after)
         assert writer.disk_full and writer.held == 100 and writer.dropped == 0
@@ -120,8 +121,8 @@ def test_a_full_disk_keeps_alerts_in_memory_and_resends_nothing(
         writer.add_all([])  # the daemon calls it every turn: held alerts are written now
         assert not writer.disk_full and writer.held == 0
         sender.notify()
-        assert sender.wait_until_delivered(DEADLINE), sender.health()
-        assert not sender.health().disk_full and sender.health().unretired == 0
+        assert sender.wait_until_delivered(DEADLINE), sender.facts()
+        assert not sender.facts().disk_full and sender.facts().unretired == 0
     finally:
         sender.stop()
     expected += [pseudonyms.alert_id(a.id) for a in written_after]
@@ -175,9 +176,9 @@ def _problem_of(tmp_path: Path, settings: MqttSettings) -> tuple[bool, str]:
     sender = MqttPublisher(settings, topics(make_config(tmp_path, _NoBroker())), book)
     sender.start()
     try:
-        sender.wait_for_health(lambda h: h.connected or
+        sender.wait_for_facts(lambda h: h.connected or
                                (h.problem or "").startswith("cannot connect"), DEADLINE)
-        health = sender.health()
+        health = sender.facts()
     finally:
         sender.stop()
         book.close()
@@ -241,17 +242,17 @@ def test_a_session_taken_over_is_reported_and_not_fought_for(tmp_path, broker) -
         sender.start()
 
     def taken_over(sender: MqttPublisher) -> bool:
-        return "took over the MQTT session" in (sender.health().problem or "")
+        return "took over the MQTT session" in (sender.facts().problem or "")
 
     try:
         assert until(lambda: any(taken_over(sender) for sender in senders), DEADLINE), \
-            [sender.health() for sender in senders]
+            [sender.facts() for sender in senders]
         loser = next(sender for sender in senders if taken_over(sender))
         winner = next(sender for sender in senders if sender is not loser)
-        assert "veilleuse-shelter-a-box1-sensor" in loser.health().problem
+        assert "veilleuse-shelter-a-box1-sensor" in loser.facts().problem
         # The loser waits (takeover_retry, 5 min) instead of taking the session back.
-        assert winner.wait_for_health(lambda h: h.connected, DEADLINE)
-        assert not winner.wait_for_health(lambda h: not h.connected, 3.0)
+        assert winner.wait_for_facts(lambda h: h.connected, DEADLINE)
+        assert not winner.wait_for_facts(lambda h: not h.connected, 3.0)
     finally:
         for sender, book in zip(senders, books, strict=True):
             sender.stop()

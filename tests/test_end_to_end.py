@@ -25,10 +25,13 @@ from screen.app import ScreenApp
 from screen.controls import Gesture
 from screen.pages import load_fonts
 from sensor.alerts.book import AlertBook
-from sensor.config import Config, core_is_local
+from sensor.config import Config
 from sensor.messages import load_catalogue
+from sensor.outputs.commands import Command
 from sensor.outputs.delivery import AlertQueue
-from sensor.wiring import local_settings, pseudonymizer, sensor_outputs, topics
+from sensor.outputs.link import DeliveryOnly
+from sensor.wire.broker import core_is_local, local_settings
+from sensor.wiring import pseudonymizer, sensor_outputs, topics
 from tests.broker import Core, Mosquitto
 from tests.conftest import until
 from tests.test_mqtt import _assert_only_redeliveries, synthetic_alerts
@@ -92,15 +95,29 @@ def screen_reader(local: Mosquitto) -> Core:
     return Core(local, username="veilleuse", password=LOCAL_PASSWORD, client_id="test-screen")
 
 
+class _CommandsTaken(DeliveryOnly):
+    """A sensor that takes commands, and notes their names."""
+
+    takes_commands = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def command(self, command: Command) -> None:
+        self.names.append(command.name)
+
+
 class Sensor:
     """The live sensor's outputs, wired as `veilleuse run` wires them."""
 
     def __init__(self, config: Config) -> None:
         self.book = AlertBook(config.alerts.database)
         self.alerts = AlertQueue(self.book, config, pseudonymizer(config), time.time)
-        self.outputs = sensor_outputs(config, self.book)
-        self.commands: list[str] = []
-        self.outputs.connect(self.alerts, self.commands.append)
+        link = _CommandsTaken()
+        self.outputs = sensor_outputs(config, self.book, link)
+        self.commands = link.names
+        self.outputs.connect(self.alerts)
         self.pseudonyms = pseudonymizer(config)
         self.outputs.start()
 
@@ -128,7 +145,7 @@ def test_the_book_keeps_alerts_until_the_core_acknowledges_while_the_screen_sees
         # The core is down: the screen shows the alerts and the state, the book keeps all.
         assert screen.wait_for_state(lambda s: len(s.recent) == 5 and s.health == "alert" and
                                      s.sensor_online is True, DEADLINE), screen.state
-        assert sensor.outputs.core.wait_for_health(
+        assert sensor.outputs.core.wait_for_facts(
             lambda h: (h.problem or "").startswith("cannot connect"), DEADLINE)
         assert sensor.book.pending_count() == 5, "the local broker's PUBACK is no delivery"
 
@@ -208,7 +225,7 @@ def test_self_tests_come_from_the_screen_or_the_cores_operator_and_nobody_else(
         return outcome[0]
 
     try:
-        assert until(lambda: sensor.outputs.core.health().connected and
+        assert until(lambda: sensor.outputs.core.facts().connected and
                      sensor.outputs.local.is_connected, DEADLINE)
         # The screen's long hold, through the box's broker.
         screen = ScreenApp(topics(config), load_catalogue("en", "screen.locales"),
@@ -263,7 +280,7 @@ def test_a_power_cut_of_the_local_broker_loses_nothing_on_the_way_to_the_core(
         assert until(lambda: sensor.outputs.local.is_connected, DEADLINE)
         core_broker.start()
         core = ingest(core_broker)
-        assert sensor.outputs.core.wait_until_delivered(60.0), sensor.outputs.core.health()
+        assert sensor.outputs.core.wait_until_delivered(60.0), sensor.outputs.core.facts()
         retired = {sensor.pseudonyms.alert_id(a.id) for a in sensor.book.alerts() if a.delivered}
         assert len(retired) == total
         # Every alert the book retired is at the core (retired only on the core's PUBACK).

@@ -21,6 +21,7 @@ from sensor.analysis import analyze_capture
 from sensor.config import Config
 from sensor.detect.model import Alert, AlertKind, Severity
 from sensor.outputs.delivery import AlertQueue, deliver_pending
+from sensor.outputs.link import ProblemKind
 from sensor.wiring import build_engine, open_source, pseudonymizer, publisher
 from tests.broker import Core, Mosquitto
 from tests.scenarios import build_everything
@@ -92,12 +93,13 @@ def test_alerts_produced_while_the_broker_is_down_arrive_when_it_is_back(tmp_pat
     assert core.wait_for(lambda c: c.ids() >= set(expected), DEADLINE)
 
     broker.stop()
-    assert sender.wait_for_health(lambda h: not h.connected, DEADLINE)
+    assert sender.wait_for_facts(lambda h: not h.connected, DEADLINE)
     more = queue(config, synthetic_alerts(60)[20:])
     sender.notify()
-    health = sender.health()
+    health = sender.facts()
     assert not health.connected and health.pending == 40
     assert "unreachable" in health.problem
+    assert health.problem_kind is ProblemKind.BROKER_UNREACHABLE and not health.refusing
 
     broker.start()
     try:
@@ -107,7 +109,7 @@ def test_alerts_produced_while_the_broker_is_down_arrive_when_it_is_back(tmp_pat
     finally:
         sender.stop()
         core.close()
-    assert sender.health().problem is None
+    assert sender.facts().problem is None
     _assert_only_redeliveries(core)
 
 
@@ -154,9 +156,13 @@ def test_a_topic_refused_by_acl_is_visible_then_delivered_once_allowed(
     sender = publisher(config, book)
     sender.start()
     try:
-        assert sender.wait_for_health(lambda h: h.refused >= 1, DEADLINE)
-        health = sender.health()
+        assert sender.wait_for_facts(lambda h: h.refused >= 1, DEADLINE)
+        health = sender.facts()
         assert "refused an alert" in health.problem and "Not authorized" in health.problem
+        assert health.refusing and health.problem_kind is ProblemKind.ALERT_REFUSED
+        state = core.wait_for(lambda c: c.retained.get("state", {}).get("health") ==
+                              "degraded", DEADLINE)
+        assert state and core.retained["state"]["reasons"] == ["broker_refused_alert"]
         assert "Not authorized" in health.last_refusal
         assert health.pending == 5 and core.ids() == set()
         broker.set_acl(deny.replace("topic write veilleuse/+/+/state",
@@ -164,7 +170,7 @@ def test_a_topic_refused_by_acl_is_visible_then_delivered_once_allowed(
                                     "topic write veilleuse/+/+/alert"))
         assert core.wait_for(lambda c: c.ids() >= set(expected), DEADLINE)
         assert sender.wait_until_delivered(DEADLINE)
-        assert sender.health().problem is None
+        assert sender.facts().problem is None
     finally:
         sender.stop()
         core.close()

@@ -24,7 +24,7 @@ from screen.model import HEALTH_STATES, MAX_TEXT, SEVERITY_RANK, ScreenState, ap
 from screen.pages import Page, View, load_fonts, render
 from screen.samples import NETWORK, NOON, RECENT, samples
 from sensor.messages import LANGUAGES, load_catalogue, placeholders
-from sensor.outputs.topics import Topics
+from sensor.wire.topics import Topics
 from tests.conftest import REPO
 
 DOCS = REPO / "docs" / "screen"
@@ -95,8 +95,23 @@ def test_no_app_or_device_is_shown_until_someone_asks(language: str) -> None:
     assert "DemoSpy" in " ".join(drawn.texts) and "dev-3f1c0a9b2e41" in " ".join(drawn.texts)
 
 
+_COMPLETE = {
+    "veilleuse.state/1": {"site": "shelter-a", "sensor": "box1", "details": [], "feeds": {}},
+    "veilleuse.status/1": {},
+    "veilleuse.alert/1": {
+        "site": "shelter-a", "sensor": "box1", "device_is_pseudonym": True,
+        "indicator": "demospy.example", "observed": "api.demospy.example", "protocol": "dns",
+        "protocols": ["dns"], "first_seen": "2026-01-01T11:00:00Z", "count": 1, "details": {},
+        "clock_synchronised": True, "title": {"fr": "Titre", "en": "Title"},
+        "summary": {"fr": "Résumé", "en": "Summary"}, "advice": {"fr": "Conseil", "en": "Advice"},
+        "queued_at": "2026-01-01T11:50:01Z"},
+}
+FIRST, SECOND = "0123456789abcdef0001", "0123456789abcdef0002"
+
+
 def _message(schema: str, **fields: object) -> bytes:
-    return json.dumps({"schema": schema, **fields}).encode()
+    """A payload of the contract: what a test leaves out is filled in, valid."""
+    return json.dumps({"schema": schema, **_COMPLETE[schema], **fields}).encode()
 
 
 def test_messages_fold_into_the_state_and_bad_ones_change_nothing() -> None:
@@ -106,7 +121,7 @@ def test_messages_fold_into_the_state_and_bad_ones_change_nothing() -> None:
         "veilleuse.state/1", health="alert", time="2026-01-01T12:00:00Z", reasons=[],
         counters={"alerts_high": 1}, feeds={"echap": "abc"}))
     state = apply_message(state, TOPICS.alert, _message(
-        "veilleuse.alert/1", id="x", severity="high", kind="domain", app="DemoSpy",
+        "veilleuse.alert/1", id=FIRST, severity="high", kind="domain", app="DemoSpy",
         device="dev-1", last_seen="2026-01-01T11:50:00Z"))
     assert (state.shown_health, state.alert_count, state.highest_severity) == ("alert", 1, "high")
     assert state.alert_since == NOON - 600
@@ -212,16 +227,16 @@ def test_hold_acknowledges_until_a_new_alert_arrives(pins: MockFactory) -> None:
     app = _app(clock)
     app.controls = Controls(None, 27, app.gesture, pin_factory=pins)
     app.handle("connected", True)
-    alert = {"schema": "veilleuse.alert/1", "severity": "high", "kind": "domain", "app": "A",
-             "device": "dev-1", "last_seen": "2026-01-01T11:50:00Z"}
-    app.handle("message", (TOPICS.alert, json.dumps({**alert, "id": "one"}).encode()))
+    alert = {"severity": "high", "kind": "domain", "app": "A", "device": "dev-1",
+             "last_seen": "2026-01-01T11:50:00Z"}
+    app.handle("message", (TOPICS.alert, _message("veilleuse.alert/1", **alert, id=FIRST)))
     app.handle("message", (TOPICS.state, _message(
         "veilleuse.state/1", health="alert", time="2026-01-01T12:00:00Z", reasons=[],
         counters={"alerts_high": 1})))
     assert app.controls.pattern is LedPattern.BLINK_FAST
     app.handle("gesture", Gesture.HOLD)
     assert app.view.acknowledged and app.controls.pattern is LedPattern.BLINK_SLOW
-    app.handle("message", (TOPICS.alert, json.dumps({**alert, "id": "two"}).encode()))
+    app.handle("message", (TOPICS.alert, _message("veilleuse.alert/1", **alert, id=SECOND)))
     assert not app.view.acknowledged and app.controls.pattern is LedPattern.BLINK_FAST
     app.controls.close()
 
@@ -233,7 +248,8 @@ def test_a_missing_display_is_reported_with_what_to_check() -> None:
 
 def test_the_screen_follows_a_real_sensor_over_mqtt(tmp_path: Path) -> None:
     from sensor.alerts.book import AlertBook
-    from sensor.wiring import mqtt_settings, publisher
+    from sensor.wire.broker import mqtt_settings
+    from sensor.wiring import publisher
     from tests.broker import Core, Mosquitto
     from tests.conftest import require_tool
     from tests.test_mqtt import make_config, queue, synthetic_alerts
@@ -321,7 +337,7 @@ def _state_message(**fields: object) -> tuple[str, bytes]:
 
 def _alert_message(**fields: object) -> tuple[str, bytes]:
     return TOPICS.alert, _message("veilleuse.alert/1", **{
-        "id": "x", "severity": "high", "kind": "domain", "app": "DemoSpy", "device": "dev-1",
+        "id": FIRST, "severity": "high", "kind": "domain", "app": "DemoSpy", "device": "dev-1",
         "last_seen": "2026-01-01T11:50:00Z", **fields})
 
 
@@ -340,8 +356,10 @@ def test_a_huge_app_name_with_newlines_is_cut_to_one_line() -> None:
 def test_huge_counters_are_clamped() -> None:
     state = ScreenState(broker_connected=True)
     state = apply_message(state, *_state_message(counters=json.loads(
-        '{"alerts_high": ' + "9" * 4000 + ', "pending": -5, "delivered": true}')))
-    assert state.counter("pending") == 0 and state.counter("delivered") == 0
+        '{"alerts_high": ' + "9" * 4000 + ', "pending": 0, "delivered": 0}')))
+    for broken in (-5, True):
+        after = apply_message(state, *_state_message(counters={"pending": broken}))
+        assert after.ignored_messages == 1 and after.counter("alerts_high") > 0, broken
     texts = _drawn_pages(state)
     assert "To review: 9999+" in texts and "Not sent yet: 0" in texts
     assert any(text.startswith("9999+ item") for text in texts)
@@ -352,7 +370,7 @@ def test_unknown_health_and_severity_are_shown_as_unknown_never_as_all_clear() -
     state = apply_message(state, *_state_message(health="maintenance"))
     assert (state.shown_health, state.shown_reasons) == ("degraded", ("unknown_health",))
     assert _drawn_pages(state)[:2] == ["CHECK BOX", "See the sensor"]
-    state = apply_message(state, *_alert_message(severity={"x": 1}, time="yesterday"))
+    state = apply_message(state, *_alert_message(severity={"x": 1}))
     assert state.recent[0].severity == "unknown" and state.ignored_messages == 0
     for bad_time in ("2026-01-01T11:50:00", "yesterday", 1767268200, "9" * 10_000):
         after = apply_message(state, *_alert_message(last_seen=bad_time))

@@ -105,7 +105,7 @@ def test_boxes_are_their_certificates_and_stay_in_their_own_topics(
     sender = publisher(config, book)
     sender.start()
     try:
-        assert sender.wait_until_delivered(DEADLINE), sender.health()
+        assert sender.wait_until_delivered(DEADLINE), sender.facts()
         assert ingest.wait_for(lambda: len(ingest.messages) >= 10)
         assert set(ingest.messages) == {"veilleuse/shelter-a/box1/alert"}
         # box2 cannot publish as box1 ...
@@ -132,9 +132,9 @@ def _problem(config: Config) -> tuple[bool, str]:
     sender = publisher(config, book)
     sender.start()
     try:
-        sender.wait_for_health(lambda h: h.connected or
+        sender.wait_for_facts(lambda h: h.connected or
                                (h.problem or "").startswith("cannot connect"), DEADLINE)
-        health = sender.health()
+        health = sender.facts()
     finally:
         sender.stop()
         book.close()

@@ -1,13 +1,23 @@
 """The sensor's health: ok / alert / degraded with reasons, from what the daemon measured.
 
-A pure function of its inputs, so every rule is tested without a network.
-"Degrade loudly": each reason is a code the screen translates and a detail
-an operator can act on.
+The one place of the health policy, and of the health file's format
+(``HEALTH_FILE``, read by `veilleuse status`). Pure functions of their
+inputs, so every rule is tested without a network. "Degrade loudly": each
+reason is a code the screen translates and a detail an operator can act on.
+The live daemon assesses everything (``assess``); a publisher without a live
+sensor (`veilleuse publish`, `analyze --mqtt`) knows only delivery
+(``assess_delivery``). Not the job of this module: measuring.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HEALTH_FILE = "health.json"
+"""In the runtime directory; written by the live daemon, read by `veilleuse status`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +66,30 @@ def assess(inputs: HealthInputs, thresholds: HealthThresholds | None = None) -> 
     >>> assess(HealthInputs(True, None, 0.0, 1.0, 1.0, None, 0)).state
     'ok'
     """
-    problems = [(code, detail) for code, detail in
-                _problems(inputs, thresholds or HealthThresholds()) if detail]
-    if inputs.starting and not problems:
+    return _decide(_problems(inputs, thresholds or HealthThresholds()), inputs.starting,
+                   inputs.serious_alerts)
+
+
+def assess_delivery(refusal: str | None, serious_alerts: int) -> Health:
+    """The health a publisher without a live sensor announces: delivery is all it knows.
+
+    >>> assess_delivery("the broker refused an alert (Not authorized)", 2).reasons
+    ('broker_refused_alert',)
+    >>> assess_delivery(None, 2).state, assess_delivery(None, 0).state
+    ('alert', 'ok')
+    """
+    return _decide([("broker_refused_alert", refusal)], False, serious_alerts)
+
+
+def _decide(candidates: list[tuple[str, str | None]], starting: bool,
+            serious_alerts: int) -> Health:
+    """``degraded`` with the reasons that apply, else starting, alert or ok."""
+    problems = [(code, detail) for code, detail in candidates if detail]
+    if starting and not problems:
         return Health("starting", (), ())
     if problems:
         return Health("degraded", tuple(c for c, _ in problems), tuple(d for _, d in problems))
-    if inputs.serious_alerts:
+    if serious_alerts:
         return Health("alert", (), ())
     return Health("ok", (), ())
 
@@ -97,3 +124,32 @@ def _problems(inputs: HealthInputs, limits: HealthThresholds) -> list[tuple[str,
         ("broker_unreachable", inputs.broker_unreachable),
         ("alerts_quarantined", inputs.quarantined),
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """What the health file says besides the health: no secrets and no device data,
+    since the admins (the veilleuse group) read it."""
+
+    time: float
+    pid: int
+    capture: str
+    capturing: bool
+    observations: int
+    drop_ratio: float
+    pending_alerts: int | None
+    feeds: Mapping[str, str]
+
+
+def health_file_text(health: Health, report: HealthReport) -> str:
+    """The health file's JSON: the health's fields, then the report's."""
+    return json.dumps({**asdict(health), **asdict(report), "feeds": dict(report.feeds)},
+                      indent=2)
+
+
+def read_health(path: Path) -> dict | None:
+    """The health file as written, or None if there is none (or it is cut short)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sensor.alerts.book import AlertBook
-from sensor.config import Config, core_is_local
+from sensor.config import Config
 from sensor.feeds.model import Category, Indicator
 
 SELFTEST_DOMAIN = "selftest.veilleuse.invalid"
@@ -99,6 +99,8 @@ def run_selftest(config: Config, open_book: Callable[[], AlertBook],
 
 def _receiver(config: Config) -> str:
     """Who acknowledged the alert, in words: the core, or the box's broker (no core)."""
+    from sensor.wire.broker import core_is_local
+
     host = urlsplit(config.mqtt.url).hostname
     if core_is_local(config):
         return "the box's own broker (no core is configured in mqtt.url)"

@@ -16,13 +16,11 @@ least ``BUSY_TURN`` apart so that a turn's fixed cost is shared by a batch.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -32,7 +30,15 @@ from sensor.config import Config
 from sensor.daemon.captures import Chore, LiveCapture
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.daemon.faults import DaemonFailure, LoopFaults
-from sensor.daemon.health import Health, HealthInputs, HealthThresholds, assess
+from sensor.daemon.health import (
+    HEALTH_FILE,
+    Health,
+    HealthInputs,
+    HealthReport,
+    HealthThresholds,
+    assess,
+    health_file_text,
+)
 from sensor.daemon.notify import SystemdNotifier
 from sensor.daemon.passive import PassiveWatch
 from sensor.daemon.selftest import SELFTEST_DOMAIN, SelftestResult, SelftestRunner
@@ -49,8 +55,10 @@ from sensor.firstboot_report import (
     read_report,
 )
 from sensor.observations import DnsQuery
+from sensor.outputs.commands import SELFTEST, Command
 from sensor.outputs.delivery import AlertQueue, Delivery
-from sensor.outputs.mqtt import MqttPublisher, PublisherHealth
+from sensor.outputs.link import DeliveryFacts, SensorLink
+from sensor.outputs.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +89,14 @@ class DetectionFactory(Protocol):
 class SensorDaemon:
     """The live loop over built parts (``sensor.wiring.sensor_daemon`` builds them).
 
-    ``open_delivery`` opens the alert book and the MQTT connections when
-    ``run`` starts, on the daemon's thread; ``selftest`` runs one self-test
+    ``open_delivery`` opens the alert book and the MQTT connections (whose
+    publishers see the daemon through the link it is given) when ``run``
+    starts, on the daemon's thread; ``selftest`` runs one self-test
     (in a thread of ``SelftestRunner``).
     """
 
     def __init__(self, config: Config, capture: LiveCapture, detection: DetectionFactory,
-                 open_delivery: Callable[[], Delivery],
+                 open_delivery: Callable[[SensorLink], Delivery],
                  selftest: Callable[[], SelftestResult], *,
                  notifier: SystemdNotifier | None = None,
                  clock: Callable[[], float] = time.monotonic,
@@ -105,7 +114,7 @@ class SensorDaemon:
                         "veilleuse-feeds timer runs it 5 minutes after boot, then daily)")
         self._feed_files = detection.feed_files
         self.engine = detection.engine(self.feeds)
-        self.health_file = config.daemon.runtime_directory / "health.json"
+        self.health_file = config.daemon.runtime_directory / HEALTH_FILE
         self.health = Health("starting", (), ())
         # What `veilleuse first-boot` could not do (a refused veilleuse.yaml, no mirror port).
         self.first_boot = read_report(config.daemon.state_directory / REPORT_NAME)
@@ -138,7 +147,7 @@ class SensorDaemon:
         return tuple(getattr(store.info(s.name), "version", None)
                      for s in self.config.feeds.sources)
 
-    def _reload_feeds_if_changed(self, sender: MqttPublisher) -> None:
+    def _reload_feeds_if_changed(self) -> None:
         signature = self._signature()
         if signature == self._feeds_signature:
             return
@@ -151,7 +160,6 @@ class SensorDaemon:
         self.feeds = feeds
         # Beacon timings start again; alert counts live on in the book.
         self.engine = self._detection.engine(feeds)
-        sender.feed_versions = feed_versions(feeds)
         log.info("feeds updated (%s); detection reloaded without a capture restart",
                  describe_feeds(feeds))
 
@@ -177,7 +185,7 @@ class SensorDaemon:
         problem = self.capture.problem()
         if not running and problem is None:
             problem = f"capture has not started {since_start:.0f} s after start"
-        delivery = sender.health()
+        delivery = sender.facts()
         severities = book.severity_counts()
         setup = self.first_boot.current()
         self.health = assess(HealthInputs(
@@ -185,7 +193,7 @@ class SensorDaemon:
             drop_ratio=self._drop_ratio,
             seconds_since_traffic=self._clock() - self._last_traffic,
             feeds_age_days=self._feeds_age_days(),
-            delivery_problem=delivery.problem if sender.refusing else None,
+            delivery_problem=delivery.problem if delivery.refusing else None,
             broker_unreachable=None if delivery.connected or starting else delivery.problem,
             serious_alerts=severities.get(Severity.MEDIUM.value, 0) +
             severities.get(Severity.HIGH.value, 0),
@@ -214,7 +222,7 @@ class SensorDaemon:
         self.notifier.status(summary)
         self.notifier.watchdog()
 
-    def _disk_full(self, alerts: AlertQueue, delivery: PublisherHealth) -> str | None:
+    def _disk_full(self, alerts: AlertQueue, delivery: DeliveryFacts) -> str | None:
         problems = []
         if alerts.disk_full or alerts.held:
             problems.append(f"the alert book's disk is full ({self.config.alerts.database}): "
@@ -253,18 +261,16 @@ class SensorDaemon:
 
         A full disk (/run can fill too) is reported as disk_full, not fatal.
         """
-        record = {**asdict(self.health), "time": self._wall_clock(), "pid": os.getpid(),
-                  "capture": self.capture.state_name(), "capturing": capturing,
-                  "observations": self._observations,
-                  "drop_ratio": self._drop_ratio, "pending_alerts": pending,
-                  "feeds": feed_versions(self.feeds)}
+        text = health_file_text(self.health, HealthReport(
+            time=self._wall_clock(), pid=os.getpid(), capture=self.capture.state_name(),
+            capturing=capturing, observations=self._observations, drop_ratio=self._drop_ratio,
+            pending_alerts=pending, feeds=feed_versions(self.feeds)))
         directory = self.health_file.parent
         try:
             directory.mkdir(mode=RUNTIME_DIRECTORY_MODE, parents=True, exist_ok=True)
             if directory.stat().st_uid == os.geteuid():
                 directory.chmod(RUNTIME_DIRECTORY_MODE)
-            replace_file(self.health_file, json.dumps(record, indent=2), durable=False,
-                         mode=HEALTH_FILE_MODE)
+            replace_file(self.health_file, text, durable=False, mode=HEALTH_FILE_MODE)
         except OSError as error:
             if not is_disk_full(error):
                 raise
@@ -278,12 +284,12 @@ class SensorDaemon:
 
     # -- the loop ---------------------------------------------------------------------
 
-    def _on_command(self, command: str) -> None:
+    def handle_command(self, command: Command) -> None:
         """Requests from the screen (the box's broker) or the core's operator (the core's
         broker; each broker's ACL decides who may): a self-test runs in the background and
         logs its result."""
-        if command != "selftest":
-            log.warning("unknown command %r ignored", command)
+        if command.name != SELFTEST:
+            log.warning("unknown command %r ignored", command.name)
             return
         self.selftests.request()
 
@@ -384,7 +390,7 @@ class SensorDaemon:
                                                           self._probes_seen))
 
         def feeds() -> None:
-            self._reload_feeds_if_changed(sender)
+            self._reload_feeds_if_changed()
 
         return [
             ("records", None, records),
@@ -426,14 +432,11 @@ class SensorDaemon:
         Any other error in a chore is logged once, counted, reported as
         worker_error, and the loop goes on (``LoopFaults``).
         """
-        delivery = self._open_delivery()
-        book, alerts = delivery.book, delivery.alerts
-        outputs = delivery.outputs  # the core, and the box's broker
+        # The book, the queue into it, the core and the box's broker.
+        delivery = self._open_delivery(_DaemonLink(self))
+        book, alerts, outputs = delivery.book, delivery.alerts, delivery.outputs
         sender = outputs.core
-        sender.feed_versions = feed_versions(self.feeds)
-        sender.health_source = lambda: (self.health.state, self.health.reasons,
-                                        self.health.details)
-        outputs.connect(alerts, self._on_command)
+        outputs.connect(alerts)
         outputs.start()
         capture_stop = threading.Event()
         self.capture.start(capture_stop)
@@ -481,10 +484,23 @@ class SensorDaemon:
             book.close()
 
 
-def read_health(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
+class _DaemonLink:
+    """The live daemon as its publishers see it (``sensor.outputs.link.SensorLink``).
 
+    The health announced is the one the loop last assessed; commands arrive
+    on the publishers' threads and only queue a request.
+    """
 
+    takes_commands = True
+
+    def __init__(self, daemon: SensorDaemon) -> None:
+        self._daemon = daemon
+
+    def health(self, delivery: DeliveryFacts, severities: Mapping[str, int]) -> Health:
+        return self._daemon.health
+
+    def feed_versions(self) -> Mapping[str, str]:
+        return feed_versions(self._daemon.feeds)
+
+    def command(self, command: Command) -> None:
+        self._daemon.handle_command(command)

@@ -20,9 +20,10 @@ from sensor.alerts.pseudonym import Pseudonymizer
 from sensor.alerts.retention import apply_retention
 from sensor.config import Config
 from sensor.detect.model import Alert
+from sensor.outputs.link import DeliveryFacts
 from sensor.outputs.local import LocalMirror
-from sensor.outputs.mqtt import MqttPublisher, PublisherHealth
-from sensor.outputs.payloads import alert_payload
+from sensor.outputs.mqtt import MqttPublisher
+from sensor.outputs.outgoing import alert_payload
 from sensor.report import all_catalogues
 
 log = logging.getLogger(__name__)
@@ -199,11 +200,9 @@ class SensorOutputs:
         self.core = core
         self.local = local
 
-    def connect(self, alerts: AlertQueue, on_command: Callable[[str], None]) -> None:
-        """Route stored alerts to the screen's copy and commands to ``on_command``."""
-        self.core.on_command = on_command
+    def connect(self, alerts: AlertQueue) -> None:
+        """Route stored alerts to the screen's copy."""
         if self.local is not None:
-            self.local.on_command = on_command
             alerts.on_stored = self.local.publish_alert
 
     def start(self) -> None:
@@ -219,8 +218,8 @@ class SensorOutputs:
 
 def deliver_pending(sender: MqttPublisher, book: AlertBook, timeout: float, *,
                     retention_days: int, clock_synchronised: Callable[[], bool],
-                    ) -> tuple[bool, PublisherHealth]:
-    """Publish the book's pending alerts, then apply retention; (all acknowledged, health).
+                    ) -> tuple[bool, DeliveryFacts]:
+    """Publish the book's pending alerts, then apply retention; (all acknowledged, facts).
 
     ``clock_synchronised`` (``sensor.daemon.clock.SystemClock``) says whether
     the clock that finds alerts old can be trusted: if not, none is deleted.
@@ -231,4 +230,4 @@ def deliver_pending(sender: MqttPublisher, book: AlertBook, timeout: float, *,
     finally:
         sender.stop()
     apply_retention(book, retention_days, time.time(), clock_synchronised())
-    return delivered, sender.health()
+    return delivered, sender.facts()

@@ -22,18 +22,23 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sensor.outputs.mqtt import (
+from sensor.outputs.announce import StateThrottle
+from sensor.outputs.commands import parse_command
+from sensor.outputs.link import SensorLink
+from sensor.wire.broker import (
     MqttSettings,
     MqttSettingsError,
+    Will,
+    connect,
     connection_error,
-    parse_command,
+    make_client,
     say_stopped_and_disconnect,
 )
-from sensor.outputs.payloads import status_payload
-from sensor.outputs.topics import Topics
+from sensor.wire.payloads import status_payload
+from sensor.wire.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -49,38 +54,32 @@ class LocalMirror:
     """
 
     def __init__(self, settings: MqttSettings, topics: Topics,
-                 state_message: Callable[[], tuple[object, str]],
+                 state_message: Callable[[], tuple[object, str]], link: SensorLink,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time) -> None:
         if settings.tls:
             raise MqttSettingsError("the local broker is on loopback: write mqtt://, not mqtts://")
         self.settings, self.topics = settings, topics
         self._state_message = state_message
-        self._clock, self._wall_clock = clock, wall_clock
-        self.on_command: Callable[[str], None] | None = None
+        self._wall_clock = wall_clock
+        self._link = link
         self._connected = False
         self._problem: str | None = "not connected yet"
-        self._state_sent: object = None
-        self._state_sent_at = float("-inf")
+        self._state = StateThrottle(settings.state_interval, clock)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()
         self.alerts_published = 0
         self.alerts_dropped = 0
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
-                                   protocol=MQTTProtocolVersion.MQTTv5)
+        self._client = make_client(settings, will=Will(topics.status, status_payload(
+            "offline", wall_clock(), "connection lost")))
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.max_queued_messages_set(MAX_QUEUED)
-        if settings.username:
-            self._client.username_pw_set(settings.username, settings.password)
-        self._client.will_set(topics.status, status_payload("offline", wall_clock(),
-                                                            "connection lost"),
-                              qos=1, retain=True)
 
     @property
     def is_connected(self) -> bool:
@@ -98,9 +97,7 @@ class LocalMirror:
     def start(self) -> None:
         """Connect in the background; a thread keeps the retained state current."""
         # No persistent session: nothing here is worth keeping for the sensor.
-        self._client.connect_async(self.settings.host, self.settings.port,
-                                   keepalive=self.settings.keepalive)
-        self._client.loop_start()
+        connect(self._client, self.settings, persistent=False)
         self._thread = threading.Thread(target=self._run, name="mqtt-local", daemon=True)
         self._thread.start()
 
@@ -111,8 +108,8 @@ class LocalMirror:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
-        say_stopped_and_disconnect(self._client, self.topics.status, self._connected,
-                                   self._wall_clock(), timeout)
+        say_stopped_and_disconnect(self._client, Will(self.topics.status, status_payload(
+            "offline", self._wall_clock(), "stopped")), self._connected, timeout)
         self._thread = None
 
     def publish_alert(self, payload: str) -> None:
@@ -140,8 +137,9 @@ class LocalMirror:
             return
         client.publish(self.topics.status, status_payload("online", self._wall_clock()),
                        qos=1, retain=True)
-        client.subscribe(f"{self.topics.base}/command", qos=1)
-        self._state_sent = None  # a restarted broker without persistence lost it
+        if self._link.takes_commands:
+            client.subscribe(f"{self.topics.base}/command", qos=1)
+        self._state.forget()  # a restarted broker without persistence lost it
         self._set(True, None)
         self._wake.set()
 
@@ -155,10 +153,10 @@ class LocalMirror:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         command = parse_command(bytes(message.payload))  # paho types it bytes | bytearray
-        if command is None or self.on_command is None:
+        if command is None or not self._link.takes_commands:
             log.warning("ignored a malformed command on %s", message.topic)
             return
-        self.on_command(command)
+        self._link.command(command)
 
     def _set(self, connected: bool, problem: str | None) -> None:
         if problem and problem != self._problem:
@@ -183,9 +181,6 @@ class LocalMirror:
 
     def _publish_state(self) -> None:
         fingerprint, payload = self._state_message()
-        now = self._clock()
-        if fingerprint == self._state_sent and now - self._state_sent_at < \
-                self.settings.state_interval:
-            return
-        self._client.publish(self.topics.state, payload, qos=1, retain=True)
-        self._state_sent, self._state_sent_at = fingerprint, now
+        if self._state.is_due(fingerprint):
+            self._client.publish(self.topics.state, payload, qos=1, retain=True)
+            self._state.sent(fingerprint)

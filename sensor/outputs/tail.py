@@ -6,6 +6,7 @@ French or English, or the raw JSON with ``--json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -13,9 +14,8 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from sensor.outputs.mqtt import MqttSettings
+from sensor.wire.broker import MqttSettings, connect, make_client
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +76,10 @@ def follow(settings: MqttSettings, prefix: str, stream: IO[str], language: str, 
             if limit is not None and printed >= limit:
                 stop.set()
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    # The broker names this reader: several may follow at once without taking over each other.
+    client = make_client(dataclasses.replace(settings, client_id=""))
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
-    if settings.username:
-        client.username_pw_set(settings.username, settings.password)
-    if settings.tls:
-        client.tls_set(ca_certs=settings.ca_file, certfile=settings.cert_file,
-                       keyfile=settings.key_file)
-    client.connect_async(settings.host, settings.port, keepalive=settings.keepalive)
-    client.loop_start()
+    connect(client, settings, persistent=False)
     try:
         stop.wait()
     finally:
