@@ -5,6 +5,8 @@
 - the analyzer's peak RSS during that replay (goal < 60 MB);
 - with ``--scapy``, the scapy source's cost per packet before and after (bench/scapy_bench.py);
 - ``--tshark``: the tshark source's µs per packet before/after (bench/tshark_bench.py);
+- ``--eve``: only the CPU per EVE record, split into decoding, observations and
+  detection, with its ratio to the 6 µs goal (bench/eve_bench.py; ``--before DIR`` compares);
 - with ``--live`` (root): the live sensor, bench/live_bench.py (latency, idle CPU,
   drops, CPU per EVE record).
 """
@@ -108,11 +110,21 @@ def main() -> None:
                              "(bench/tshark_bench.py)")
     parser.add_argument("--live", type=int, metavar="SECONDS",
                         help="then the live bench (root) with SECONDS of load")
+    parser.add_argument("--eve", action="store_true",
+                        help="only the CPU per EVE record, decode/observations/detect "
+                             "(bench/eve_bench.py)")
+    parser.add_argument("--before", type=Path, help="with --eve: another checkout to compare")
     args = parser.parse_args()
     if args.tshark:
         from bench.tshark_bench import main as tshark_bench
 
         tshark_bench([])
+        return
+    if args.eve:
+        from bench.eve_bench import main as eve_bench
+
+        eve_bench(["--packets", str(args.packets), "--repeat", str(args.repeat),
+                   *(["--before", str(args.before)] if args.before else [])])
         return
     pcap = capture(args.packets)
     # Probes first: a child's peak RSS includes what it inherited from this process

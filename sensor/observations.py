@@ -70,12 +70,24 @@ class Endpoints:
     transport: Transport
 
     def __post_init__(self) -> None:
+        # One test of everything first (every EVE record builds one of these); the
+        # checks that name the wrong value run only when it fails.
+        try:
+            valid = canonical_ip(self.client) == self.client and \
+                canonical_ip(self.server) == self.server and \
+                0 <= self.client_port <= 65535 and 0 <= self.server_port <= 65535 and \
+                self.transport in ("tcp", "udp")
+        except ValueError:
+            valid = False
+        if not valid:
+            self._refuse()
+
+    def _refuse(self) -> None:
         _check_ip(self.client, "client")
         _check_ip(self.server, "server")
         _check_port(self.client_port, "client_port")
         _check_port(self.server_port, "server_port")
-        if self.transport not in ("tcp", "udp"):
-            raise ValueError(f"transport must be tcp or udp, not {self.transport!r}")
+        raise ValueError(f"transport must be tcp or udp, not {self.transport!r}")
 
 
 @dataclass(frozen=True, slots=True)

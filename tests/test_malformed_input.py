@@ -74,13 +74,14 @@ def test_broken_eve_lines_are_counted_and_reported_once(caplog) -> None:
     lines = ["not json", "[1, 2]", '{"event_type":"dns"}', good[:40],
              '{"event_type":"flow","proto":"TCP","src_ip":"x","flow":{}}',
              '{"event_type":"teleport"}', '{"event_type":"teleport"}',
+             '{"event_type":["dns"]}', '{"event_type":{"dns":1}}',
              '{"event_type":"stats","stats":{}}', "", good]
     stats = SourceStats("suricata")
     with caplog.at_level(logging.WARNING):
         observations = list(read_eve_lines(lines, stats))
     assert [o.name for o in observations] == ["api.copy9.com"]
-    assert stats.records == 9
-    assert stats.skipped == {"malformed EVE record": 5, "unknown event_type teleport": 2}
+    assert stats.records == 11
+    assert stats.skipped == {"malformed EVE record": 7, "unknown event_type teleport": 2}
     assert caplog.text.count("unknown event_type teleport") == 1
     assert "please open a Veilleuse issue with the Suricata version" in caplog.text
 

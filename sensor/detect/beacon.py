@@ -84,6 +84,7 @@ class BeaconDetector:
     """Collects connection starts per (device, server); scores them on flush."""
 
     name = "beacon"
+    observes = (Flow,)
 
     def __init__(self, home_networks: Iterable[str], allowlist: Allowlist | None = None,
                  settings: BeaconSettings | None = None) -> None:
@@ -94,7 +95,8 @@ class BeaconDetector:
         self._server_counts: dict[str, bool] = {}
         self._reported: dict[tuple[str, str], int] = {}
 
-    def observe(self, observation: Observation) -> Iterator[Finding]:
+    def observe(self, observation: Observation) -> tuple[Finding, ...]:
+        """Only remembers the start; findings come from ``flush``."""
         if isinstance(observation, Flow) and self._counts(observation):
             key = (observation.endpoints.client, observation.endpoints.server)
             starts = self._starts.pop(key, None)
@@ -104,7 +106,7 @@ class BeaconDetector:
                 starts = deque(maxlen=self._settings.max_starts_per_pair)
             starts.append(observation.time)
             self._starts[key] = starts  # re-inserted: dict order is recency
-        return iter(())
+        return ()
 
     def _counts(self, flow: Flow) -> bool:
         endpoints = flow.endpoints

@@ -26,6 +26,7 @@ from sensor.observations import (
 )
 
 DNS_OVER_TLS_PORT = 853
+_MAX_REMEMBERED = 65_536
 
 # Public resolvers that answer DNS over HTTPS; names cover their subdomains
 # (per-profile names such as <id>.dns.nextdns.io).
@@ -69,6 +70,7 @@ class EncryptedDnsDetector:
     """Reports the first and every later use of encrypted DNS per device and method."""
 
     name = "encrypted_dns"
+    observes = (TlsHello, QuicHello, Flow)
 
     def __init__(self, allowlist: Allowlist | None = None,
                  resolvers: tuple[str, ...] = PUBLIC_DOH_RESOLVERS,
@@ -78,40 +80,58 @@ class EncryptedDnsDetector:
         self._addresses = frozenset(map(canonical_ip, addresses))
         # Connections already reported by their name: their flow must not count twice.
         self._named: set[Endpoints] = set()
+        self._resolver_verdicts: dict[str, bool] = {}
 
-    def observe(self, observation: Observation) -> Iterator[Finding]:
-        match observation:
-            case TlsHello(sni=name) | QuicHello(sni=name):
-                endpoints = observation.endpoints
-                if endpoints.server_port == DNS_OVER_TLS_PORT:
-                    method = DOT if isinstance(observation, TlsHello) else DOQ
-                elif self._resolvers.find(name) is not None:
-                    method = DOH
-                else:
-                    return
-                protocol = "tls" if isinstance(observation, TlsHello) else "quic"
-                if method == DOH:
-                    self._named.add(endpoints)
-                yield from self._finding(observation.time, endpoints.client, method,
-                                         name.lower().rstrip("."), protocol)
-            case Flow(endpoints=endpoints) if endpoints.server_port == DNS_OVER_TLS_PORT:
-                method = DOT if endpoints.transport == "tcp" else DOQ
-                yield from self._finding(observation.time, endpoints.client, method,
-                                         endpoints.server, endpoints.transport)
-            case Flow(endpoints=endpoints) if endpoints.server_port == DOH_PORT and \
-                    endpoints.server in self._addresses:
-                if endpoints in self._named:
-                    self._named.discard(endpoints)
-                    return
-                yield from self._finding(observation.time, endpoints.client, DOH,
-                                         endpoints.server, endpoints.transport)
+    def observe(self, observation: Observation) -> tuple[Finding, ...]:
+        # By exact type, a plain function: this runs for every flow and hello.
+        if type(observation) is Flow:
+            return self._flow(observation)
+        if type(observation) is TlsHello or type(observation) is QuicHello:
+            return self._hello(observation)
+        return ()
+
+    def _hello(self, hello: TlsHello | QuicHello) -> tuple[Finding, ...]:
+        endpoints, name = hello.endpoints, hello.sni
+        if endpoints.server_port == DNS_OVER_TLS_PORT:
+            method = DOT if type(hello) is TlsHello else DOQ
+        elif self._is_resolver(name):
+            method = DOH
+            self._named.add(endpoints)
+        else:
+            return ()
+        protocol = "tls" if type(hello) is TlsHello else "quic"
+        return self._finding(hello.time, endpoints.client, method, name.lower().rstrip("."),
+                             protocol)
+
+    def _flow(self, flow: Flow) -> tuple[Finding, ...]:
+        endpoints = flow.endpoints
+        if endpoints.server_port == DNS_OVER_TLS_PORT:
+            method = DOT if endpoints.transport == "tcp" else DOQ
+            return self._finding(flow.time, endpoints.client, method, endpoints.server,
+                                 endpoints.transport)
+        if endpoints.server_port != DOH_PORT or endpoints.server not in self._addresses:
+            return ()
+        if endpoints in self._named:
+            self._named.discard(endpoints)
+            return ()
+        return self._finding(flow.time, endpoints.client, DOH, endpoints.server,
+                             endpoints.transport)
+
+    def _is_resolver(self, name: str) -> bool:
+        """Memoized per name (bounded): most names are asked for again and again."""
+        verdict = self._resolver_verdicts.get(name)
+        if verdict is None:
+            if len(self._resolver_verdicts) >= _MAX_REMEMBERED:
+                self._resolver_verdicts.clear()
+            verdict = self._resolver_verdicts[name] = self._resolvers.find(name) is not None
+        return verdict
 
     def flush(self) -> Iterator[Finding]:
         return iter(())
 
     def _finding(self, time: float, device: str, method: str, observed: str,
-                 protocol: str) -> Iterator[Finding]:
+                 protocol: str) -> tuple[Finding, ...]:
         if self._allowlist.covers(observed):
-            return
-        yield Finding(kind=AlertKind.ENCRYPTED_DNS, severity=Severity.INFO, device=device,
-                      indicator=method, observed=observed, protocol=protocol, time=time)
+            return ()
+        return (Finding(kind=AlertKind.ENCRYPTED_DNS, severity=Severity.INFO, device=device,
+                      indicator=method, observed=observed, protocol=protocol, time=time),)

@@ -8,8 +8,9 @@ window, so a later connection to it is reported even without a name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sensor.detect.model import AlertKind, Finding, Severity
 from sensor.feeds.matcher import IndicatorMatcher, Match
@@ -51,48 +52,55 @@ def http_host_name(host: str) -> str:
 
 
 class IocDetector:
-    """Turns observations that hit a listed indicator into findings."""
+    """Turns observations that hit a listed indicator into findings.
+
+    ``observe`` returns a tuple, empty in the common case (nothing listed):
+    one memoized look-up per name, no generator.
+    """
 
     name = "ioc"
+    observes = (DnsQuery, DnsAnswer, TlsHello, QuicHello, HttpRequest, Flow)
 
     def __init__(self, matcher: IndicatorMatcher, resolved_ip_window: float = 3600.0) -> None:
         self._matcher = matcher
         self._window = resolved_ip_window
         self._learned: dict[tuple[str, str], _Learned] = {}
+        self._by_type: dict[type, Callable[[Any], tuple[Finding, ...]]] = {
+            DnsQuery: self._query, DnsAnswer: self._answer, TlsHello: self._hello,
+            QuicHello: self._hello, HttpRequest: self._request, Flow: self._flow}
 
-    def observe(self, observation: Observation) -> Iterator[Finding]:
-        match observation:
-            case DnsQuery(name=name):
-                yield from self._names(observation.time, observation.endpoints.client,
-                                       [name], "dns")
-            case DnsAnswer():
-                yield from self._answer(observation)
-            case TlsHello(sni=name) | QuicHello(sni=name):
-                protocol = "tls" if isinstance(observation, TlsHello) else "quic"
-                yield from self._names(observation.time, observation.endpoints.client,
-                                       [name], protocol)
-            case HttpRequest(host=host):
-                yield from self._names(observation.time, observation.endpoints.client,
-                                       [http_host_name(host)], "http")
-            case Flow():
-                yield from self._flow(observation)
+    def observe(self, observation: Observation) -> tuple[Finding, ...]:
+        handler = self._by_type.get(type(observation))
+        return () if handler is None else handler(observation)
 
     def flush(self) -> Iterator[Finding]:
         return iter(())
 
+    def _query(self, query: DnsQuery) -> tuple[Finding, ...]:
+        return self._name(query.time, query.endpoints.client, query.name, "dns")
+
+    def _hello(self, hello: TlsHello | QuicHello) -> tuple[Finding, ...]:
+        protocol = "tls" if type(hello) is TlsHello else "quic"
+        return self._name(hello.time, hello.endpoints.client, hello.sni, protocol)
+
+    def _request(self, request: HttpRequest) -> tuple[Finding, ...]:
+        return self._name(request.time, request.endpoints.client,
+                          http_host_name(request.host), "http")
+
+    def _name(self, time: float, device: str, name: str, protocol: str) -> tuple[Finding, ...]:
+        match = self._matcher.match_domain(name) if name else None
+        if match is None:
+            return ()
+        return (_finding(match, _KIND[match.indicator.category], device, protocol, time),)
+
     def _best(self, names: Iterable[str]) -> Match | None:
-        matches = [m for m in (self._matcher.match_domain(n) for n in names if n) if m]
+        match_domain = self._matcher.match_domain
+        matches = [m for n in names if n and (m := match_domain(n)) is not None]
         if not matches:
             return None
         return min(matches, key=lambda m: (m.indicator.category.precedence, m.observed))
 
-    def _names(self, time: float, device: str, names: Iterable[str],
-               protocol: str) -> Iterator[Finding]:
-        match = self._best(names)
-        if match is not None:
-            yield _finding(match, _KIND[match.indicator.category], device, protocol, time)
-
-    def _answer(self, answer: DnsAnswer) -> Iterator[Finding]:
+    def _answer(self, answer: DnsAnswer) -> tuple[Finding, ...]:
         device = answer.endpoints.client
         names = [answer.query_name]
         for record in answer.records:
@@ -101,12 +109,12 @@ class IocDetector:
                 names.append(record.data)
         match = self._best(names)
         if match is None:
-            return
-        yield _finding(match, _KIND[match.indicator.category], device, "dns", answer.time)
+            return ()
         if match.indicator.category is Category.C2:
             for record in answer.records:
                 if record.rrtype in _ADDRESS_TYPES:
                     self._learn(device, record.data, match, answer.time)
+        return (_finding(match, _KIND[match.indicator.category], device, "dns", answer.time),)
 
     def _learn(self, device: str, address: str, match: Match, time: float) -> None:
         if len(self._learned) >= _MAX_LEARNED:
@@ -114,21 +122,21 @@ class IocDetector:
             del self._learned[oldest]
         self._learned[(device, address)] = _Learned(match, time)
 
-    def _flow(self, flow: Flow) -> Iterator[Finding]:
+    def _flow(self, flow: Flow) -> tuple[Finding, ...]:
         device, server = flow.endpoints.client, flow.endpoints.server
         protocol = flow.endpoints.transport
         listed = self._matcher.match_ip(server)
         if listed is not None:
             kind = AlertKind.IP if listed.indicator.category is Category.C2 \
                 else _KIND[listed.indicator.category]
-            yield _finding(listed, kind, device, protocol, flow.time)
-            return
-        learned = self._learned.get((device, server))
+            return (_finding(listed, kind, device, protocol, flow.time),)
+        learned = self._learned.get((device, server)) if self._learned else None
         if learned is not None and learned.learned_at <= flow.time <= \
                 learned.learned_at + self._window:
-            yield _finding(Match(learned.match.indicator, server), AlertKind.IP, device,
-                           protocol, flow.time,
-                           details=(("resolved_from", learned.match.observed),))
+            return (_finding(Match(learned.match.indicator, server), AlertKind.IP, device,
+                             protocol, flow.time,
+                             details=(("resolved_from", learned.match.observed),)),)
+        return ()
 
 
 def _finding(match: Match, kind: AlertKind, device: str, protocol: str, time: float,

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _MAX_REMEMBERED = 65_536
+_UNKNOWN = object()  # a verdict not memoized yet (None is a verdict: no match)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class IndicatorMatcher:
         self._domains: dict[str, Indicator] = {}
         self._ips: dict[str, Indicator] = {}
         self._domain_verdicts: dict[str, Match | None] = {}
+        self._ip_verdicts: dict[str, Match | None] = {}
         for indicator in indicators:
             table = self._ips if indicator.is_ip else self._domains
             known = table.get(indicator.value)
@@ -123,7 +125,18 @@ class IndicatorMatcher:
         return self._allowed(min(hits, key=preference) if hits else None, observed)
 
     def match_ip(self, address: str) -> Match | None:
-        """The indicator listing exactly this IP, or None."""
+        """The indicator listing exactly this IP, or None.
+
+        Memoized per matcher, as names are: every flow asks for its server.
+        """
+        verdict = self._ip_verdicts.get(address, _UNKNOWN)
+        if verdict is _UNKNOWN:
+            if len(self._ip_verdicts) >= _MAX_REMEMBERED:
+                self._ip_verdicts.clear()
+            verdict = self._ip_verdicts[address] = self._match_ip(address)
+        return verdict  # type: ignore[return-value]
+
+    def _match_ip(self, address: str) -> Match | None:
         try:
             observed = normalize_ip(address)
         except ValueError:
