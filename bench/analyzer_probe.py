@@ -13,9 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from sensor.analysis import analyze_capture, build_engine, build_matcher, open_source
+from sensor.analysis import analyze_capture
 from sensor.config import Config
 from sensor.feeds.store import load_feed_file
+from sensor.wiring import build_engine, build_matcher, open_source
 
 
 def peak_rss_mb() -> float:

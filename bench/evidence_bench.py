@@ -29,14 +29,16 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
 from bench.run import capture, feeds  # noqa: E402
-from sensor.analysis import analyze_capture, build_engine, build_matcher, feed_versions  # noqa: E402
+from sensor.analysis import analyze_capture  # noqa: E402
 from sensor.capture.scapy_reader import ScapySource  # noqa: E402
 from sensor.config import Config, EvidenceConfig  # noqa: E402
 from sensor.demo.scenario import demo_feed_path  # noqa: E402
 from sensor.demo.traffic import DEFAULT_START, Traffic  # noqa: E402
 from sensor.evidence.keeper import EvidenceKeeper, needs_evidence  # noqa: E402
 from sensor.evidence.window import file_records  # noqa: E402
+from sensor.feeds.model import feed_versions  # noqa: E402
 from sensor.feeds.store import load_feed_file  # noqa: E402
+from sensor.wiring import build_engine, build_matcher  # noqa: E402
 
 C2_NAME, C2_ADDRESS, PHONE = "api.demospy.example", "203.0.113.66", "192.168.10.21"
 

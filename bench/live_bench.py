@@ -55,7 +55,10 @@ PROBES = 50
 PER_RECORD = """
 import json, sys, time
 from pathlib import Path
-from sensor.analysis import build_engine, build_matcher
+try:
+    from sensor.wiring import build_engine, build_matcher
+except ImportError:  # a checkout from before sensor/wiring.py (--before)
+    from sensor.analysis import build_engine, build_matcher
 from sensor.capture.stats import SourceStats
 from sensor.capture.suricata import read_eve_lines
 from sensor.config import Config

@@ -30,7 +30,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E40
 
 from sensor.alerts.book import AlertBook  # noqa: E402
 from sensor.config import Config  # noqa: E402
-from sensor.outputs.delivery import AlertQueue, publisher  # noqa: E402
+from sensor.outputs.delivery import AlertQueue  # noqa: E402
+from sensor.wiring import publisher  # noqa: E402
 from tests.broker import Mosquitto  # noqa: E402
 from tests.test_mqtt import synthetic_alerts  # noqa: E402
 

@@ -32,11 +32,11 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from bench.mixed_traffic import GENERATOR_VERSION, build_mixed_capture, packet_count  # noqa: E402
-from sensor.analysis import build_engine, build_matcher  # noqa: E402
 from sensor.capture.eve import EveRecordError, parse_eve_line  # noqa: E402
 from sensor.config import Config  # noqa: E402
 from sensor.feeds.store import load_feed_file  # noqa: E402
 from sensor.suricata.config import SuricataSettings, render_suricata_config  # noqa: E402
+from sensor.wiring import build_engine, build_matcher  # noqa: E402
 
 logging.basicConfig(level=logging.ERROR)
 SHARED = REPO.parent / "shared" / "data" / "stalkerware-indicators"

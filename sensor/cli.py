@@ -18,26 +18,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sensor import __version__
-from sensor.analysis import (
-    SOURCE_NAMES,
-    AnalysisResult,
-    analyze_capture,
-    build_engine,
-    build_matcher,
-    describe_feeds,
-    feed_versions,
-    load_feeds,
-    open_source,
-)
+from sensor.analysis import AnalysisResult, analyze_capture
 from sensor.capture import scan_capture
 from sensor.command import run_command
 from sensor.config import DEFAULT_CONFIG_PATH, Config, load_config
 from sensor.config_docs import render_config_docs
-from sensor.feeds.store import FeedStore
+from sensor.feeds.model import describe_feeds, feed_versions
 from sensor.feeds.update import UpdateStatus, update_feeds
+from sensor.files import replace_file
 from sensor.messages import LANGUAGES, language_from_environment, load_catalogue
 from sensor.mirror import NETWORKD_DIRECTORY, NETWORKMANAGER_DIRECTORY
 from sensor.report import write_jsonl, write_text
+from sensor.wiring import (
+    LIVE_SOURCE_NAMES,
+    SOURCE_NAMES,
+    alert_queue,
+    build_engine,
+    build_matcher,
+    evidence_keeper,
+    feed_store,
+    load_feeds,
+    open_alert_book,
+    open_source,
+    publisher,
+    sensor_daemon,
+)
 
 if TYPE_CHECKING:
     from sensor.alerts.book import AlertBook
@@ -45,6 +50,8 @@ if TYPE_CHECKING:
     from sensor.feeds.model import Feed
 
 log = logging.getLogger("veilleuse")
+
+RULES_FILE_MODE = 0o644  # read by another program's account (the operator's own Suricata)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="the live sensor on the mirror interface "
                               "(under systemd: veilleuse.service)")
-    run.add_argument("--source", choices=("suricata", "scapy"), default="suricata",
+    run.add_argument("--source", choices=LIVE_SOURCE_NAMES, default="suricata",
                      help="suricata (default) or the scapy lite sniffer")
     run.add_argument("--interface", help="override network.interface")
     run.add_argument("--feed", type=Path, action="append", default=[], metavar="FILE",
@@ -233,12 +240,9 @@ def _analyze(args: argparse.Namespace, capture: Path, feed_files: Sequence[Path]
     status = 0
     keeper = _keep_evidence(config, capture, result, feed_versions(feeds))
     if getattr(args, "mqtt", None):
-        from sensor.alerts.book import AlertBook
-        from sensor.outputs.delivery import AlertQueue, pseudonymizer
-
-        book = AlertBook(config.alerts.database)
+        book = open_alert_book(config)
         try:
-            queue = AlertQueue(book, config, pseudonymizer(config), time.time)
+            queue = alert_queue(config, book)
             queue.evidence_of = keeper.announcement if keeper else None
             queue.add_all(result.alerts)
             status = _deliver(config, book, args.mqtt, args.mqtt_timeout, feed_versions(feeds))
@@ -261,13 +265,9 @@ def _keep_evidence(config: Config, capture: Path, result: AnalysisResult,
     if not config.evidence.recipients:
         log.info("evidence: no helpline key (evidence.recipients); no packets kept")
         return None
-    from sensor.daemon.clock import SystemClock
-    from sensor.evidence.keeper import EvidenceKeeper
     from sensor.evidence.window import file_records
-    from sensor.outputs.delivery import pseudonymizer
 
-    keeper = EvidenceKeeper(config.evidence, pseudonyms=pseudonymizer(config),
-                            wall_clock=time.time, clock_synchronised=SystemClock())
+    keeper = evidence_keeper(config)
     kept = keeper.keep(result.alerts, file_records([capture]), feeds)
     if kept or keeper.failures:
         failed = f"; {keeper.failures} not kept (see the log)" if keeper.failures else ""
@@ -314,9 +314,15 @@ def _device_report(args: argparse.Namespace) -> int:
 def _deliver(config: Config, book: AlertBook, url: str | None, timeout: float,
              feed_versions: dict[str, str] | None = None) -> int:
     """Publish the book's pending alerts; 0 when all are acknowledged, else 1 (they stay)."""
+    from sensor.daemon.clock import SystemClock
     from sensor.outputs.delivery import deliver_pending
+    from sensor.outputs.link import DeliveryOnly
 
-    delivered, health = deliver_pending(config, book, url, timeout, feed_versions)
+    sender = publisher(config, book, url, role="publish", link=DeliveryOnly(feed_versions))
+    delivered, health = deliver_pending(sender, book, timeout,
+                                        retention_days=config.alerts.retention_days,
+                                        clock_synchronised=SystemClock(),
+                                        evidence_directory=config.evidence.directory)
     if delivered:
         log.info("all alerts delivered (%d this run)", health.delivered)
         return 0
@@ -330,14 +336,13 @@ def _run_daemon(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from sensor.daemon.service import SensorDaemon
 
     config, _ = _config(args)
     if args.interface:
         config = config.model_copy(update={"network": config.network.model_copy(
             update={"interface": args.interface})})
     _log_to_journal_under_systemd()
-    daemon = SensorDaemon(config, source=args.source, feed_files=args.feed)
+    daemon = sensor_daemon(config, source=args.source, feed_files=args.feed)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -416,7 +421,7 @@ def _selftest(args: argparse.Namespace) -> int:
     from sensor.daemon.selftest import run_selftest
 
     config, _ = _config(args)
-    result = run_selftest(config, args.timeout)
+    result = run_selftest(config, lambda: open_alert_book(config), args.timeout)
     print(result.message)
     return 0 if result.passed else 1
 
@@ -464,18 +469,16 @@ def _rules(args: argparse.Namespace) -> int:
     feeds = load_feeds(config, args.feed)
     text = render_rules(compile_rules(i for feed in feeds for i in feed.indicators),
                         header=f"feeds: {describe_feeds(feeds)}")
-    if args.output:
-        args.output.write_text(text)
+    if args.output:  # whole or not at all: a Suricata may reload the file at any moment
+        replace_file(args.output, text, mode=RULES_FILE_MODE)
     else:
         sys.stdout.write(text)
     return 0
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from sensor.alerts.book import AlertBook
-
     config, _ = _config(args)
-    book = AlertBook(config.alerts.database)
+    book = open_alert_book(config)
     try:
         return _deliver(config, book, args.mqtt, args.timeout)
     finally:
@@ -504,12 +507,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _feeds(args: argparse.Namespace) -> int:
     config, _ = _config(args)
     if args.feeds_command == "update":
-        outcomes = update_feeds(config.feeds, datetime.now(UTC))
+        outcomes = update_feeds(feed_store(config), config.feeds.sources, datetime.now(UTC),
+                                min_size_ratio=config.feeds.min_size_ratio)
         for outcome in outcomes:
             print(f"{outcome.name}: {outcome.status.value}: {outcome.message}")
         failed = [o for o in outcomes if o.status in (UpdateStatus.FAILED, UpdateStatus.REFUSED)]
         return 1 if failed else 0
-    store = FeedStore(config.feeds.directory)
+    store = feed_store(config)
     now = datetime.now(UTC)
     status = 0
     for source in config.feeds.sources:

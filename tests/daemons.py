@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sensor.config import Config, load_config
 from sensor.daemon.service import SensorDaemon
+from sensor.wiring import sensor_daemon
 
 
 def sensor_config(tmp_path: Path, mqtt_url: str, interface: str, *,
@@ -51,7 +52,7 @@ class RunningDaemon:
 def daemon_running(config_path: Path, feeds: Sequence[Path], *, source: str = "scapy",
                    **options: object) -> Iterator[RunningDaemon]:
     """``veilleuse run`` in this process (options: injected clocks, probe, notifier)."""
-    daemon = SensorDaemon(load_config(config_path), source=source, feed_files=feeds, **options)
+    daemon = sensor_daemon(load_config(config_path), source=source, feed_files=feeds, **options)
     stop = threading.Event()
     running = RunningDaemon(daemon, threading.Thread())
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from sensor import wiring
 from sensor.alerts.book import AlertBook, AlertBookError
 from sensor.config import Config, load_config
-from sensor.daemon.captures import SuricataCapture
 from sensor.daemon.faults import DaemonFailure, LoopFaults
 from sensor.daemon.notify import SystemdNotifier
 from sensor.demo.traffic import Traffic
-from sensor.outputs import delivery, mqtt
+from sensor.outputs import mqtt
 from tests.broker import Core
 from tests.conftest import require_tool, until
 from tests.daemons import daemon_running, health_of, sensor_config
@@ -130,13 +130,13 @@ def test_a_dead_sniffer_thread_is_restarted_and_a_dead_publisher_exits_non_zero(
     host, namespace = veth
     config = sensor_config(tmp_path, broker.url, host)
     senders: list[mqtt.MqttPublisher] = []
-    real_publisher = delivery.publisher
+    real_publisher = wiring.publisher
 
     def recorded_publisher(*args, **kwargs):
         senders.append(real_publisher(*args, **kwargs))
         return senders[-1]
 
-    monkeypatch.setattr(delivery, "publisher", recorded_publisher)  # SensorOutputs' core
+    monkeypatch.setattr(wiring, "publisher", recorded_publisher)  # SensorOutputs' core
     core = Core(broker)
     try:
         with daemon_running(config, echap_files) as running:
@@ -268,8 +268,9 @@ def test_a_full_runtime_directory_and_book_are_reported_and_survived(
 def test_a_full_disk_at_start_does_not_stop_the_daemon_from_being_built(
         tmp_path, small_disk) -> None:
     small_disk.fill()
-    capture = SuricataCapture(Config(), small_disk.path / "suricata")
-    assert capture.disk_problems() == []  # nothing written before Suricata starts
+    capture = wiring.live_capture(Config.model_validate(
+        {"daemon": {"runtime_directory": str(small_disk.path)}}), "suricata")
+    assert capture.position.disk_problem is None  # nothing written before Suricata starts
 
 
 def test_the_health_file_reasons_are_the_schema_reasons() -> None:

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from sensor.alerts.book import AlertBook
-from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher, topics
+from sensor.outputs.delivery import AlertQueue
 from sensor.outputs.mqtt import MqttPublisher
 from sensor.wire.broker import MqttSettings, mqtt_settings
+from sensor.wiring import pseudonymizer, publisher, topics
 from tests.broker import Core, Mosquitto
 from tests.conftest import until
 from tests.test_mqtt import make_config, queue, synthetic_alerts

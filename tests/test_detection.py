@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from sensor.alerts.book import AlertTotals
-from sensor.analysis import build_engine, make_allowlist
 from sensor.config import Config
 from sensor.detect.encrypted_dns import EncryptedDnsDetector
 from sensor.detect.engine import DetectionEngine
@@ -13,6 +12,7 @@ from sensor.detect.ioc import IocDetector
 from sensor.feeds.matcher import IndicatorMatcher
 from sensor.feeds.model import Category, Indicator
 from sensor.observations import DnsAnswer, DnsRecord, Endpoints, Flow, TlsHello
+from sensor.wiring import build_engine, make_allowlist
 
 MATCHER = IndicatorMatcher([Indicator("spy.example", Category.C2, "DemoSpy")])
 T = 1_767_261_600.0

@@ -19,7 +19,7 @@ import pytest
 from screen.model import ScreenState, apply_message
 from sensor.alerts.book import AlertBook
 from sensor.alerts.pseudonym import Pseudonymizer
-from sensor.analysis import analyze_capture, build_engine, build_matcher, open_source
+from sensor.analysis import analyze_capture
 from sensor.cli import main
 from sensor.config import Config, load_config
 from sensor.demo.identity import dhcp_lease, mdns_announcement, neighbour_discovery
@@ -30,11 +30,12 @@ from sensor.devices.registry import DeviceRegistry
 from sensor.feeds.store import load_feed_file
 from sensor.messages import load_catalogue
 from sensor.observations import DhcpLease, NameAnnouncement, NeighbourAdvert
-from sensor.outputs.delivery import AlertQueue, pseudonymizer
+from sensor.outputs.delivery import AlertQueue
 from sensor.outputs.outgoing import alert_payload, outgoing_alert
 from sensor.report import all_catalogues, write_text
 from sensor.reports.device_page import ClockState, Provenance, build_device_page
 from sensor.wire.topics import Topics
+from sensor.wiring import build_engine, build_matcher, open_source, pseudonymizer
 from tests.conftest import REPO, require_tool
 
 SOURCES = ("suricata", "tshark", "scapy")

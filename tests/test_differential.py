@@ -43,7 +43,7 @@ from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
-from sensor.analysis import analyze_capture, build_engine, build_matcher, open_source
+from sensor.analysis import analyze_capture
 from sensor.capture import CaptureError, scan_capture
 from sensor.capture.quic import seal_client_initial
 from sensor.config import Config
@@ -58,6 +58,7 @@ from sensor.demo.traffic import DEFAULT_START, Traffic, _length_prefixed
 from sensor.detect.model import AlertKind
 from sensor.feeds.names import indicator_domain
 from sensor.feeds.store import load_feed_file
+from sensor.wiring import build_engine, build_matcher, open_source
 from tests.conftest import require_tool
 
 SOURCES = ("suricata", "tshark", "scapy")

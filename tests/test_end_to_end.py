@@ -28,9 +28,10 @@ from sensor.alerts.book import AlertBook
 from sensor.config import Config
 from sensor.messages import load_catalogue
 from sensor.outputs.commands import Command
-from sensor.outputs.delivery import AlertQueue, SensorOutputs, pseudonymizer, topics
+from sensor.outputs.delivery import AlertQueue
 from sensor.outputs.link import DeliveryOnly
 from sensor.wire.broker import core_is_local, local_settings
+from sensor.wiring import pseudonymizer, sensor_outputs, topics
 from tests.broker import Core, Mosquitto
 from tests.conftest import until
 from tests.test_mqtt import _assert_only_redeliveries, synthetic_alerts
@@ -114,7 +115,7 @@ class Sensor:
         self.book = AlertBook(config.alerts.database)
         self.alerts = AlertQueue(self.book, config, pseudonymizer(config), time.time)
         link = _CommandsTaken()
-        self.outputs = SensorOutputs(config, self.book, link)
+        self.outputs = sensor_outputs(config, self.book, link)
         self.commands = link.names
         self.outputs.connect(self.alerts)
         self.pseudonyms = pseudonymizer(config)
@@ -296,10 +297,10 @@ _SENSOR_PROCESS = """
 import sys, threading
 from sensor.alerts.book import AlertBook
 from sensor.config import load_config
-from sensor.outputs.delivery import SensorOutputs
+from sensor.wiring import sensor_outputs
 config = load_config(sys.argv[1])
 book = AlertBook(config.alerts.database)
-outputs = SensorOutputs(config, book)
+outputs = sensor_outputs(config, book)
 outputs.start()
 ok = outputs.core.wait_until_delivered(120)
 outputs.stop()

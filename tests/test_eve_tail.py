@@ -93,26 +93,27 @@ def test_a_restart_in_the_middle_of_a_rotation_finishes_the_old_file(tmp_path: P
 
 def test_the_daemon_rotates_only_when_nothing_can_be_lost(tmp_path: Path) -> None:
     from sensor.config import Config
-    from sensor.daemon.captures import SuricataCapture
+    from sensor.wiring import live_capture
 
-    capture = SuricataCapture(Config(), tmp_path / "suricata")
+    capture = live_capture(Config.model_validate(
+        {"daemon": {"runtime_directory": str(tmp_path), "max_eve_megabytes": 1}}), "suricata")
     eve = capture.supervisor.eve_path
     eve.write_bytes(_line("a.example") * 5000)          # ~1.1 MB
-    capture.rotate_if_needed(limit_bytes=2**20)
+    capture.rotate_if_needed()
     assert eve.exists(), "the tailer has not opened the file yet: rotating could lose it"
     names = [o.name for o in capture.records()]
-    capture.commit()
-    capture.rotate_if_needed(limit_bytes=2**20)
+    capture.position.commit()
+    capture.rotate_if_needed()
     assert not eve.exists() and (tmp_path / "suricata" / "eve.json.1").exists()
     assert [name for name, _, _ in capture.supervisor._requests] == ["log files reopened"]
     eve.write_bytes(_line("b.example") * 5000)          # Suricata's new file, big already
-    capture.rotate_if_needed(limit_bytes=2**20)
+    capture.rotate_if_needed()
     assert len(capture.supervisor._requests) == 1, "the old file is not finished: no rotation"
     while batch := capture.records():
         names += [o.name for o in batch]
-        capture.commit()
+        capture.position.commit()
     assert names == ["a.example"] * 5000 + ["b.example"] * 5000
-    capture.rotate_if_needed(limit_bytes=2**20)
+    capture.rotate_if_needed()
     assert len(capture.supervisor._requests) == 2, "on the new file again: rotation allowed"
 
 

@@ -13,11 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sensor.analysis import load_feeds
 from sensor.config import Config, FeedsConfig, FeedSource
 from sensor.demo.traffic import DEFAULT_START, Traffic
 from sensor.feeds.store import FeedStore
 from sensor.feeds.update import UpdateStatus, make_http_pool, update_feeds
+from sensor.wiring import load_feeds
 from tests.conftest import alias_bomb
 from tests.feedfiles import echap_style_stix, misp_attribute, misp_event
 
@@ -64,7 +64,9 @@ def _config(base: str, tmp_path) -> FeedsConfig:
 
 
 def _update(config: FeedsConfig):
-    return update_feeds(config, NOW, make_http_pool(retries=2, backoff=0.01, timeout=5))
+    return update_feeds(FeedStore(config.directory), config.sources, NOW,
+                        min_size_ratio=config.min_size_ratio,
+                        pool=make_http_pool(retries=2, backoff=0.01, timeout=5))
 
 
 def test_update_installs_then_keeps_the_previous_copy(server, tmp_path, echap_files) -> None:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from sensor.analysis import analyze_capture, build_engine, open_source
+from sensor.analysis import analyze_capture
 from sensor.capture.eve import EveRecordError, parse_eve_line
 from sensor.capture.stats import SourceStats
 from sensor.capture.suricata import read_eve_lines
 from sensor.config import Config
 from sensor.demo.traffic import DEFAULT_START, Traffic
 from sensor.errors import CaptureError
+from sensor.wiring import build_engine, open_source
 from tests.conftest import require_tool
 
 ETHERNET = bytes.fromhex("020000000001" "0200000000fe" "0800")

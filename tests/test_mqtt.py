@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from sensor.alerts.book import AlertBook
-from sensor.analysis import analyze_capture, build_engine, open_source
+from sensor.analysis import analyze_capture
 from sensor.config import Config
 from sensor.detect.model import Alert, AlertKind, Severity
-from sensor.outputs.delivery import AlertQueue, deliver_pending, pseudonymizer, publisher
+from sensor.outputs.delivery import AlertQueue, deliver_pending
 from sensor.outputs.link import ProblemKind
+from sensor.wiring import build_engine, open_source, pseudonymizer, publisher
 from tests.broker import Core, Mosquitto
 from tests.conftest import sighting
 from tests.scenarios import build_everything
@@ -233,10 +234,15 @@ def test_publish_applies_retention_to_delivered_alerts_only(tmp_path, broker, sy
     queue(config, old)
     book = AlertBook(config.alerts.database)
     broker.stop()
-    assert deliver_pending(config, book, None, 1, clock_synchronised=lambda: True)[0] is False
+    retention_days = config.alerts.retention_days
+    assert deliver_pending(publisher(config, book, role="publish"), book, 1,
+                           retention_days=retention_days,
+                           clock_synchronised=lambda: True)[0] is False
     assert len(book.alerts()) == 3, "undelivered alerts are kept whatever their age"
     broker.start()
-    assert deliver_pending(config, book, None, 30, clock_synchronised=lambda: synchronised)[0]
+    assert deliver_pending(publisher(config, book, role="publish"), book, 30,
+                           retention_days=retention_days,
+                           clock_synchronised=lambda: synchronised)[0]
     # Delivered and older than retention_days (90): deleted, unless the clock that
     # says they are old is not synchronised.
     assert len(book.alerts()) == left

@@ -22,10 +22,10 @@ from screen.controls import Gesture
 from screen.pages import load_fonts
 from sensor.alerts.book import AlertBook
 from sensor.messages import load_catalogue
-from sensor.outputs.delivery import publisher
 from sensor.outputs.tail import follow, format_message
 from sensor.wire.broker import mqtt_settings
 from sensor.wire.topics import Topics
+from sensor.wiring import publisher
 from tests.conftest import REPO
 from tests.test_mqtt import make_config, queue, synthetic_alerts
 

@@ -7,11 +7,12 @@ import threading
 from pathlib import Path
 
 from sensor.alerts.book import AlertTotals
-from sensor.analysis import analyze_capture, build_engine, open_source
+from sensor.analysis import analyze_capture
 from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.config import Config
 from sensor.demo.traffic import DEFAULT_START, Traffic
 from sensor.observations import DnsQuery
+from sensor.wiring import build_engine, open_source
 from tests.conftest import require_tool
 from tests.scenarios import (
     C2_DOMAIN,

@@ -248,8 +248,8 @@ def test_a_missing_display_is_reported_with_what_to_check() -> None:
 
 def test_the_screen_follows_a_real_sensor_over_mqtt(tmp_path: Path) -> None:
     from sensor.alerts.book import AlertBook
-    from sensor.outputs.delivery import publisher
     from sensor.wire.broker import mqtt_settings
+    from sensor.wiring import publisher
     from tests.broker import Core, Mosquitto
     from tests.conftest import require_tool
     from tests.test_mqtt import make_config, queue, synthetic_alerts

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from sensor.analysis import analyze_capture, build_engine, open_source
+from sensor.analysis import analyze_capture
 from sensor.config import Config
 from sensor.detect.model import Alert
+from sensor.wiring import build_engine, open_source
 from tests.conftest import require_tool
 from tests.scenarios import Expected, build_everything
 

@@ -17,7 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from sensor.alerts.book import AlertBook
 from sensor.config import Config
-from sensor.outputs.delivery import AlertQueue, pseudonymizer, publisher
+from sensor.outputs.delivery import AlertQueue
+from sensor.wiring import pseudonymizer, publisher
 from tests.broker import Mosquitto
 from tests.test_mqtt import synthetic_alerts
 from tests.tls import DAY, HOUR, make_authority, make_client_certificate, make_server_certificate

@@ -7,11 +7,12 @@ never skips one. Reading goes on past a batch not committed yet (each line
 is read once per run): ``commit`` then covers everything read so far. A
 half-written last line waits for its end.
 
-Rotation (``eve.json`` renamed to ``eve.json.1``, then Suricata told to
-reopen its logs): the file being read stays open, so it is read to its end
-before the tailer moves to the new ``eve.json``; after a restart in the
-middle, the saved inode is found again under ``eve.json.1``. A file that
-shrank is read again from its start.
+Rotation is this module's alone: ``rotate_if_needed`` renames ``eve.json``
+to ``eve.json.1`` past a size, then has Suricata reopen its logs (through
+the supervisor, which owns the command socket). The file being read stays
+open, so it is read to its end before the tailer moves to the new
+``eve.json``; after a restart in the middle, the saved inode is found again
+under ``eve.json.1``. A file that shrank is read again from its start.
 
 A full disk does not stop the tailer: the position is kept in memory,
 ``disk_full`` says so, and it is saved by the first ``commit`` that has room
@@ -57,7 +58,12 @@ class Position:
 
 
 def rotated_path(path: Path) -> Path:
+    """Where ``rotate_if_needed`` moves a full EVE file (one generation is kept)."""
     return path.with_name(path.name + ".1")
+
+
+ReopenLogs = Callable[[Callable[[bool, str], None]], None]
+"""Asks the EVE writer to reopen its files, then calls back with (done, what it said)."""
 
 
 class EveTailer:
@@ -171,6 +177,35 @@ class EveTailer:
         if self.disk_full:
             log.info("%s: the EVE position is saved again", self.offset_file)
         self.disk_full = False
+
+    @property
+    def disk_problem(self) -> str | None:
+        """Why the position cannot be saved now, for health; None when it can."""
+        if not self.disk_full:
+            return None
+        return (f"cannot save the EVE position {self.offset_file} (reading goes on; a restart "
+                "now would read some records again)")
+
+    def rotate_if_needed(self, limit_bytes: int, reopen_logs: ReopenLogs) -> bool:
+        """Keep the EVE file bounded: rename it past ``limit_bytes``, have its writer reopen it.
+
+        Only once the previously rotated file is read and committed to its
+        end, so at most two files exist and no record is deleted unread.
+        True if the file was renamed.
+        """
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return False
+        if size < limit_bytes or self.reading_rotated:
+            return False
+        os.replace(self.path, rotated_path(self.path))
+
+        def reopened(ok: bool, message: str) -> None:
+            (log.info if ok else log.error)("suricata: eve.json rotated, %s", message)
+
+        reopen_logs(reopened)
+        return True
 
     @property
     def reading_rotated(self) -> bool:

@@ -1,11 +1,15 @@
 """The live sensor's capture sources, as the daemon drives them: Suricata supervised, or scapy.
 
-Each offers the same small interface to the daemon's loop (``start``,
-``wait_for_records``, ``records``, ``commit``, ``running``, ``problem``...).
-``wait_for_records`` is how the loop sleeps: it returns as soon as records may
-be waiting, so an alert leaves milliseconds after its packet, and an idle
-sensor does not spin. Not the job
-of this module: detection, the alert book or health (``sensor.daemon.service``).
+``LiveCapture`` is what the daemon's loop needs of any of them: start and
+stop, wait for records and take them, its threads, and its state for
+health. ``wait_for_records`` is how the loop sleeps: it returns as soon as
+records may be waiting, so an alert leaves milliseconds after its packet,
+and an idle sensor does not spin. What only some captures can do is
+declared, not left as empty methods: ``position`` (a saved reading position
+that a restart resumes from; None when a restart has nothing to resume) and
+``chores`` (housekeeping the loop runs for them, such as EVE rotation).
+Both are built by ``sensor.wiring``. Not the job of this module: detection,
+the alert book or health (``sensor.daemon.service``).
 """
 
 from __future__ import annotations
@@ -14,42 +18,93 @@ import logging
 import os
 import queue
 import threading
-from pathlib import Path
+from collections.abc import Callable
+from typing import Protocol
 
-from sensor.capture.eve_tail import EveTailer, rotated_path
+from sensor.capture.eve_tail import EveTailer
 from sensor.capture.scapy_live import ScapyLiveSource
-from sensor.config import Config
-from sensor.evidence.live import FrameRing, ring_file_count, suricata_ring
+from sensor.evidence.window import Records
 from sensor.observations import Observation
-from sensor.suricata.config import SuricataSettings
-from sensor.suricata.supervisor import SupervisorSettings, SupervisorState, SuricataSupervisor
+from sensor.suricata.supervisor import SupervisorState, SuricataSupervisor
 from sensor.workers import WorkerThread
 
 log = logging.getLogger(__name__)
 
-# The EVE position is saved at most this often (and on stop): it lives in RAM (/run), but
-# writing it at every turn was most of an idle sensor's CPU. A crash reads again what was
-# handled after the last save (at-least-once), it skips nothing.
-OFFSET_SAVE_EVERY = 2.0
+Chore = tuple[str, float | None, Callable[[], object]]
+"""(name, interval in seconds or None for every turn, action): one of the loop's chores."""
+
+
+class CapturePosition(Protocol):
+    """How far the daemon has handled a capture's records, saved so that a restart resumes there."""
+
+    def commit(self) -> None:
+        """Everything taken by ``records`` so far is handled (stored in the alert book)."""
+
+    @property
+    def disk_problem(self) -> str | None:
+        """Why the position cannot be saved now (a full disk), for health; None if it can."""
+
+
+class LiveCapture(Protocol):
+    """A live capture as the daemon's loop drives it."""
+
+    position: CapturePosition | None
+    """The saved reading position; None when records are not on disk (the sniffer's queue)."""
+    chores: tuple[Chore, ...]
+    """Housekeeping the loop runs for this capture, isolated like its own chores."""
+    evidence_records: Callable[[], Records]
+    """The recent packets evidence is cut from (Suricata's pcap-log ring in RAM, or the
+    sniffer's frame ring); nothing when no helpline key is set."""
+
+    def start(self, stop: threading.Event) -> None:
+        """Start capturing in the capture's threads, until ``stop`` is set."""
+
+    def stop(self) -> None:
+        """After ``stop`` is set: wait for the capture to end and release what it holds."""
+
+    def wait_for_records(self, timeout: float) -> None:
+        """Return once records may be waiting, or after ``timeout`` seconds."""
+
+    def records(self) -> list[Observation]:
+        """The observations that arrived since the last call (a bounded batch)."""
+
+    def workers(self) -> list[WorkerThread]:
+        """The threads the daemon keeps alive."""
+
+    def worker_problems(self) -> list[str]:
+        """Unexpected errors in the capture's threads, and threads that died, for health."""
+
+    def running(self) -> bool:
+        """Capturing now."""
+
+    def gave_up(self) -> bool:
+        """Start-up failed for good for now (health stops saying "starting")."""
+
+    def problem(self) -> str | None:
+        """Why the capture is not running, in words, or None."""
+
+    def drop_ratio(self) -> float | None:
+        """Share of packets lost since start; None when not known yet."""
+
+    def state_name(self) -> str:
+        """The capture's state for the health file (``running``, ``backoff``...)."""
 
 
 class SuricataCapture:
-    """Suricata supervised on the interface, its EVE file tailed."""
+    """Suricata supervised on the interface, its EVE file tailed.
 
-    def __init__(self, config: Config, workdir: Path) -> None:
-        # EVE holds who talked to whom: readable by the sensor alone.
-        workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        ring = ring_file_count(config.evidence.ring_megabytes) if config.evidence.recipients \
-            else 0  # no helpline key: no packet is ever written
-        self.supervisor = SuricataSupervisor(SupervisorSettings(
-            interface=config.network.interface, workdir=workdir,
-            suricata=SuricataSettings(binary=config.suricata.binary,
-                                      home_net=config.network.home_net,
-                                      evidence_ring_files=ring)))
-        self.evidence_records = suricata_ring(workdir)
-        """The packets evidence is cut from: Suricata's pcap-log ring, in RAM."""
-        self.tailer = EveTailer(self.supervisor.eve_path, workdir / "eve.offset",
-                                save_every=OFFSET_SAVE_EVERY)
+    The tailer is the capture's ``position``; rotating eve.json past
+    ``max_eve_bytes`` is its chore.
+    """
+
+    def __init__(self, supervisor: SuricataSupervisor, tailer: EveTailer, *,
+                 max_eve_bytes: int, evidence_records: Callable[[], Records]) -> None:
+        self.supervisor = supervisor
+        self.tailer = tailer
+        self.evidence_records = evidence_records
+        self.position: CapturePosition | None = tailer
+        self.max_eve_bytes = max_eve_bytes
+        self.chores: tuple[Chore, ...] = (("eve rotation", None, self.rotate_if_needed),)
         self._worker: WorkerThread | None = None
 
     def start(self, stop: threading.Event) -> None:
@@ -60,15 +115,9 @@ class SuricataCapture:
         """The threads the daemon keeps alive."""
         return [self._worker] if self._worker else []
 
-    def disk_problems(self) -> list[str]:
-        problems = []
-        if self.tailer.disk_full:
-            problems.append(f"cannot save the EVE position {self.tailer.offset_file} (reading "
-                            "goes on; a restart now would read some records again)")
-        return problems
-
-    def worker_problem(self) -> str | None:
-        return self.supervisor.errors.problem
+    def worker_problems(self) -> list[str]:
+        problems = [self.supervisor.errors.problem, *(w.problem for w in self.workers())]
+        return [problem for problem in problems if problem]
 
     def wait_for_records(self, timeout: float) -> None:
         self.tailer.wait_for_lines(timeout)
@@ -76,28 +125,9 @@ class SuricataCapture:
     def records(self) -> list[Observation]:
         return list(self.tailer.read_available())
 
-    def rotate_if_needed(self, limit_bytes: int) -> None:
-        """Keep eve.json bounded: rename it past the limit and have Suricata reopen it.
-
-        Only once the tailer has finished the previous rotated file, so at
-        most two files exist and no record is deleted unread.
-        """
-        eve = self.supervisor.eve_path
-        try:
-            size = eve.stat().st_size
-        except FileNotFoundError:
-            return
-        if size < limit_bytes or self.tailer.reading_rotated:
-            return
-        os.replace(eve, rotated_path(eve))
-
-        def reopened(ok: bool, message: str) -> None:
-            (log.info if ok else log.error)("suricata: eve.json rotated, %s", message)
-
-        self.supervisor.request_reopen_logs(reopened)
-
-    def commit(self) -> None:
-        self.tailer.commit()
+    def rotate_if_needed(self) -> None:
+        """Keep eve.json under ``max_eve_bytes``: the tailer rotates it, Suricata reopens it."""
+        self.tailer.rotate_if_needed(self.max_eve_bytes, self.supervisor.request_reopen_logs)
 
     def running(self) -> bool:
         return self.supervisor.state is SupervisorState.RUNNING
@@ -143,12 +173,12 @@ class SuricataCapture:
 class LiteCapture:
     """The scapy lite source in a thread; its observations queued for the loop."""
 
-    def __init__(self, config: Config) -> None:
-        ring = FrameRing(config.evidence.ring_megabytes * 2**20) \
-            if config.evidence.recipients else None  # no helpline key: no packet is kept
-        self.source = ScapyLiveSource(config.network.interface, ring=ring)
-        self.evidence_records = ring.records if ring else lambda: (lambda: iter(()))
-        """The packets evidence is cut from: the latest frames, in memory."""
+    def __init__(self, source: ScapyLiveSource,
+                 evidence_records: Callable[[], Records]) -> None:
+        self.source = source
+        self.evidence_records = evidence_records
+        self.position: CapturePosition | None = None  # the queue is in memory: nothing to resume
+        self.chores: tuple[Chore, ...] = ()
         self._queue: queue.Queue[Observation] = queue.Queue(maxsize=100_000)
         self._arrived = threading.Event()
         self._worker: WorkerThread | None = None
@@ -166,11 +196,8 @@ class LiteCapture:
     def workers(self) -> list[WorkerThread]:
         return [self._worker] if self._worker else []
 
-    def disk_problems(self) -> list[str]:
-        return []  # writes nothing
-
-    def worker_problem(self) -> str | None:
-        return None
+    def worker_problems(self) -> list[str]:
+        return [w.problem for w in self.workers() if w.problem]
 
     def wait_for_records(self, timeout: float) -> None:
         if self._queue.empty():
@@ -185,12 +212,6 @@ class LiteCapture:
             except queue.Empty:
                 break
         return batch
-
-    def commit(self) -> None:
-        pass
-
-    def rotate_if_needed(self, limit_bytes: int) -> None:
-        pass  # no files
 
     def running(self) -> bool:
         return self.source.started.is_set() and self._worker is not None and \
@@ -212,4 +233,4 @@ class LiteCapture:
         return "running" if self.running() else "starting"
 
     def stop(self) -> None:
-        pass
+        """Nothing to release: the stop event given to ``start`` ends the sniffer."""

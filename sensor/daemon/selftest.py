@@ -59,9 +59,11 @@ def _probe_row(book: AlertBook, since: float) -> tuple[bool, bool]:
     return False, False
 
 
-def run_selftest(config: Config, timeout: float = 60.0) -> SelftestResult:
+def run_selftest(config: Config, open_book: Callable[[], AlertBook],
+                 timeout: float = 60.0) -> SelftestResult:
+    """Send a probe and watch the alert book (its own connection, from ``open_book``)."""
     name = f"{secrets.token_hex(4)}.{SELFTEST_DOMAIN}"
-    book = AlertBook(config.alerts.database)
+    book = open_book()
     started = time.time()
     send_probe(config.network.interface, name)
     stored_after = delivered_after = None

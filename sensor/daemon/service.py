@@ -23,18 +23,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from sensor.alerts.book import AlertBook, AlertBookError, merge_sighting
 from sensor.alerts.retention import apply_retention
-from sensor.analysis import (
-    build_engine,
-    build_matcher,
-    describe_feeds,
-    feed_versions,
-    load_feeds,
-)
 from sensor.config import Config
-from sensor.daemon.captures import LiteCapture, SuricataCapture
+from sensor.daemon.captures import Chore, LiveCapture
 from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.daemon.faults import DaemonFailure, LoopFaults
 from sensor.daemon.health import (
@@ -48,17 +42,15 @@ from sensor.daemon.health import (
 )
 from sensor.daemon.notify import SystemdNotifier
 from sensor.daemon.passive import PassiveWatch
-from sensor.daemon.selftest import (
-    SELFTEST_DOMAIN,
-    SELFTEST_INDICATOR,
-    SelftestRunner,
-    run_selftest,
-)
+from sensor.daemon.selftest import SELFTEST_DOMAIN, SelftestResult, SelftestRunner
+from sensor.detect.engine import DetectionEngine
 from sensor.detect.model import Alert, Severity
+from sensor.devices.registry import DeviceRegistry
 from sensor.errors import VeilleuseError
 from sensor.evidence.keeper import EvidenceKeeper
 from sensor.evidence.live import LiveEvidence
 from sensor.evidence.store import apply_evidence_retention
+from sensor.feeds.model import Feed, describe_feeds, feed_versions
 from sensor.feeds.store import FeedStore
 from sensor.files import is_disk_full, replace_file
 from sensor.firstboot_report import (
@@ -69,8 +61,8 @@ from sensor.firstboot_report import (
 )
 from sensor.observations import DnsQuery
 from sensor.outputs.commands import SELFTEST, Command
-from sensor.outputs.delivery import AlertQueue, SensorOutputs, pseudonymizer
-from sensor.outputs.link import DeliveryFacts
+from sensor.outputs.delivery import AlertQueue, Delivery
+from sensor.outputs.link import DeliveryFacts, SensorLink
 from sensor.outputs.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
@@ -86,9 +78,35 @@ IDLE_TURN = 0.5    # the longest sleep: how late a stop request can be noticed
 BUSY_TURN = 0.005  # the shortest turn when records keep coming
 
 
+class DetectionFactory(Protocol):
+    """Feeds and the engine built from them, again on every feed update (``sensor.wiring``)."""
+
+    @property
+    def feed_files(self) -> Sequence[Path]:
+        """The feed files given on the command line; empty: the installed feeds."""
+
+    def load_feeds(self, *, required: bool = True) -> list[Feed]: ...
+
+    def engine(self, feeds: Sequence[Feed],
+               devices: DeviceRegistry | None = None) -> DetectionEngine:
+        """``devices``: the replaced engine's registry (devices carry over a feed update)."""
+
+    def store(self) -> FeedStore: ...
+
+
 class SensorDaemon:
-    def __init__(self, config: Config, *, source: str = "suricata",
-                 feed_files: Sequence[Path] = (), notifier: SystemdNotifier | None = None,
+    """The live loop over built parts (``sensor.wiring.sensor_daemon`` builds them).
+
+    ``open_delivery`` opens the alert book and the MQTT connections (whose
+    publishers see the daemon through the link it is given) when ``run``
+    starts, on the daemon's thread; ``selftest`` runs one self-test
+    (in a thread of ``SelftestRunner``).
+    """
+
+    def __init__(self, config: Config, capture: LiveCapture, detection: DetectionFactory,
+                 open_delivery: Callable[[SensorLink], Delivery],
+                 selftest: Callable[[], SelftestResult], evidence: EvidenceKeeper, *,
+                 notifier: SystemdNotifier | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  clock_synchronised: ClockProbe | None = None) -> None:
@@ -96,29 +114,26 @@ class SensorDaemon:
         self.notifier = notifier or SystemdNotifier()
         self._clock, self._wall_clock = clock, wall_clock
         self._clock_synchronised = clock_synchronised or SystemClock()
-        self.feeds = load_feeds(config, feed_files, required=False)
+        self._detection, self._open_delivery = detection, open_delivery
+        self.feeds = detection.load_feeds(required=False)
         if not self.feeds:
             log.warning("no indicator feed is installed yet: the sensor runs degraded "
                         "(feeds_stale) until `veilleuse feeds update` installs them (the "
                         "veilleuse-feeds timer runs it 5 minutes after boot, then daily)")
-        self._feed_files = feed_files
-        self.engine = build_engine(config, build_matcher(self.feeds, config, [SELFTEST_INDICATOR]))
+        self._feed_files = detection.feed_files
+        self.engine = detection.engine(self.feeds)
         self.health_file = config.daemon.runtime_directory / HEALTH_FILE
         self.health = Health("starting", (), ())
         # What `veilleuse first-boot` could not do (a refused veilleuse.yaml, no mirror port).
         self.first_boot = read_report(config.daemon.state_directory / REPORT_NAME)
-        # Suricata's files and the EVE offset live in RAM (/run): the SD card is written
-        # only for the alert book, the feeds and the pseudonym key. A reboot loses both
-        # the file and its offset together, so nothing is read twice or skipped.
-        self.capture = SuricataCapture(config, config.daemon.runtime_directory / "suricata") \
-            if source == "suricata" else LiteCapture(config)
+        self.capture = capture
         self._last_traffic = self._started = clock()
         self._drop_ratio = 0.0
         self._observations = 0
         self._busy = False  # the last turn had records: the next one comes soon
         self._ready = False
         self._feeds_signature = self._signature()
-        self.selftests = SelftestRunner(lambda: run_selftest(config))
+        self.selftests = SelftestRunner(selftest)
         self.passive = PassiveWatch(config.network.interface)
         self._mirror_problem: str | None = None
         self._probes_seen = 0  # self-test queries captured, ours or `veilleuse selftest`'s
@@ -129,6 +144,7 @@ class SensorDaemon:
         self._updates_due = clock() + config.daemon.alert_update_seconds
         self._book_problem: str | None = None
         self._health_unwritten: str | None = None
+        self._evidence_keeper = evidence
         self.evidence: LiveEvidence | None = None  # set by ``run`` (docs/evidence.md)
 
     # -- feeds --------------------------------------------------------------------------
@@ -137,7 +153,7 @@ class SensorDaemon:
         if self._feed_files:
             return tuple((str(p), Path(p).stat().st_mtime_ns, Path(p).stat().st_size)
                          for p in self._feed_files)
-        store = FeedStore(self.config.feeds.directory)
+        store = self._detection.store()
         return tuple(getattr(store.info(s.name), "version", None)
                      for s in self.config.feeds.sources)
 
@@ -147,15 +163,13 @@ class SensorDaemon:
             return
         self._feeds_signature = signature
         try:
-            feeds = load_feeds(self.config, self._feed_files)
+            feeds = self._detection.load_feeds()
         except VeilleuseError as error:
             log.error("the updated feeds cannot be used, the current ones stay: %s", error)
             return
         self.feeds = feeds
         # Beacon timings start again; alert counts live on in the book, devices carry over.
-        self.engine = build_engine(self.config, build_matcher(feeds, self.config,
-                                                              [SELFTEST_INDICATOR]),
-                                   self.engine.devices)
+        self.engine = self._detection.engine(feeds, self.engine.devices)
         log.info("feeds updated (%s); detection reloaded without a capture restart",
                  describe_feeds(feeds))
 
@@ -165,7 +179,7 @@ class SensorDaemon:
         if self._feed_files:
             newest = max(Path(f).stat().st_mtime for f in self._feed_files)
             return (self._wall_clock() - newest) / 86_400
-        store = FeedStore(self.config.feeds.directory)
+        store = self._detection.store()
         ages = [self._wall_clock() - info.downloaded.timestamp()
                 for info in (store.info(s.name) for s in self.config.feeds.sources) if info]
         return max(ages) / 86_400 if ages else None
@@ -229,14 +243,16 @@ class SensorDaemon:
         if delivery.disk_full:
             problems.append(f"{delivery.unretired} delivered alert(s) cannot be marked so "
                             "(kept in memory, not sent again)")
-        problems += self.capture.disk_problems()
+        position = self.capture.position
+        if position is not None and position.disk_problem:
+            problems.append(position.disk_problem)
         if self._health_unwritten:
             problems.append(self._health_unwritten)
         return "; ".join(problems) + "; free space on that disk" if problems else None
 
     def _worker_problems(self, sender: MqttPublisher) -> tuple[str, ...]:
-        problems = [self.capture.worker_problem(), sender.errors.problem, self.faults.problem(),
-                    *(worker.problem for worker in self.capture.workers())]
+        problems = [*self.capture.worker_problems(), sender.errors.problem,
+                    self.faults.problem()]
         return tuple(p for p in problems if p)
 
     def _report_without_health(self, pending: int | None) -> None:
@@ -347,8 +363,8 @@ class SensorDaemon:
         if self._book_problem:
             log.info("the alert book takes alerts again: %d stored from memory", len(waiting))
         self._unstored, self._book_problem = [], None
-        if not self._updates:
-            self.capture.commit()  # after the alerts are in the book: at-least-once
+        if not self._updates and self.capture.position is not None:
+            self.capture.position.commit()  # after the alerts are in the book: at-least-once
         if waiting or updated:
             sender.notify()
         return True
@@ -364,8 +380,11 @@ class SensorDaemon:
                                 "kept in the book)")
 
     def _chores(self, book: AlertBook, alerts: AlertQueue, sender: MqttPublisher,
-                due: dict[str, float]) -> list[tuple[str, float | None, Callable[[], object]]]:
-        """(name, interval or None for every turn, action), in the order a turn runs them."""
+                due: dict[str, float]) -> list[Chore]:
+        """(name, interval or None for every turn, action), in the order a turn runs them.
+
+        The capture's own chores (EVE rotation) come after the records and drops.
+        """
         daemon = self.config.daemon
 
         def records() -> None:
@@ -385,8 +404,7 @@ class SensorDaemon:
         return [
             ("records", None, records),
             ("drops", DROPS_EVERY, drops),
-            ("eve rotation", None, lambda: self.capture.rotate_if_needed(
-                daemon.max_eve_megabytes * 2**20)),
+            *self.capture.chores,
             ("feeds", daemon.feeds_check_seconds, feeds),
             ("mirror check", daemon.mirror_check_seconds, mirror),
             ("retention", RETENTION_EVERY, lambda: apply_retention(
@@ -436,18 +454,13 @@ class SensorDaemon:
         Any other error in a chore is logged once, counted, reported as
         worker_error, and the loop goes on (``LoopFaults``).
         """
-        book = AlertBook(self.config.alerts.database)
-        alerts = AlertQueue(book, self.config, pseudonymizer(self.config), self._wall_clock,
-                            self._clock_synchronised)
-        # The core, and the box's broker.
-        outputs = SensorOutputs(self.config, book, _DaemonLink(self))
+        # The book, the queue into it, the core and the box's broker.
+        delivery = self._open_delivery(_DaemonLink(self))
+        book, alerts, outputs = delivery.book, delivery.alerts, delivery.outputs
         sender = outputs.core
         outputs.connect(alerts)
-        self.evidence = LiveEvidence(
-            EvidenceKeeper(self.config.evidence, pseudonyms=pseudonymizer(self.config),
-                           wall_clock=self._wall_clock,
-                           clock_synchronised=self._clock_synchronised),
-            self.capture.evidence_records, self._clock, self._clock_synchronised)
+        self.evidence = LiveEvidence(self._evidence_keeper, self.capture.evidence_records,
+                                     self._clock, self._clock_synchronised)
         alerts.evidence_of = self.evidence.keeper.announcement
         outputs.start()
         capture_stop = threading.Event()
@@ -458,6 +471,9 @@ class SensorDaemon:
                "evidence": started, "retention": started, "evidence retention": started,
                "mirror check": started}
         chores = self._chores(book, alerts, sender, due)
+        for name, every, _ in chores:  # the capture's own, on an interval
+            if every is not None:
+                due.setdefault(name, started)
         try:
             failed = False
             while not (stop.wait(BUSY_TURN) if self._busy else stop.is_set()):

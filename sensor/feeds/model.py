@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -73,3 +74,14 @@ class Feed:
     def label(self) -> str:
         """The feed's file name, for people (``name`` may be a path or a URL)."""
         return self.name.rsplit("/", 1)[-1]
+
+
+def describe_feeds(feeds: Sequence[Feed]) -> str:
+    """The feeds in use, for people: label, short version and indicator count of each."""
+    return ", ".join(f"{feed.label} {feed.version[:8]} ({feed.indicator_count})"
+                     for feed in feeds)
+
+
+def feed_versions(feeds: Sequence[Feed]) -> dict[str, str]:
+    """Feed label -> version, as the state topic and the health file show them."""
+    return {feed.label: feed.version for feed in feeds}

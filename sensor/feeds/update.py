@@ -4,28 +4,45 @@ A download that fails, does not parse, is empty, or shrank below the
 configured share of the current copy is refused; the current copy stays.
 Retries with back-off are urllib3's (``Retry``). A feed's warnings (values
 skipped, keys ignored) are logged here, when a version is installed, and
-nowhere else.
+nowhere else. The caller passes the store and the sources built
+(``sensor.wiring`` reads them from the config): this package does not know
+the config.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 import urllib3
 from urllib3.util.retry import Retry
 
-from sensor.config import FeedsConfig, FeedSource
 from sensor.errors import FeedDownloadError, FeedError
 from sensor.feeds.formats import load_feed
+from sensor.feeds.model import FeedFormat
 from sensor.feeds.store import FeedStore
 
 log = logging.getLogger(__name__)
 
 MAX_FEED_BYTES = 20 * 1024 * 1024
 USER_AGENT = "veilleuse-feed-update/1"
+
+
+class FeedSource(Protocol):
+    """Where one feed comes from (the config's ``feeds.sources`` entries are such)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def format(self) -> FeedFormat: ...
 
 
 class UpdateStatus(StrEnum):
@@ -100,13 +117,12 @@ def update_feed(source: FeedSource, store: FeedStore, pool: urllib3.PoolManager,
                          feed.version)
 
 
-def update_feeds(config: FeedsConfig, now: datetime,
-                 pool: urllib3.PoolManager | None = None) -> list[UpdateOutcome]:
-    """Update every configured feed; one failing does not stop the others."""
-    store = FeedStore(config.directory)
+def update_feeds(store: FeedStore, sources: Iterable[FeedSource], now: datetime, *,
+                 min_size_ratio: float, pool: urllib3.PoolManager | None = None,
+                 ) -> list[UpdateOutcome]:
+    """Update every feed of ``sources``; one failing does not stop the others."""
     pool = pool or make_http_pool()
-    outcomes = [update_feed(source, store, pool, now, config.min_size_ratio)
-                for source in config.sources]
+    outcomes = [update_feed(source, store, pool, now, min_size_ratio) for source in sources]
     for outcome in outcomes:
         level = logging.INFO if outcome.status in (UpdateStatus.UPDATED, UpdateStatus.UNCHANGED) \
             else logging.WARNING

@@ -1,8 +1,9 @@
 """Queue alerts in the book with the payload that will leave the box, and publish them.
 
-The glue between detection and the MQTT publisher, built from the config.
-When the book's disk is full, alerts wait in memory (up to ``MAX_HELD``
-distinct alerts) and are written, oldest first, as soon as it has room.
+The glue between detection and the MQTT publisher; it receives them built
+(``sensor.wiring`` builds them from the config). When the book's disk is
+full, alerts wait in memory (up to ``MAX_HELD`` distinct alerts) and are
+written, oldest first, as soon as it has room.
 """
 
 from __future__ import annotations
@@ -11,21 +12,20 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
 from sensor.alerts.book import AlertBook, AlertBookError, AlertBookFull, merge_sighting
-from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
+from sensor.alerts.pseudonym import Pseudonymizer
 from sensor.alerts.retention import apply_retention
 from sensor.config import Config
-from sensor.daemon.clock import ClockProbe, SystemClock
 from sensor.detect.model import Alert
 from sensor.evidence.store import apply_evidence_retention
-from sensor.outputs.link import DeliveryFacts, DeliveryOnly, SensorLink
+from sensor.outputs.link import DeliveryFacts
 from sensor.outputs.local import LocalMirror
 from sensor.outputs.mqtt import MqttPublisher
 from sensor.outputs.outgoing import alert_payload
 from sensor.report import all_catalogues
-from sensor.wire.broker import core_is_local, local_settings, mqtt_settings
-from sensor.wire.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class AlertQueue:
     """
 
     def __init__(self, book: AlertBook, config: Config, pseudonyms: Pseudonymizer | None,
-                 wall_clock: Callable[[], float], clock_synchronised: ClockProbe | None = None,
+                 wall_clock: Callable[[], float],
+                 clock_synchronised: Callable[[], bool] | None = None,
                  max_held: int = MAX_HELD) -> None:
         self.book = book
         self._clock_synchronised = clock_synchronised
@@ -182,30 +183,29 @@ class AlertQueue:
         return count
 
 
-def pseudonymizer(config: Config) -> Pseudonymizer | None:
-    if config.privacy.device_ids == "address":
-        return None
-    return Pseudonymizer(load_or_create_secret(config.privacy.secret_file))
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The live sensor's alert book, the queue into it and the connections out of it."""
+
+    book: AlertBook
+    alerts: AlertQueue
+    outputs: SensorOutputs
 
 
 class SensorOutputs:
     """The live sensor's two connections: the core (the durable delivery) and the box's broker.
 
     Alerts leave the book only on the core's PUBACK. The box's broker gets a
-    best-effort copy for the screen (``LocalMirror``); when ``mqtt.url`` is
-    the box's broker, the one publisher serves both and nothing is published
-    twice. Self-test commands are taken from both: the screen writes them on
-    the box's broker, the core's operator on the core (each broker's ACL
-    decides who may).
+    best-effort copy for the screen (``local``, a ``LocalMirror``); when
+    ``mqtt.url`` is the box's broker, ``local`` is None: the one publisher
+    serves both and nothing is published twice. Self-test commands are taken
+    from both: the screen writes them on the box's broker, the core's
+    operator on the core (each broker's ACL decides who may).
     """
 
-    def __init__(self, config: Config, book: AlertBook, link: SensorLink | None = None) -> None:
-        link = link or DeliveryOnly()
-        self.core = publisher(config, book, link=link)
-        self.local: LocalMirror | None = None
-        if not core_is_local(config):
-            self.local = LocalMirror(local_settings(config, "sensor-local"), topics(config),
-                                     self.core.state_message, link)
+    def __init__(self, core: MqttPublisher, local: LocalMirror | None) -> None:
+        self.core = core
+        self.local = local
 
     def connect(self, alerts: AlertQueue) -> None:
         """Route stored alerts to the screen's copy."""
@@ -223,27 +223,22 @@ class SensorOutputs:
             self.local.stop()
 
 
-def topics(config: Config) -> Topics:
-    return Topics(site=config.site, sensor=config.sensor, prefix=config.mqtt.topic_prefix)
+def deliver_pending(sender: MqttPublisher, book: AlertBook, timeout: float, *,
+                    retention_days: int, clock_synchronised: Callable[[], bool],
+                    evidence_directory: Path | None = None) -> tuple[bool, DeliveryFacts]:
+    """Publish the book's pending alerts, then apply retention; (all acknowledged, facts).
 
-
-def publisher(config: Config, book: AlertBook, url: str | None = None,
-              role: str = "sensor", link: SensorLink | None = None) -> MqttPublisher:
-    return MqttPublisher(mqtt_settings(config, url, role), topics(config), book, link)
-
-
-def deliver_pending(config: Config, book: AlertBook, url: str | None, timeout: float,
-                    feed_versions: dict[str, str] | None = None,
-                    clock_synchronised: ClockProbe | None = None) -> tuple[bool, DeliveryFacts]:
-    """Publish the book's pending alerts, then apply retention; (all acknowledged, facts)."""
-    sender = publisher(config, book, url, role="publish", link=DeliveryOnly(feed_versions))
+    ``clock_synchronised`` (``sensor.daemon.clock.SystemClock``) says whether
+    the clock that finds alerts old can be trusted: if not, none is deleted.
+    Evidence bundles in ``evidence_directory`` follow the alerts' retention.
+    """
     sender.start()
     try:
         delivered = sender.wait_until_delivered(timeout)
     finally:
         sender.stop()
-    trusted = (clock_synchronised or SystemClock())()
-    apply_retention(book, config.alerts.retention_days, time.time(), trusted)
-    apply_evidence_retention(config.evidence.directory, config.alerts.retention_days,
-                             time.time(), trusted)
+    trusted = clock_synchronised()
+    apply_retention(book, retention_days, time.time(), trusted)
+    if evidence_directory is not None:
+        apply_evidence_retention(evidence_directory, retention_days, time.time(), trusted)
     return delivered, sender.facts()

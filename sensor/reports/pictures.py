@@ -11,14 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sensor.analysis import (
-    AnalysisResult,
-    analyze_capture,
-    build_engine,
-    build_matcher,
-    load_feeds,
-    open_source,
-)
+from sensor.analysis import AnalysisResult, analyze_capture
 from sensor.command import run_command
 from sensor.config import Config
 from sensor.demo.scenario import PHONE, build_demo_capture, demo_feed_path
@@ -29,6 +22,7 @@ from sensor.reports.browser import browser_screenshot
 from sensor.reports.device_page import DevicePage, build_device_page
 from sensor.reports.html import render_device_page
 from sensor.reports.sources import capture_provenance
+from sensor.wiring import build_engine, build_matcher, load_feeds, open_source
 
 DEMO_GENERATED_AT = DEFAULT_START + 2 * 3600.0  # fixed, so the pictures do not change by themselves
 

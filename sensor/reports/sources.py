@@ -13,11 +13,10 @@ from pathlib import Path
 
 from sensor.alerts.book import AlertBook, AlertBookError, StoredAlert, alert_of
 from sensor.alerts.pseudonym import Pseudonymizer, load_or_create_secret
-from sensor.analysis import feed_versions
 from sensor.config import Config
 from sensor.daemon.clock import ClockProbe
 from sensor.detect.model import Alert
-from sensor.feeds.model import Feed
+from sensor.feeds.model import Feed, feed_versions
 from sensor.feeds.store import FeedStore
 from sensor.reports.device_page import ClockState, Provenance
 
