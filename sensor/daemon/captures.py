@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 from sensor.capture.eve_tail import EveTailer, rotated_path
@@ -35,7 +36,8 @@ OFFSET_SAVE_EVERY = 2.0
 class SuricataCapture:
     """Suricata supervised on the interface, its EVE file tailed."""
 
-    def __init__(self, config: Config, workdir: Path) -> None:
+    def __init__(self, config: Config, workdir: Path,
+                 wanted: Collection[type] | None = None) -> None:
         # EVE holds who talked to whom: readable by the sensor alone.
         workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.supervisor = SuricataSupervisor(SupervisorSettings(
@@ -43,7 +45,7 @@ class SuricataCapture:
             suricata=SuricataSettings(binary=config.suricata.binary,
                                       home_net=config.network.home_net)))
         self.tailer = EveTailer(self.supervisor.eve_path, workdir / "eve.offset",
-                                save_every=OFFSET_SAVE_EVERY)
+                                save_every=OFFSET_SAVE_EVERY, wanted=wanted)
         self._worker: WorkerThread | None = None
 
     def start(self, stop: threading.Event) -> None:

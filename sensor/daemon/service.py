@@ -105,7 +105,8 @@ class SensorDaemon:
         # Suricata's files and the EVE offset live in RAM (/run): the SD card is written
         # only for the alert book, the feeds and the pseudonym key. A reboot loses both
         # the file and its offset together, so nothing is read twice or skipped.
-        self.capture = SuricataCapture(config, config.daemon.runtime_directory / "suricata") \
+        self.capture = SuricataCapture(config, config.daemon.runtime_directory / "suricata",
+                                       self.engine.observed_types) \
             if source == "suricata" else LiteCapture(config)
         self._last_traffic = self._started = clock()
         self._drop_ratio = 0.0
