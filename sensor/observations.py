@@ -4,6 +4,14 @@ Every source (Suricata EVE, tshark, scapy) produces these and nothing else, so
 detection never knows where a record came from. Times are the packet's own
 (UNIX seconds, UTC) so a replayed capture gives the same result every time.
 This module only describes and validates; it neither parses nor detects.
+
+Records are ``msgspec.Struct`` subclasses of ``Record`` rather than frozen
+dataclasses: the same typed, immutable, hashable records (keyword or
+positional construction, equality, repr, validation in ``__post_init__``),
+built about 15 times faster (a 5-field frozen slotted dataclass costs about
+1 µs to build on Python 3.11, a frozen Struct about 70 ns), and the live path
+builds several per packet. A new record type is ``class Name(Record, frozen=True)``
+(``frozen=True`` again only for mypy, which does not inherit it).
 """
 
 from __future__ import annotations
@@ -11,8 +19,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from dataclasses import dataclass, field
 from typing import Literal
+
+import msgspec
 
 Transport = Literal["tcp", "udp"]
 
@@ -60,8 +69,20 @@ def _check_port(value: int, what: str) -> None:
         raise ValueError(f"{what} is not a port number: {value!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoints:
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """Base of every observation record: typed, immutable, hashable, cheap to build.
+
+    ``gc=False``: the garbage collector does not track records, which makes
+    them cheaper still. That is safe because a record can never be part of a
+    reference cycle: its fields are strings, numbers, and records or tuples of
+    records built before it, and it is frozen, so nothing can point back to it
+    later (msgspec's condition for ``gc=False``: an instance never part of a
+    reference cycle; one that were would leak). Use ``msgspec.structs.replace`` and
+    ``msgspec.structs.asdict`` where one would use the ``dataclasses`` ones.
+    """
+
+
+class Endpoints(Record, frozen=True):
     """Who talked to whom: client (the device) and server, as the first packet saw them."""
 
     client: str
@@ -91,8 +112,7 @@ class Endpoints:
         raise ValueError(f"transport must be tcp or udp, not {self.transport!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class DnsQuery:
+class DnsQuery(Record, frozen=True):
     """A DNS question sent by a device."""
 
     time: float
@@ -101,8 +121,7 @@ class DnsQuery:
     rrtype: str
 
 
-@dataclass(frozen=True, slots=True)
-class DnsRecord:
+class DnsRecord(Record, frozen=True):
     """One resource record of a DNS answer section (A, AAAA, CNAME ...)."""
 
     name: str
@@ -111,18 +130,16 @@ class DnsRecord:
     ttl: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class DnsAnswer:
+class DnsAnswer(Record, frozen=True):
     """A DNS response received by a device (``endpoints.client`` is the device)."""
 
     time: float
     endpoints: Endpoints
     query_name: str
-    records: tuple[DnsRecord, ...] = field(default_factory=tuple)
+    records: tuple[DnsRecord, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class TlsHello:
+class TlsHello(Record, frozen=True):
     """A TLS ClientHello: the server name the device asked for."""
 
     time: float
@@ -131,8 +148,7 @@ class TlsHello:
     ja4: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class QuicHello:
+class QuicHello(Record, frozen=True):
     """A QUIC Initial carrying a TLS ClientHello with a server name."""
 
     time: float
@@ -140,8 +156,7 @@ class QuicHello:
     sni: str
 
 
-@dataclass(frozen=True, slots=True)
-class HttpRequest:
+class HttpRequest(Record, frozen=True):
     """A clear-text HTTP request; only the Host is kept (no path, no payload)."""
 
     time: float
@@ -150,8 +165,7 @@ class HttpRequest:
     method: str = "GET"
 
 
-@dataclass(frozen=True, slots=True)
-class Flow:
+class Flow(Record, frozen=True):
     """A connection (TCP) or conversation (UDP), reported once when it ends.
 
     ``time`` is when it started. Byte and packet counts are None when the
@@ -190,8 +204,7 @@ def _check_mac(value: str) -> None:
         raise ValueError(f"MAC address not in canonical form: {value!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class DhcpLease:
+class DhcpLease(Record, frozen=True):
     """A DHCP message about the device with ``mac`` (its chaddr).
 
     ``address`` is what binds it: the address an ACK gave (yiaddr), or the
@@ -212,8 +225,7 @@ class DhcpLease:
             _check_ip(self.address, "address")
 
 
-@dataclass(frozen=True, slots=True)
-class NeighbourAdvert:
+class NeighbourAdvert(Record, frozen=True):
     """IPv6 neighbour discovery: the device with ``mac`` uses ``address``."""
 
     time: float
@@ -225,8 +237,7 @@ class NeighbourAdvert:
         _check_ip(self.address, "address")
 
 
-@dataclass(frozen=True, slots=True)
-class NameAnnouncement:
+class NameAnnouncement(Record, frozen=True):
     """A device announced its host ``name`` for ``address`` (an mDNS answer for ``*.local``)."""
 
     time: float

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -262,13 +262,15 @@ def evidence_keeper(config: Config, wall_clock: Callable[[], float] = time.time,
 # -- the live sensor ---------------------------------------------------------------------
 
 
-def live_capture(config: Config, source: str = "suricata") -> LiveCapture:
+def live_capture(config: Config, source: str = "suricata",
+                 wanted: Collection[type] | None = None) -> LiveCapture:
     """Suricata supervised on ``network.interface`` with its EVE file tailed, or the sniffer.
 
     Suricata's files and the EVE offset live in RAM (``daemon.runtime_directory``):
     the SD card is written only for the alert book, the feeds and the pseudonym
     key. A reboot loses both the file and its offset together, so nothing is
-    read twice or skipped.
+    read twice or skipped. ``wanted``: the observation types detection looks at
+    (``DetectionEngine.observed_types``); EVE records of other types are not built.
     """
     if source == "suricata":
         from sensor.capture.eve_tail import EveTailer
@@ -285,7 +287,7 @@ def live_capture(config: Config, source: str = "suricata") -> LiveCapture:
             interface=config.network.interface, workdir=workdir,
             suricata=dataclasses.replace(suricata_settings(config), evidence_ring_files=ring)))
         tailer = EveTailer(supervisor.eve_path, workdir / "eve.offset",
-                           save_every=OFFSET_SAVE_EVERY)
+                           save_every=OFFSET_SAVE_EVERY, wanted=wanted)
         return SuricataCapture(supervisor, tailer,
                                max_eve_bytes=config.daemon.max_eve_megabytes * 2**20,
                                evidence_records=suricata_ring(workdir))
@@ -317,9 +319,11 @@ def sensor_daemon(config: Config, *, source: str = "suricata",
     from sensor.daemon.service import SensorDaemon
 
     probe = clock_synchronised or SystemClock()
+    detection = DetectionBuilder(config, tuple(feed_files), (SELFTEST_INDICATOR,))
+    # What detection looks at depends on the detectors the config enables, not on feeds.
+    wanted = detection.engine([]).observed_types
     return SensorDaemon(
-        config, live_capture(config, source),
-        DetectionBuilder(config, tuple(feed_files), (SELFTEST_INDICATOR,)),
+        config, live_capture(config, source, wanted), detection,
         lambda link: open_delivery(config, link, wall_clock, probe),
         lambda: run_selftest(config, lambda: open_alert_book(config)),
         evidence_keeper(config, wall_clock, probe),

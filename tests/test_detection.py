@@ -11,7 +11,7 @@ from sensor.detect.engine import DetectionEngine
 from sensor.detect.ioc import IocDetector
 from sensor.feeds.matcher import IndicatorMatcher
 from sensor.feeds.model import Category, Indicator
-from sensor.observations import DnsAnswer, DnsRecord, Endpoints, Flow, TlsHello
+from sensor.observations import DnsAnswer, DnsRecord, Endpoints, Flow, QuicHello, TlsHello
 from sensor.wiring import build_engine, make_allowlist
 
 MATCHER = IndicatorMatcher([Indicator("spy.example", Category.C2, "DemoSpy")])
@@ -93,3 +93,9 @@ def test_encrypted_dns_allowlist_silences_the_site_resolver() -> None:
     other = TlsHello(T, Endpoints(PHONE, "192.0.2.99", 40000, 443, "tcp"), "abc.dns.nextdns.io")
     (finding,) = detector.observe(other)
     assert (finding.indicator, finding.observed) == ("dns-over-https", "abc.dns.nextdns.io")
+
+
+def test_a_detector_without_observes_wants_every_observation_type() -> None:
+    assert DetectionEngine([_Broken()]).observed_types is None
+    assert DetectionEngine([EncryptedDnsDetector()]).observed_types == {TlsHello, QuicHello,
+                                                                        Flow}

@@ -234,3 +234,32 @@ def test_reading_goes_on_past_an_uncommitted_batch_and_a_crash_replays_it(
     assert _after_a_crash(eve, offsets) == ["b.example", "c.example"], "nothing skipped"
     tailer.commit()
     assert _after_a_crash(eve, offsets) == []
+
+
+def test_records_no_detector_wants_are_not_built(tmp_path: Path) -> None:
+    """``wanted`` (the engine's observed types) drops other records; the wanted ones stay."""
+    from sensor.config import Config
+    from sensor.detect.beacon import BeaconDetector
+    from sensor.detect.engine import DetectionEngine
+    from sensor.feeds.matcher import IndicatorMatcher
+    from sensor.observations import IDENTITY_TYPES, DnsQuery, Flow
+    from sensor.wiring import build_engine
+
+    flow = (b'{"event_type":"flow","src_ip":"192.168.1.10","src_port":40000,'
+            b'"dest_ip":"203.0.113.5","dest_port":443,"proto":"TCP","flow":{'
+            b'"start":"2026-01-01T10:00:00.000000+0000","end":"2026-01-01T10:00:01.000000+0000",'
+            b'"pkts_toserver":3,"pkts_toclient":2,"bytes_toserver":300,"bytes_toclient":200}}\n')
+    eve = tmp_path / "eve.json"
+    eve.write_bytes(_line("a.example") + flow)
+    everything = build_engine(Config(), IndicatorMatcher([])).observed_types
+    assert everything is not None and {DnsQuery, Flow} <= everything
+    assert set(IDENTITY_TYPES) <= everything, "the device registry learns from them"
+    flows_only = DetectionEngine([BeaconDetector(["192.168.1.0/24"])]).observed_types
+    assert flows_only == {Flow}
+    all_kinds = [type(o) for o in EveTailer(eve, tmp_path / "a", wanted=everything)
+                 .read_available()]
+    assert all_kinds == [type(o) for o in EveTailer(eve, tmp_path / "b").read_available()] \
+        == [DnsQuery, Flow]
+    tailer = EveTailer(eve, tmp_path / "c", wanted=flows_only)
+    assert [type(o) for o in tailer.read_available()] == [Flow]
+    assert tailer.stats.records == 2 and tailer.stats.observations == 1

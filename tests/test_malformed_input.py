@@ -86,6 +86,19 @@ def test_broken_eve_lines_are_counted_and_reported_once(caplog) -> None:
     assert "please open a Veilleuse issue with the Suricata version" in caplog.text
 
 
+def test_only_wanted_observations_come_out_the_fast_way_and_the_general_one() -> None:
+    from sensor.observations import DnsAnswer, DnsQuery
+
+    query = ('{"timestamp":"2026-01-01T10:00:00.000000+0000","event_type":"dns",'
+             '"src_ip":"192.168.1.10","src_port":5353,"dest_ip":"192.168.1.1","dest_port":53,'
+             '"proto":"UDP","dns":{"type":"query","rrname":"a.example","rrtype":"A"}}')
+    odd = query.replace('"src_port":5353', '"src_port":"5353"')  # read the general way
+    for line in (query, odd):
+        assert [type(o) for o in parse_eve_line(line)] == [DnsQuery]
+        assert parse_eve_line(line, {DnsQuery}) == parse_eve_line(line)
+        assert parse_eve_line(line, {DnsAnswer}) == []
+
+
 def test_eve_parser_rejects_records_it_cannot_trust() -> None:
     with pytest.raises(EveRecordError, match="bad timestamp"):
         parse_eve_line('{"event_type":"tls","timestamp":"yesterday","src_ip":"192.168.1.1",'

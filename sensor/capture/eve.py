@@ -13,15 +13,22 @@ type we ignore is only checked to be JSON. A line of an unexpected shape (a
 field of another JSON type, an unknown event type) goes the slow, general
 way, which gives the same observations or the same error as before: the
 fast way changes the cost, never the answer.
+
+Records no detector looks at are not built: given ``wanted``, the
+observation types the detection engine uses (``DetectionEngine.observed_types``),
+a record that can only give other types is decoded and dropped (the cost of
+checking it is JSON), and only wanted observations are returned. Such a
+record is no longer checked field by field either, so a malformed one is not
+counted as malformed: it could change no alert.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import datetime
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 import msgspec
 import orjson
@@ -213,6 +220,8 @@ class _Part(msgspec.Struct, gc=False):
 class _Record(_Part, kw_only=True, tag_field="event_type"):
     """A record of a type we ignore: only checked to be JSON, none of its fields built."""
 
+    yields: ClassVar[frozenset[type]] = frozenset()  # the observation types it can give
+
     def observations(self) -> list[Observation]:
         return []
 
@@ -265,6 +274,7 @@ class _DnsSection(_Part):
 
 
 class _DnsEvent(_Timed, tag="dns"):
+    yields = frozenset({DnsQuery, DnsAnswer})
     dns: _DnsSection
 
     def observations(self) -> list[Observation]:
@@ -294,6 +304,7 @@ class _FlowSection(_Part):
 
 
 class _FlowEvent(_Located, tag="flow"):
+    yields = frozenset({Flow})
     flow: _FlowSection
     icmp_type: int | None = None
     ether: _FlowEther | None = None
@@ -313,6 +324,7 @@ class _Hello(_Part):
 
 
 class _TlsEvent(_Timed, tag="tls"):
+    yields = frozenset({TlsHello})
     tls: _Hello | None = None
 
     def observations(self) -> list[Observation]:
@@ -323,6 +335,7 @@ class _TlsEvent(_Timed, tag="tls"):
 
 
 class _QuicEvent(_Timed, tag="quic"):
+    yields = frozenset({QuicHello})
     quic: _Hello | None = None
 
     def observations(self) -> list[Observation]:
@@ -337,6 +350,7 @@ class _HttpSection(_Part):
 
 
 class _HttpEvent(_Timed, tag="http"):
+    yields = frozenset({HttpRequest})
     http: _HttpSection | None = None
 
     def observations(self) -> list[Observation]:
@@ -430,20 +444,35 @@ _DECODER = msgspec.json.Decoder(Union[(
       for index, name in enumerate(sorted(IGNORED_EVENT_TYPES))))])
 
 
-def parse_eve_line(line: str | bytes) -> list[Observation]:
-    """The observations in one EVE line; EveRecordError if the line is unusable."""
+def parse_eve_line(line: str | bytes,
+                   wanted: Collection[type] | None = None) -> list[Observation]:
+    """The observations in one EVE line; EveRecordError if the line is unusable.
+
+    ``wanted``: only observations of these types (None: all); a record that
+    can give no wanted type is not built at all.
+    """
     try:
         record = _DECODER.decode(line)
     except msgspec.ValidationError:
-        return _parse_general(line)  # valid JSON of an unexpected shape or type
+        return _only(_parse_general(line), wanted)  # valid JSON of an unexpected shape or type
     except msgspec.DecodeError as error:
         raise EveRecordError(f"not JSON: {error}") from None
+    if wanted is not None and record.yields.isdisjoint(wanted):
+        return []
     try:
-        return record.observations()
+        observations = record.observations()
     except EveRecordError:
         raise
     except ValueError as error:  # an observation refused its values (a flow ending first...)
         raise EveRecordError(f"{type(record).__name__} record: {error}") from None
+    return observations if wanted is None or record.yields <= wanted else \
+        _only(observations, wanted)
+
+
+def _only(observations: list[Observation], wanted: Collection[type] | None) -> list[Observation]:
+    if wanted is None:
+        return observations
+    return [observation for observation in observations if type(observation) in wanted]
 
 
 def _parse_general(line: str | bytes) -> list[Observation]:

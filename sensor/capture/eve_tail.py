@@ -32,7 +32,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -67,12 +67,17 @@ ReopenLogs = Callable[[Callable[[bool, str], None]], None]
 
 
 class EveTailer:
-    """Reads complete new lines of one EVE file; ``commit`` makes progress durable."""
+    """Reads complete new lines of one EVE file; ``commit`` makes progress durable.
+
+    ``wanted``: the observation types to build (None: all), usually the
+    detection engine's ``observed_types``; records of other types are skipped.
+    """
 
     def __init__(self, path: Path, offset_file: Path, stats: SourceStats | None = None, *,
-                 save_every: float = 0.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 save_every: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 wanted: Collection[type] | None = None) -> None:
         self.path = path
+        self.wanted = wanted
         self.offset_file = offset_file
         self.stats = stats or SourceStats("suricata-eve")
         self.position = self._saved = self._load()  # committed (what a restart resumes from)
@@ -144,7 +149,7 @@ class EveTailer:
                 break
         self._read_to = start + len(chunk)
         self._reading = self._pending = Position(self._reading.inode, start + len(complete))
-        yield from read_eve_lines(complete.splitlines(), self.stats)
+        yield from read_eve_lines(complete.splitlines(), self.stats, self.wanted)
 
     def commit(self) -> None:
         """Everything read is handled: save the position reached, now or when due."""

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 from sensor.capture import scan_capture
@@ -28,14 +28,18 @@ from sensor.suricata.config import SuricataSettings, render_suricata_config
 log = logging.getLogger(__name__)
 
 
-def read_eve_lines(lines: Iterable[bytes | str], stats: SourceStats) -> Iterator[Observation]:
-    """Observations of EVE lines; an unusable line is counted in ``stats``, never fatal."""
+def read_eve_lines(lines: Iterable[bytes | str], stats: SourceStats,
+                   wanted: Collection[type] | None = None) -> Iterator[Observation]:
+    """Observations of EVE lines; an unusable line is counted in ``stats``, never fatal.
+
+    ``wanted``: the observation types to build (None: all), see ``parse_eve_line``.
+    """
     for line in lines:
         if not line or line.isspace():  # as `not line.strip()`, without copying the line
             continue
         stats.records += 1
         try:
-            observations = parse_eve_line(line)
+            observations = parse_eve_line(line, wanted)
         except UnknownEventType as error:
             stats.skip(f"unknown event_type {error.event_type}",
                        "this Suricata writes records Veilleuse does not know; "

@@ -11,7 +11,7 @@ import logging
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Protocol
+from typing import Protocol, get_args
 
 from sensor.detect.aggregate import SightingMaker
 from sensor.detect.model import Alert, Finding
@@ -77,6 +77,22 @@ class DetectionEngine:
             for finding in findings:
                 changed.append(self._sightings.sighting(finding))
         return changed
+
+    @property
+    def observed_types(self) -> frozenset[type] | None:
+        """The observation types some detector (or the device registry) looks at; None if
+        one looks at them all.
+
+        A source may skip building the others (``EveTailer(wanted=...)``):
+        no detector would see them, so no alert can change.
+        """
+        kinds: set[type] = set(IDENTITY_TYPES) if self.devices is not None else set()
+        for detector in self._detectors:
+            observes = getattr(detector, "observes", None)
+            if observes is None:
+                return None
+            kinds.update(kind for kind in get_args(Observation) if issubclass(kind, observes))
+        return frozenset(kinds)
 
     def _route(self, kind: type) -> tuple[Detector, ...]:
         detectors = self._routes[kind] = () if issubclass(kind, IDENTITY_TYPES) else tuple(
