@@ -333,7 +333,7 @@ class _FlowEvent(_Located, tag="flow"):
     yields = frozenset({Flow})
     flow: _FlowSection
     icmp_type: int | None = None
-    ether: _FlowEther | None = None
+    ether: msgspec.Raw = msgspec.Raw()  # its text: only neighbour discovery reads it (rare)
 
     def observations(self) -> list[Observation]:
         if self.proto.lower() not in ("tcp", "udp"):
@@ -427,14 +427,20 @@ def _mdns(time: float, dns: dict[str, Any]) -> Iterator[Observation]:
 _PARSERS["dhcp"] = _dhcp
 
 
-class _FlowEther(msgspec.Struct):
+class _FlowEther(_Part):
     src_macs: list[str] = []
 
 
+# A flow's "ether" object, decoded only for the flows that need it; a ValidationError
+# sends the line the general way, as if the whole record had been decoded at once.
+_ETHER_DECODER = msgspec.json.Decoder(_FlowEther | None)
+
+
 def _neighbour_event(event: _FlowEvent) -> list[Observation]:
-    if event.icmp_type is None or event.ether is None or not event.ether.src_macs:
+    ether = _ETHER_DECODER.decode(event.ether) if event.ether else None
+    if event.icmp_type is None or ether is None or not ether.src_macs:
         return []
-    advert = neighbour_advert(_suricata_time(event.flow.start), event.ether.src_macs[0],
+    advert = neighbour_advert(_suricata_time(event.flow.start), ether.src_macs[0],
                               canonical_ip(event.src_ip), event.icmp_type)
     return [] if advert is None else [advert]
 
@@ -487,6 +493,8 @@ def parse_eve_line(line: str | bytes,
         return []
     try:
         observations = record.observations()
+    except msgspec.ValidationError:  # a part decoded late (a flow's "ether") of another shape
+        return _only(_parse_general(line), wanted)
     except EveRecordError:
         raise
     except ValueError as error:  # an observation refused its values (a flow ending first...)
