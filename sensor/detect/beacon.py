@@ -97,8 +97,16 @@ class BeaconDetector:
 
     def observe(self, observation: Observation) -> tuple[Finding, ...]:
         """Only remembers the start; findings come from ``flush``."""
-        if isinstance(observation, Flow) and self._counts(observation):
-            key = (observation.endpoints.client, observation.endpoints.server)
+        if type(observation) is not Flow and not isinstance(observation, Flow):
+            return ()
+        endpoints = observation.endpoints
+        if endpoints.server_port in PERIODIC_BY_DESIGN:
+            return ()
+        verdict = self._server_counts.get(endpoints.server)
+        if verdict is None:
+            verdict = self._counts(observation)
+        if verdict:
+            key = (endpoints.client, endpoints.server)
             starts = self._starts.pop(key, None)
             if starts is None:
                 if len(self._starts) >= self._settings.max_pairs:

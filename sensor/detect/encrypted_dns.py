@@ -81,6 +81,8 @@ class EncryptedDnsDetector:
         # Connections already reported by their name: their flow must not count twice.
         self._named: set[Endpoints] = set()
         self._resolver_verdicts: dict[str, bool] = {}
+        self.handlers = {Flow: self._flow, TlsHello: self._hello, QuicHello: self._hello}
+        """What ``observe`` calls per observation type (the engine calls them directly)."""
 
     def observe(self, observation: Observation) -> tuple[Finding, ...]:
         # By exact type, a plain function: this runs for every flow and hello.

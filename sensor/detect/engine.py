@@ -20,6 +20,8 @@ from sensor.observations import IDENTITY_TYPES, Observation
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[[Observation], Iterable[Finding]]
+
 
 class Detector(Protocol):
     """What the engine needs of a detector.
@@ -27,6 +29,9 @@ class Detector(Protocol):
     A detector may also declare ``observes``, the observation types it looks
     at (a tuple of classes): the engine then gives it only those, which
     spares a call per record in the hot path. Without it, it gets them all.
+    It may also declare ``handlers``, a mapping of observation type to the
+    function ``observe`` would call for it: the engine then calls that
+    function directly (one call per record instead of two).
     """
 
     name: str
@@ -42,8 +47,8 @@ class DetectionEngine:
     def __init__(self, detectors: Sequence[Detector],
                  devices: DeviceRegistry | None = None) -> None:
         self._detectors = tuple(detectors)
-        # Observation type -> the detectors that look at it, in their order.
-        self._routes: dict[type, tuple[Detector, ...]] = {}
+        # Observation type -> (name, function) of the detectors that look at it, in their order.
+        self._routes: dict[type, tuple[tuple[str, Handler], ...]] = {}
         self.devices = devices
         """Learns devices from identity observations; alerts are then keyed by device."""
         self._sightings = SightingMaker(devices)
@@ -60,22 +65,22 @@ class DetectionEngine:
         book itself, or ``AlertTotals`` in memory.
         """
         self.observations += 1
-        detectors = self._routes.get(type(observation))
-        if detectors is None:
-            detectors = self._route(type(observation))
-        if not detectors:  # identity records: the devices learn, detectors have nothing to find
+        routes = self._routes.get(type(observation))
+        if routes is None:
+            routes = self._route(type(observation))
+        if not routes:  # identity records: the devices learn, detectors have nothing to find
             if self.devices is not None and isinstance(observation, IDENTITY_TYPES):
                 self.devices.observe(observation)
             return []
         changed: list[Alert] = []
-        for detector in detectors:
+        for name, handle in routes:
             try:
-                findings = tuple(detector.observe(observation))
+                findings = tuple(handle(observation))  # a generator runs inside the try
             except Exception as error:  # noqa: BLE001 - the record boundary
-                self._record_error(detector.name, error)
+                self._record_error(name, error)
                 continue
-            for finding in findings:
-                changed.append(self._sightings.sighting(finding))
+            if findings:
+                changed += [self._sightings.sighting(finding) for finding in findings]
         return changed
 
     @property
@@ -94,11 +99,12 @@ class DetectionEngine:
             kinds.update(kind for kind in get_args(Observation) if issubclass(kind, observes))
         return frozenset(kinds)
 
-    def _route(self, kind: type) -> tuple[Detector, ...]:
-        detectors = self._routes[kind] = () if issubclass(kind, IDENTITY_TYPES) else tuple(
-            detector for detector in self._detectors
+    def _route(self, kind: type) -> tuple[tuple[str, Handler], ...]:
+        routes = self._routes[kind] = () if issubclass(kind, IDENTITY_TYPES) else tuple(
+            (detector.name, getattr(detector, "handlers", {}).get(kind, detector.observe))
+            for detector in self._detectors
             if issubclass(kind, getattr(detector, "observes", object)))
-        return detectors
+        return routes
 
     def flush(self) -> list[Alert]:
         """Sightings from detectors that judge series (beaconing); at the end or periodically."""

@@ -63,23 +63,30 @@ class IocDetector:
 
     def __init__(self, matcher: IndicatorMatcher, resolved_ip_window: float = 3600.0) -> None:
         self._matcher = matcher
+        self._match_domain = matcher.match_domain
         self._window = resolved_ip_window
         self._learned: dict[tuple[str, str], _Learned] = {}
-        self._by_type: dict[type, Callable[[Any], tuple[Finding, ...]]] = {
+        self.handlers: dict[type, Callable[[Any], tuple[Finding, ...]]] = {
             DnsQuery: self._query, DnsAnswer: self._answer, TlsHello: self._hello,
             QuicHello: self._hello, HttpRequest: self._request, Flow: self._flow}
+        """What ``observe`` calls per observation type (the engine calls them directly)."""
 
     def observe(self, observation: Observation) -> tuple[Finding, ...]:
-        handler = self._by_type.get(type(observation))
+        handler = self.handlers.get(type(observation))
         return () if handler is None else handler(observation)
 
     def flush(self) -> Iterator[Finding]:
         return iter(())
 
     def _query(self, query: DnsQuery) -> tuple[Finding, ...]:
+        # The common case (nothing listed) without a further call: one memoized look-up.
+        if not query.name or self._match_domain(query.name) is None:
+            return ()
         return self._name(query.time, query.endpoints.client, query.name, "dns")
 
     def _hello(self, hello: TlsHello | QuicHello) -> tuple[Finding, ...]:
+        if not hello.sni or self._match_domain(hello.sni) is None:
+            return ()
         protocol = "tls" if type(hello) is TlsHello else "quic"
         return self._name(hello.time, hello.endpoints.client, hello.sni, protocol)
 
