@@ -169,7 +169,9 @@ class Flow(Record, frozen=True):
     """A connection (TCP) or conversation (UDP), reported once when it ends.
 
     ``time`` is when it started. Byte and packet counts are None when the
-    source does not count them.
+    source does not count them. ``packets_to_client`` and ``bytes_to_client``
+    are the server's share of them (the client's is the rest): zero in a
+    connection with traffic means the mirror carried one direction only.
     """
 
     time: float
@@ -177,6 +179,8 @@ class Flow(Record, frozen=True):
     end: float
     packets: int | None = None
     bytes: int | None = None
+    packets_to_client: int | None = None
+    bytes_to_client: int | None = None
 
     def __post_init__(self) -> None:
         if self.end < self.time:

@@ -201,7 +201,9 @@ def _flow(record: dict[str, Any]) -> Iterator[Observation]:
     yield Flow(time=parse_eve_time(flow.get("start")), endpoints=_endpoints(record),
                end=parse_eve_time(flow.get("end")),
                packets=int(flow.get("pkts_toserver", 0)) + int(flow.get("pkts_toclient", 0)),
-               bytes=int(flow.get("bytes_toserver", 0)) + int(flow.get("bytes_toclient", 0)))
+               bytes=int(flow.get("bytes_toserver", 0)) + int(flow.get("bytes_toclient", 0)),
+               packets_to_client=int(flow.get("pkts_toclient", 0)),
+               bytes_to_client=int(flow.get("bytes_toclient", 0)))
 
 
 def _tls(record: dict[str, Any]) -> Iterator[Observation]:
@@ -341,7 +343,8 @@ class _FlowEvent(_Located, tag="flow"):
         flow = self.flow
         return [Flow(_suricata_time(flow.start), self.endpoints(), _suricata_time(flow.end),
                      flow.pkts_toserver + flow.pkts_toclient,
-                     flow.bytes_toserver + flow.bytes_toclient)]
+                     flow.bytes_toserver + flow.bytes_toclient,
+                     flow.pkts_toclient, flow.bytes_toclient)]
 
 
 class _Hello(_Part):

@@ -48,6 +48,8 @@ class FlowState:
     last: float
     packets: int = 0
     bytes: int = 0
+    packets_to_client: int = 0
+    bytes_to_client: int = 0
     replied: bool = False
     closed: bool = False
     hello_seen: bool = False
@@ -71,7 +73,9 @@ class FlowState:
 
     def to_flow(self) -> Flow:
         return Flow(time=self.start, endpoints=self.endpoints, end=self.last,
-                    packets=self.packets, bytes=self.bytes)
+                    packets=self.packets, bytes=self.bytes,
+                    packets_to_client=self.packets_to_client,
+                    bytes_to_client=self.bytes_to_client)
 
 
 def _key(summary: PacketSummary) -> FlowKey:
@@ -112,6 +116,8 @@ class FlowTracker:
         if packet.source != state.endpoints.client or \
                 packet.source_port != state.endpoints.client_port:
             state.replied = True
+            state.packets_to_client += 1
+            state.bytes_to_client += packet.length
         if packet.rst or (packet.fin and state.replied):
             state.closed = True
         return state, ended

@@ -55,6 +55,9 @@ class LiveCapture(Protocol):
     evidence_records: Callable[[], Records]
     """The recent packets evidence is cut from (Suricata's pcap-log ring in RAM, or the
     sniffer's frame ring); nothing when no helpline key is set."""
+    reads_one_sided_tls: bool
+    """Whether a ClientHello never answered (a mirror of one direction) still gives its
+    server name: health says what a one-way mirror costs (``mirror_one_way``)."""
 
     def start(self, stop: threading.Event) -> None:
         """Start capturing in the capture's threads, until ``stop`` is set."""
@@ -96,6 +99,8 @@ class SuricataCapture:
     The tailer is the capture's ``position``; rotating eve.json past
     ``max_eve_bytes`` is its chore.
     """
+
+    reads_one_sided_tls = False  # Suricata writes a tls record only for an answered hello
 
     def __init__(self, supervisor: SuricataSupervisor, tailer: EveTailer, *,
                  max_eve_bytes: int, evidence_records: Callable[[], Records]) -> None:
@@ -172,6 +177,8 @@ class SuricataCapture:
 
 class LiteCapture:
     """The scapy lite source in a thread; its observations queued for the loop."""
+
+    reads_one_sided_tls = True  # it parses each ClientHello as it passes
 
     def __init__(self, source: ScapyLiveSource,
                  evidence_records: Callable[[], Records]) -> None:

@@ -36,6 +36,8 @@ class HealthInputs:
     clock_synchronised: bool = True
     seconds_since_start: float = 0.0
     mirror_problem: str | None = None
+    # Most recent TCP connections seen in one direction only (sensor.daemon.mirror_direction).
+    mirror_one_way: str | None = None
     disk_full: str | None = None
     alert_book_problem: str | None = None
     worker_problems: tuple[str, ...] = ()
@@ -113,6 +115,7 @@ def _problems(inputs: HealthInputs, limits: HealthThresholds) -> list[tuple[str,
          if inputs.drop_ratio > limits.max_drop_ratio else None),
         ("no_traffic", f"no mirrored traffic for {(inputs.seconds_since_traffic or 0) / 60:.0f} "
          "min" if silent else None),
+        ("mirror_one_way", inputs.mirror_one_way),
         ("feeds_stale", None if not stale else "no feed installed"
          if inputs.feeds_age_days is None else f"feeds are {inputs.feeds_age_days:.0f} days old"),
         ("clock_unsynchronised", "the system clock is not synchronised "

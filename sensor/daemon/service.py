@@ -40,6 +40,7 @@ from sensor.daemon.health import (
     assess,
     health_file_text,
 )
+from sensor.daemon.mirror_direction import MirrorDirection
 from sensor.daemon.notify import SystemdNotifier
 from sensor.daemon.passive import PassiveWatch
 from sensor.daemon.selftest import SELFTEST_DOMAIN, SelftestResult, SelftestRunner
@@ -136,6 +137,11 @@ class SensorDaemon:
         self.selftests = SelftestRunner(selftest)
         self.passive = PassiveWatch(config.network.interface)
         self._mirror_problem: str | None = None
+        self.mirror_direction = MirrorDirection(
+            "what servers send is missed, DNS answers among it (the lite sniffer still reads "
+            "TLS server names)"
+            if capture.reads_one_sided_tls else "TLS server names are missed (the lite "
+            "sniffer, `veilleuse run --source scapy`, reads them)")
         self._probes_seen = 0  # self-test queries captured, ours or `veilleuse selftest`'s
         self.faults = LoopFaults(clock, give_up_after=config.daemon.error_limit_seconds)
         self._unstored: list[Alert] = []  # alerts the book refused: stored before reading on
@@ -209,6 +215,7 @@ class SensorDaemon:
             severities.get(Severity.HIGH.value, 0),
             starting=starting, clock_synchronised=self._clock_synchronised(),
             seconds_since_start=since_start, mirror_problem=self._mirror_problem,
+            mirror_one_way=self.mirror_direction.problem(),
             disk_full=self._disk_full(alerts, delivery), alert_book_problem=self._book_problem,
             worker_problems=self._worker_problems(sender),
             config_refused=setup.get(CONFIG_REFUSED),
@@ -322,6 +329,7 @@ class SensorDaemon:
             self._observations += len(batch)
             self._probes_seen += sum(isinstance(o, DnsQuery) and
                                      o.name.endswith(SELFTEST_DOMAIN) for o in batch)
+            self.mirror_direction.note(batch)
         self._store(alerts, sender, changed)
         if self.evidence is not None:
             self.evidence.note(changed)
