@@ -20,8 +20,13 @@ from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import IP
 
 from sensor.cli import main
+from sensor.config import Config
+from sensor.daemon.mirror_direction import MIN_FLOWS, MirrorDirection
+from sensor.demo.tls import change_cipher_spec_and_data, client_hello_record
 from sensor.demo.traffic import DEFAULT_START, Traffic, _length_prefixed
+from sensor.observations import Flow
 from sensor.suricata.config import SuricataSettings, suricata_config
+from sensor.wiring import open_source
 from tests.conftest import require_tool
 
 SOURCES = ("suricata", "tshark", "scapy")
@@ -117,6 +122,39 @@ def test_a_mirror_that_carries_one_direction_is_enough(tmp_path, capsys, source)
     capture = traffic.write(tmp_path / "oneside.pcap")
     assert _alerts(tmp_path, capsys, capture, source) == {
         ("domain", PHONE, "oneside.copy9.com"), ("domain", PHONE, "oneside.exactspy.com")}
+
+
+def _browsing(connections: int, server_side: bool) -> Traffic:
+    """TLS sessions with a few kilobytes from the phone, mirrored both ways or one way."""
+    traffic = Traffic()
+    for index in range(connections):
+        traffic.tcp_connection(DEFAULT_START + index, PHONE, f"203.0.113.{index + 1}", 443,
+                               [client_hello_record(f"site{index}.example.org"),
+                                change_cipher_spec_and_data(1200),
+                                change_cipher_spec_and_data(900)],
+                               [b"\x16\x03\x03" + bytes(600)] * 3)
+    _keep(traffic, server_side=server_side)
+    return traffic
+
+
+@pytest.mark.parametrize("server_side", [False, True])
+@pytest.mark.parametrize("source", SOURCES)
+def test_flows_tell_a_one_way_mirror(tmp_path, source, server_side) -> None:
+    """Suricata misses every TLS name on a one-way mirror; its flow records say why."""
+    if source != "scapy":
+        require_tool(source)
+    capture = _browsing(MIN_FLOWS + 5, server_side).write(tmp_path / "browsing.pcap")
+    observations = list(open_source(source, Config()).read(capture))
+    flows = [o for o in observations if isinstance(o, Flow)]
+    assert len(flows) == MIN_FLOWS + 5
+    assert all(bool(f.packets_to_client) == server_side for f in flows), flows[0]
+    mirror = MirrorDirection()
+    mirror.note(observations)
+    if server_side:
+        assert mirror.problem() is None
+    else:
+        assert mirror.problem() is not None and mirror.problem().startswith(
+            f"{MIN_FLOWS + 5} of {MIN_FLOWS + 5} TCP connections")
 
 
 @pytest.mark.parametrize("source", SOURCES)
