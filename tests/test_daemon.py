@@ -17,10 +17,12 @@ import pytest
 
 from sensor.config import load_config
 from sensor.daemon.health import HealthInputs, assess
+from sensor.daemon.mirror_direction import MIN_FLOWS
 from sensor.demo.traffic import Traffic
+from sensor.observations import Endpoints, Flow
 from tests.broker import Core, Mosquitto
 from tests.conftest import require_tool, until
-from tests.daemons import health_of, sensor_config
+from tests.daemons import daemon_in_thread, health_of, sensor_config
 
 
 def _inputs(**changes: object) -> HealthInputs:
@@ -284,3 +286,31 @@ def test_status_exits_1_while_the_sensor_is_not_capturing_yet(tmp_path) -> None:
     assert status_with("ok", capturing=True) == 0
     assert status_with("alert", capturing=True) == 0
     assert status_with("degraded", capturing=True) == 1
+
+
+def test_a_one_way_mirror_is_reported_and_clears(tmp_path, veth, broker, echap_files) -> None:
+    """Connections the sniffer saw one way only, as its queue hands them to the loop."""
+    host, _ = veth
+    config = sensor_config(tmp_path, broker.url, host)
+
+    def connections(answered: bool, start: float) -> None:
+        for index in range(MIN_FLOWS + 5):
+            endpoints = Endpoints("192.168.1.10", "203.0.113.9", 40000 + index, 443, "tcp")
+            to_client = (6, 5_000) if answered else (0, 0)
+            daemon.capture._queue.put(Flow(start + index, endpoints, start + index + 1,
+                                           8 + to_client[0], 3_000 + to_client[1], *to_client))
+        daemon.capture._arrived.set()
+
+    def reasons() -> tuple[str, ...]:
+        return tuple(health_of(daemon.config).get("reasons", ()))
+
+    with daemon_in_thread(config, echap_files) as daemon:
+        assert until(daemon.capture.running, 60)
+        connections(answered=False, start=time.time())
+        assert until(lambda: "mirror_one_way" in reasons(), 30), health_of(daemon.config)
+        detail = dict(zip(daemon.health.reasons, daemon.health.details, strict=True))
+        assert detail["mirror_one_way"].startswith(
+            f"{MIN_FLOWS + 5} of {MIN_FLOWS + 5} TCP connections in the last 10 min")
+        assert "the lite sniffer still reads TLS server names" in detail["mirror_one_way"]
+        connections(answered=True, start=time.time())
+        assert until(lambda: "mirror_one_way" not in reasons(), 30), health_of(daemon.config)
