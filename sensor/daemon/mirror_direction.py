@@ -34,7 +34,7 @@ class MirrorDirection:
     >>> from sensor.observations import Endpoints
     >>> def connection(t, answered):
     ...     return Flow(t, Endpoints("192.168.1.10", "203.0.113.9", 40000 + int(t), 443,
-    ...                              "tcp"), t + 1, 12, 4000, 6 if answered else 0, 0)
+    ...                              "tcp"), t + 1, 12, 4000, *((6, 3000) if answered else (0, 0)))
     >>> mirror = MirrorDirection()
     >>> mirror.note([connection(t, answered=False) for t in range(30)])
     >>> mirror.problem() is not None
