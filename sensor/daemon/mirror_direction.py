@@ -54,22 +54,23 @@ class MirrorDirection:
         """Take the TCP connections among ``observations`` (others are ignored)."""
         recent = self._recent
         for flow in observations:
-            if type(flow) is not Flow or flow.endpoints.transport != "tcp" or \
-                    flow.packets_to_client is None or flow.packets is None or \
-                    flow.bytes is None or flow.bytes_to_client is None:
+            if type(flow) is not Flow:
                 continue
-            to_server = (flow.packets - flow.packets_to_client,
-                         flow.bytes - flow.bytes_to_client)
-            to_client = (flow.packets_to_client, flow.bytes_to_client)
-            packets, size = max(to_server, to_client, key=lambda side: side[1])
+            back, back_bytes = flow.packets_to_client, flow.bytes_to_client
+            if back is None or back_bytes is None or flow.endpoints.transport != "tcp":
+                continue  # a source that does not count directions (tshark), or UDP
+            forth, forth_bytes = (flow.packets or 0) - back, (flow.bytes or 0) - back_bytes
+            packets, size = (forth, forth_bytes) if forth_bytes >= back_bytes else \
+                (back, back_bytes)
             if packets < MIN_PACKETS or size < MIN_BYTES:
                 continue  # SYN retries, a port scan: no session to judge by
-            one_way = min(to_server[0], to_client[0]) == 0
+            one_way = not (forth and back)
             if len(recent) == recent.maxlen:
                 self._one_way -= recent[0][1]
             recent.append((flow.end, one_way))
             self._one_way += one_way
-            self._latest = max(self._latest, flow.end)
+            if flow.end > self._latest:
+                self._latest = flow.end
         while recent and recent[0][0] < self._latest - WINDOW_SECONDS:
             self._one_way -= recent.popleft()[1]
 
