@@ -32,20 +32,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.run import capture, feeds, suricata_alone  # noqa: E402
+from bench.run import CHILD_PREAMBLE, capture, feeds, suricata_alone  # noqa: E402
 
 GOAL_US = 6.0
 
 # Run as `python -c` in the checkout measured, so that "before" uses its own reader.
 # A checkout without the typed decoder gets no decode figure (its reading is one figure).
-SPLIT = """
-import json, sys, time
-from pathlib import Path
-try:
-    from sensor.wiring import build_engine, build_matcher
-except ImportError:  # a checkout from before sensor/wiring.py (--before)
-    from sensor.analysis import build_engine, build_matcher
-try:
+SPLIT = CHILD_PREAMBLE + """try:
     from sensor.alerts.book import AlertTotals  # the engine gives sightings; totals merge them
 except ImportError:  # a checkout whose engine kept its own totals (--before)
     AlertTotals = None

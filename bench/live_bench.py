@@ -46,20 +46,13 @@ sys.path.insert(0, str(REPO))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E402
 
-from bench.run import capture, feeds, suricata_alone  # noqa: E402
+from bench.run import CHILD_PREAMBLE, capture, feeds, suricata_alone  # noqa: E402
 from tests.broker import Mosquitto  # noqa: E402
 
 PROBES = 50
 
 # Run as `python -c` in the checkout measured, so that "before" uses its own reader.
-PER_RECORD = """
-import json, sys, time
-from pathlib import Path
-try:
-    from sensor.wiring import build_engine, build_matcher
-except ImportError:  # a checkout from before sensor/wiring.py (--before)
-    from sensor.analysis import build_engine, build_matcher
-from sensor.capture.stats import SourceStats
+PER_RECORD = CHILD_PREAMBLE + """from sensor.capture.stats import SourceStats
 from sensor.capture.suricata import read_eve_lines
 from sensor.config import Config
 from sensor.feeds.store import load_feed_file

@@ -42,6 +42,17 @@ logging.basicConfig(level=logging.ERROR)
 SHARED = REPO.parent / "shared" / "data" / "stalkerware-indicators"
 DEMO_FEED = REPO / "sensor" / "demo" / "feed.yaml"
 
+# The opening of the scripts the benches run as `python -c` in the checkout measured
+# (``--before``): the builders of this code, or of a checkout from before sensor/wiring.py.
+CHILD_PREAMBLE = """
+import json, sys, time
+from pathlib import Path
+try:
+    from sensor.wiring import build_engine, build_matcher
+except ImportError:  # a checkout from before sensor/wiring.py (--before)
+    from sensor.analysis import build_engine, build_matcher
+"""
+
 
 def feeds() -> list[Path]:
     real = [SHARED / "ioc.yaml", SHARED / "watchware.yaml"]
