@@ -25,10 +25,9 @@ counted as malformed: it could change no alert.
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
-from typing import Any, ClassVar, Union
+from typing import Annotated, Any, ClassVar, Union, cast
 
 import msgspec
 import orjson
@@ -67,79 +66,27 @@ class UnknownEventType(EveRecordError):
         super().__init__(f"unknown EVE event_type {event_type!r}")
 
 
-_EVE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?([+-]\d{4}|Z)$")
+# An EVE time: RFC 3339 with a UTC offset, decoded by msgspec (in C) as it reads the line.
+EveTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 def parse_eve_time(text: object) -> float:
     """EVE timestamps (``2026-01-01T10:00:00.123456+0000``) as UNIX seconds; else EveRecordError.
 
-    Suricata prints the pcap's microseconds with ``%06u``; a capture whose
-    microsecond field overflows (1000000, seen in the wild) gives 7 digits,
-    which we read as microseconds, as scapy and tshark do.
+    Read as RFC 3339 by msgspec, the same reading the typed decoding of a
+    line makes: digits past the microseconds are a decimal fraction, rounded
+    to the microsecond. (Suricata prints the pcap's microseconds with
+    ``%06u``: a damaged capture whose microsecond field reads 1000000 gives
+    ``.1000000``, read as 0.1 s; scapy and tshark read that packet 0.9 s later.)
 
-    >>> parse_eve_time("2026-01-01T10:00:00.1000000+0000") - parse_eve_time(
-    ...     "2026-01-01T10:00:00.000000+0000")
-    1.0
+    >>> parse_eve_time("2026-01-01T10:00:00.500000+0100") - parse_eve_time(
+    ...     "2026-01-01T09:00:00Z")
+    0.5
     """
-    if isinstance(text, str) and len(text) == 31 and text[19] == "." and text[26] in "+-" \
-            and text[20:26].isdigit():
-        base, digits, zone = text[:19], text[20:26], text[26:]  # Suricata's usual form
-    else:
-        match = _EVE_TIME.match(text) if isinstance(text, str) else None
-        if match is None:
-            raise EveRecordError(f"bad timestamp {text!r}")
-        base, digits, zone = match.groups()
-    fraction = 0.0
-    if digits:
-        fraction = int(digits) / (1_000_000 if len(digits) > 6 else 10 ** len(digits))
-    return _whole_seconds(base, zone) + fraction
-
-
-# "000" to "999": the microseconds as two look-ups, which also check they are ASCII digits
-# (an int() of the slice costs more than both, and needs an isdigit() first).
-_THOUSANDS = {f"{number:03}": number * 1000 for number in range(1000)}
-_UNITS = {f"{number:03}": number for number in range(1000)}
-
-
-def _suricata_time(text: str) -> float:
-    """``parse_eve_time`` for a string, quicker for the form Suricata writes.
-
-    The whole seconds are memoized per second (and zone, unless it is UTC's
-    ``+0000``, Suricata's usual one), the microseconds added. Exactly the value
-    ``parse_eve_time`` gives: anything else goes its way.
-    """
-    if len(text) == 31 and text[19] == ".":
-        try:
-            micro = _THOUSANDS[text[20:23]] + _UNITS[text[23:26]]
-        except KeyError:
-            return parse_eve_time(text)
-        if text.endswith("+0000"):
-            return _utc_second(text[:19]) + micro / 1_000_000
-        if text[26] in "+-":
-            return _second_of(text[:19] + text[26:]) + micro / 1_000_000
-    return parse_eve_time(text)
-
-
-@functools.lru_cache(maxsize=4096)
-def _utc_second(base: str) -> float:
-    """``_whole_seconds`` of ``2026-01-01T10:00:00`` in UTC (``+0000``)."""
-    return _whole_seconds(base, "+0000")
-
-
-@functools.lru_cache(maxsize=4096)
-def _second_of(base_and_zone: str) -> float:
-    """``_whole_seconds`` of ``2026-01-01T10:00:00+0000`` (one key, hashed once)."""
-    return _whole_seconds(base_and_zone[:19], base_and_zone[19:])
-
-
-@functools.lru_cache(maxsize=4096)
-def _whole_seconds(base: str, zone: str) -> float:
-    """Memoized: records of the same second share this (strptime is slow)."""
     try:
-        moment = datetime.strptime(base + zone.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S%z")
-    except ValueError:
-        raise EveRecordError(f"bad timestamp {base}{zone}") from None
-    return moment.timestamp()
+        return msgspec.convert(text, EveTime).timestamp()
+    except msgspec.ValidationError:
+        raise EveRecordError(f"bad timestamp {text!r}") from None
 
 
 def _endpoints(record: dict[str, Any]) -> Endpoints:
@@ -254,23 +201,33 @@ class _Located(_Record, kw_only=True):
     proto: str = ""
 
     def endpoints(self) -> Endpoints:
-        """Validated once: Suricata writes canonical addresses, which ``Endpoints`` accepts as
-        they are (it checks them); any other text is made canonical first, or refused."""
-        transport = self.proto.lower()
-        try:
-            return Endpoints(self.src_ip, self.dest_ip, self.src_port, self.dest_port,
-                             transport)  # type: ignore[arg-type]
-        except ValueError:
-            pass  # not canonical (or not an address): the general way below says which
-        try:
-            return Endpoints(canonical_ip(self.src_ip), canonical_ip(self.dest_ip), self.src_port,
-                             self.dest_port, transport)  # type: ignore[arg-type]
-        except ValueError as error:
-            raise EveRecordError(f"bad endpoints: {error}") from None
+        """Memoized per 5-tuple (``_endpoints_of``): a flow's record and its protocol's
+        records share one, and a network has few of them at a time."""
+        return _endpoints_of(self.src_ip, self.dest_ip, self.src_port, self.dest_port,
+                             self.proto)
+
+
+@functools.lru_cache(maxsize=16384)
+def _endpoints_of(client: str, server: str, client_port: int, server_port: int,
+                  proto: str) -> Endpoints:
+    """Validated once: Suricata writes canonical addresses, which ``Endpoints`` accepts as
+    they are (it checks them); any other text is made canonical first, or refused (a
+    refusal raises, so it is never memoized)."""
+    transport = proto.lower()
+    try:
+        return Endpoints(client, server, client_port, server_port,
+                         transport)  # type: ignore[arg-type]
+    except ValueError:
+        pass  # not canonical (or not an address): the general way below says which
+    try:
+        return Endpoints(canonical_ip(client), canonical_ip(server), client_port,
+                         server_port, transport)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise EveRecordError(f"bad endpoints: {error}") from None
 
 
 class _Timed(_Located, kw_only=True):
-    timestamp: str
+    timestamp: EveTime
 
 
 class _DnsQuestion(_Part):
@@ -307,7 +264,7 @@ class _DnsEvent(_Timed, tag="dns"):
 
     def observations(self) -> list[Observation]:
         dns = self.dns
-        time, endpoints = _suricata_time(self.timestamp), self.endpoints()
+        time, endpoints = self.timestamp.timestamp(), self.endpoints()
         if self.src_port == MDNS_PORT == self.dest_port:
             return list(_mdns(time, msgspec.to_builtins(dns)))
         if dns.type == "query":
@@ -323,8 +280,8 @@ class _DnsEvent(_Timed, tag="dns"):
 
 
 class _FlowSection(_Part):
-    start: str
-    end: str
+    start: EveTime
+    end: EveTime
     pkts_toserver: int = 0
     pkts_toclient: int = 0
     bytes_toserver: int = 0
@@ -341,7 +298,7 @@ class _FlowEvent(_Located, tag="flow"):
         if self.proto.lower() not in ("tcp", "udp"):
             return _neighbour_event(self)
         flow = self.flow
-        return [Flow(_suricata_time(flow.start), self.endpoints(), _suricata_time(flow.end),
+        return [Flow(flow.start.timestamp(), self.endpoints(), flow.end.timestamp(),
                      flow.pkts_toserver + flow.pkts_toclient,
                      flow.bytes_toserver + flow.bytes_toclient,
                      flow.pkts_toclient, flow.bytes_toclient)]
@@ -359,7 +316,7 @@ class _TlsEvent(_Timed, tag="tls"):
     def observations(self) -> list[Observation]:
         if self.tls is None or not self.tls.sni:
             return []
-        return [TlsHello(_suricata_time(self.timestamp), self.endpoints(), self.tls.sni,
+        return [TlsHello(self.timestamp.timestamp(), self.endpoints(), self.tls.sni,
                          self.tls.ja4)]
 
 
@@ -370,7 +327,7 @@ class _QuicEvent(_Timed, tag="quic"):
     def observations(self) -> list[Observation]:
         if self.quic is None or not self.quic.sni:
             return []
-        return [QuicHello(_suricata_time(self.timestamp), self.endpoints(), self.quic.sni)]
+        return [QuicHello(self.timestamp.timestamp(), self.endpoints(), self.quic.sni)]
 
 
 class _HttpSection(_Part):
@@ -385,7 +342,7 @@ class _HttpEvent(_Timed, tag="http"):
     def observations(self) -> list[Observation]:
         if self.http is None or not self.http.hostname:
             return []
-        return [HttpRequest(_suricata_time(self.timestamp), self.endpoints(),
+        return [HttpRequest(self.timestamp.timestamp(), self.endpoints(),
                             self.http.hostname, self.http.http_method)]
 
 
@@ -443,7 +400,7 @@ def _neighbour_event(event: _FlowEvent) -> list[Observation]:
     ether = _ETHER_DECODER.decode(event.ether) if event.ether else None
     if event.icmp_type is None or ether is None or not ether.src_macs:
         return []
-    advert = neighbour_advert(_suricata_time(event.flow.start), ether.src_macs[0],
+    advert = neighbour_advert(event.flow.start.timestamp(), ether.src_macs[0],
                               canonical_ip(event.src_ip), event.icmp_type)
     return [] if advert is None else [advert]
 
@@ -459,24 +416,25 @@ class _DhcpSection(msgspec.Struct):
 
 
 class _DhcpEvent(_Record, tag="dhcp"):
-    timestamp: str
+    timestamp: EveTime
     dhcp: _DhcpSection
 
     def observations(self) -> list[Observation]:
         dhcp = self.dhcp
         if not dhcp.client_mac or not dhcp.dhcp_type:
             return []
-        return [dhcp_lease(_suricata_time(self.timestamp), dhcp.client_mac, dhcp.dhcp_type,
+        return [dhcp_lease(self.timestamp.timestamp(), dhcp.client_mac, dhcp.dhcp_type,
                            your_address=dhcp.assigned_ip, client_address=dhcp.client_ip,
                            requested_address=dhcp.requested_ip, host_name=dhcp.hostname,
                            vendor_class=dhcp.vendor_class_identifier)]
 
 
 # msgspec picks the structure by event_type (in C); an ignored type gets an empty one.
-_DECODER = msgspec.json.Decoder(Union[(
+_RECORD_TYPES: tuple[type[_Record], ...] = (
     _DnsEvent, _FlowEvent, _TlsEvent, _QuicEvent, _HttpEvent, _DhcpEvent,
-    *(msgspec.defstruct(f"_Ignored{index}", [], bases=(_Record,), tag=name)
-      for index, name in enumerate(sorted(IGNORED_EVENT_TYPES))))])
+    *(cast(type[_Record], msgspec.defstruct(f"_Ignored{index}", [], bases=(_Record,), tag=name))
+      for index, name in enumerate(sorted(IGNORED_EVENT_TYPES))))
+_DECODER = msgspec.json.Decoder(Union[_RECORD_TYPES])  # noqa: UP007 - a tuple of types
 
 
 def parse_eve_line(line: str | bytes,
@@ -486,24 +444,45 @@ def parse_eve_line(line: str | bytes,
     ``wanted``: only observations of these types (None: all); a record that
     can give no wanted type is not built at all.
     """
-    try:
-        record = _DECODER.decode(line)
-    except msgspec.ValidationError:
-        return _only(_parse_general(line), wanted)  # valid JSON of an unexpected shape or type
-    except msgspec.DecodeError as error:
-        raise EveRecordError(f"not JSON: {error}") from None
-    if wanted is not None and record.yields.isdisjoint(wanted):
-        return []
-    try:
-        observations = record.observations()
-    except msgspec.ValidationError:  # a part decoded late (a flow's "ether") of another shape
-        return _only(_parse_general(line), wanted)
-    except EveRecordError:
-        raise
-    except ValueError as error:  # an observation refused its values (a flow ending first...)
-        raise EveRecordError(f"{type(record).__name__} record: {error}") from None
-    return observations if wanted is None or record.yields <= wanted else \
-        _only(observations, wanted)
+    return line_parser(None if wanted is None else frozenset(wanted))(line)
+
+
+_SKIP, _ALL, _SOME = 0, 1, 2  # what a decoded record's observations are worth, given `wanted`
+
+
+@functools.lru_cache(maxsize=32)
+def line_parser(wanted: frozenset[type] | None) -> Callable[[str | bytes], list[Observation]]:
+    """``parse_eve_line`` for one ``wanted``, its decisions per record type made once.
+
+    The reader calls this for every line Suricata writes: what is worked out
+    here (which record types to skip, build whole, or filter) costs nothing
+    per line.
+    """
+    plan = {kind: _ALL if wanted is None or kind.yields <= wanted else
+            _SKIP if kind.yields.isdisjoint(wanted) else _SOME for kind in _RECORD_TYPES}
+    decode = _DECODER.decode
+
+    def parse(line: str | bytes) -> list[Observation]:
+        try:
+            record = decode(line)
+        except msgspec.ValidationError:  # valid JSON of an unexpected shape or type
+            return _only(_parse_general(line), wanted)
+        except msgspec.DecodeError as error:
+            raise EveRecordError(f"not JSON: {error}") from None
+        worth = plan[type(record)]
+        if worth == _SKIP:
+            return []
+        try:
+            observations = record.observations()
+        except msgspec.ValidationError:  # a part decoded late (a flow's "ether") of another shape
+            return _only(_parse_general(line), wanted)
+        except EveRecordError:
+            raise
+        except ValueError as error:  # an observation refused its values (a flow ending first...)
+            raise EveRecordError(f"{type(record).__name__} record: {error}") from None
+        return observations if worth == _ALL else _only(observations, wanted)
+
+    return parse
 
 
 def _only(observations: list[Observation], wanted: Collection[type] | None) -> list[Observation]:

@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 from sensor.capture import scan_capture
-from sensor.capture.eve import EveRecordError, UnknownEventType, parse_eve_line
+from sensor.capture.eve import EveRecordError, UnknownEventType, line_parser
 from sensor.capture.stats import SourceStats
 from sensor.errors import CaptureError, CaptureToolMissing
 from sensor.observations import Observation
@@ -32,24 +32,32 @@ def read_eve_lines(lines: Iterable[bytes | str], stats: SourceStats,
                    wanted: Collection[type] | None = None) -> Iterator[Observation]:
     """Observations of EVE lines; an unusable line is counted in ``stats``, never fatal.
 
-    ``wanted``: the observation types to build (None: all), see ``parse_eve_line``.
+    ``wanted``: the observation types to build (None: all), see ``eve.parse_eve_line``.
     """
-    for line in lines:
-        if not line or line.isspace():  # as `not line.strip()`, without copying the line
-            continue
-        stats.records += 1
-        try:
-            observations = parse_eve_line(line, wanted)
-        except UnknownEventType as error:
-            stats.skip(f"unknown event_type {error.event_type}",
-                       "this Suricata writes records Veilleuse does not know; "
-                       "please open a Veilleuse issue with the Suricata version")
-            continue
-        except EveRecordError as error:
-            stats.skip("malformed EVE record", str(error))
-            continue
-        stats.observations += len(observations)
-        yield from observations
+    parse = line_parser(None if wanted is None else frozenset(wanted))
+    records = observed = 0  # counted locally (every line passes here), added as we go out
+    try:
+        for line in lines:
+            try:
+                observations = parse(line)
+            except UnknownEventType as error:
+                records += 1
+                stats.skip(f"unknown event_type {error.event_type}",
+                           "this Suricata writes records Veilleuse does not know; "
+                           "please open a Veilleuse issue with the Suricata version")
+                continue
+            except EveRecordError as error:
+                if line and not line.isspace():  # a blank line is no record
+                    records += 1
+                    stats.skip("malformed EVE record", str(error))
+                continue
+            records += 1
+            if observations:
+                observed += len(observations)
+                yield from observations
+    finally:
+        stats.records += records
+        stats.observations += observed
 
 
 class SuricataSource:

@@ -94,11 +94,14 @@ class BeaconDetector:
         self._starts: dict[tuple[str, str], deque[float]] = {}
         self._server_counts: dict[str, bool] = {}
         self._reported: dict[tuple[str, str], int] = {}
+        self.handlers = {Flow: self._start}
+        """What ``observe`` calls per observation type (the engine calls it directly)."""
 
     def observe(self, observation: Observation) -> tuple[Finding, ...]:
         """Only remembers the start; findings come from ``flush``."""
-        if type(observation) is not Flow and not isinstance(observation, Flow):
-            return ()
+        return self._start(observation) if isinstance(observation, Flow) else ()
+
+    def _start(self, observation: Flow) -> tuple[Finding, ...]:
         endpoints = observation.endpoints
         if endpoints.server_port in PERIODIC_BY_DESIGN:
             return ()
