@@ -2,8 +2,9 @@
 
 A SPAN session set to rx-only or tx-only is a common switch mistake: the
 sensor still sees traffic, so nothing else in its health notices, but
-Suricata never sees a TLS handshake complete and writes no TLS record, so
-every TLS server name is missed. A connection of which one side sent a
+Suricata never sees a TLS handshake complete and writes no TLS record for a
+ClientHello without a session_ticket extension (docs/suricata-tls-records.md),
+so those TLS server names are missed. A connection of which one side sent a
 real session's worth (``MIN_PACKETS`` packets, ``MIN_BYTES`` bytes) and the
 other not one packet was seen in one direction only (either one: a mirror
 of the client's or of the server's side); unanswered SYN retries are too

@@ -14,6 +14,7 @@ from scapy.layers.tls.extensions import (
     ServerName,
     TLS_Ext_ALPN,
     TLS_Ext_ServerName,
+    TLS_Ext_SessionTicket,
     TLS_Ext_SupportedGroups,
     TLS_Ext_SupportedVersion_CH,
     TLS_Ext_SupportedVersion_SH,
@@ -27,15 +28,21 @@ _RANDOM = bytes(range(32))
 
 
 @functools.lru_cache(maxsize=1024)
-def client_hello(sni: str, *, quic: bool = False) -> bytes:
+def client_hello(sni: str, *, quic: bool = False, session_ticket: bool = False) -> bytes:
     """A TLS 1.3-capable ClientHello handshake message (no record header).
 
     With ``quic``, it is TLS 1.3 only and carries the QUIC transport
-    parameters extension (0x39) that QUIC requires.
+    parameters extension (0x39) that QUIC requires. With ``session_ticket``,
+    it carries an empty session_ticket extension (35), as the hellos of
+    Chrome, Firefox, OpenSSL and Android's BoringSSL do while they accept
+    TLS 1.2: Suricata 7 logs an unanswered hello only when it has one
+    (docs/suricata-tls-records.md).
     """
     extensions = [TLS_Ext_ServerName(servernames=[ServerName(servername=sni.encode())]),
                   TLS_Ext_SupportedGroups(groups=[0x001D, 0x0017]),
                   TLS_Ext_SupportedVersion_CH(versions=[0x0304] if quic else [0x0304, 0x0303])]
+    if session_ticket:
+        extensions.insert(2, TLS_Ext_SessionTicket())
     if quic:
         parameters = bytes([0x04, 0x04, 0x80, 0x10, 0x00, 0x00])  # initial_max_data
         extensions.append(TLS_Ext_Unknown(type=0x39, len=len(parameters), val=parameters))
@@ -47,9 +54,9 @@ def client_hello(sni: str, *, quic: bool = False) -> bytes:
 
 
 @functools.lru_cache(maxsize=1024)
-def client_hello_record(sni: str) -> bytes:
+def client_hello_record(sni: str, *, session_ticket: bool = False) -> bytes:
     """The ClientHello in a TLS record, as sent first on a TLS connection."""
-    message = client_hello(sni)
+    message = client_hello(sni, session_ticket=session_ticket)
     return bytes(TLS(type=22, version=0x0301, len=len(message))) + message
 
 

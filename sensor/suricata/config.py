@@ -71,7 +71,12 @@ def suricata_config(settings: SuricataSettings, log_dir: Path, *,
             "types": [
                 {"dns": {"enabled": True, "requests": True, "responses": True,
                          "formats": ["detailed"]}},
-                {"tls": {"custom": ["sni"]}},
+                # session-resumption (Suricata's default, pinned): the record of a hello that
+                # carries a session_ticket extension is written when its flow ends, answered
+                # or not, so a one-way mirror or a blackholed server still gives its SNI. A
+                # hello without one and no certificate or TLS 1.3 ServerHello gives no record
+                # (Suricata's JsonTlsLogger; docs/suricata-tls-records.md).
+                {"tls": {"custom": ["sni"], "session-resumption": True}},
                 {"http": {"extended": False}},
                 "quic",
                 "flow",
