@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.run import CHILD_PREAMBLE, capture, feeds, suricata_alone  # noqa: E402
+from bench.run import CHILD_PREAMBLE, capture, feeds, interpreter, suricata_alone  # noqa: E402
 
 GOAL_US = 6.0
 
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
                   for _ in range(args.rounds)]
     print(f"EVE records of {pcap.name}: {records:,}; CPU time, best of {args.repeat}, batches "
           "of 1,000 (the machine may be shared: figures vary with what else runs)")
+    print(f"interpreter: {interpreter()}")
     for number, figures in enumerate(rounds, 1):
         for code in codes:
             print(f"round {number} [{code}]: {describe(figures[code])}")

@@ -54,6 +54,14 @@ except ImportError:  # a checkout from before sensor/wiring.py (--before)
 """
 
 
+def interpreter() -> str:
+    """Which Python ran: per-record figures depend on its build (Debian's python3, which
+    the appliance runs, is faster per operation than pyenv's default build)."""
+    which = ("the system's, as on the appliance" if sys.base_prefix == "/usr"
+             else "not the system's: the appliance runs /usr/bin/python3")
+    return f"Python {sys.version.split()[0]} from {sys.base_prefix} ({which})"
+
+
 def feeds() -> list[Path]:
     real = [SHARED / "ioc.yaml", SHARED / "watchware.yaml"]
     return real if all(p.exists() for p in real) else [DEMO_FEED]

@@ -49,16 +49,17 @@ class AnalysisResult:
 
 def analyze_capture(capture: Path, source: CaptureSource,
                     engine: DetectionEngine) -> AnalysisResult:
-    totals = AlertTotals()
+    totals, observations = AlertTotals(), 0
     for observation in source.read(capture):
+        observations += 1
         totals.add(engine.observe(observation))
     totals.add(engine.flush())
     alerts = tuple(named_devices(totals.alerts(), engine.devices))
     log.info("analysed %s with %s: %d records, %d observations, %d skipped, %d alerts",
-             capture, source.name, source.stats.records, engine.observations,
+             capture, source.name, source.stats.records, observations,
              source.stats.skipped_total, len(alerts))
     return AnalysisResult(capture=capture, source=source.name, alerts=alerts,
-                          records=source.stats.records, observations=engine.observations,
+                          records=source.stats.records, observations=observations,
                           skipped=source.stats.skipped_total,
                           detector_errors=sum(engine.errors.values()),
                           damaged=source.stats.damaged)

@@ -207,6 +207,9 @@ class _Located(_Record, kw_only=True):
                              self.proto)
 
 
+_TCP_OR_UDP = ("TCP", "UDP", "tcp", "udp")  # Suricata writes them upper-case
+
+
 @functools.lru_cache(maxsize=16384)
 def _endpoints_of(client: str, server: str, client_port: int, server_port: int,
                   proto: str) -> Endpoints:
@@ -295,7 +298,7 @@ class _FlowEvent(_Located, tag="flow"):
     ether: msgspec.Raw = msgspec.Raw()  # its text: only neighbour discovery reads it (rare)
 
     def observations(self) -> list[Observation]:
-        if self.proto.lower() not in ("tcp", "udp"):
+        if self.proto not in _TCP_OR_UDP and self.proto.lower() not in _TCP_OR_UDP:
             return _neighbour_event(self)
         flow = self.flow
         return [Flow(flow.start.timestamp(), self.endpoints(), flow.end.timestamp(),

@@ -63,7 +63,6 @@ class DetectionEngine:
         self.devices = devices
         """Learns devices from identity observations; alerts are then keyed by device."""
         self._sightings = SightingMaker(devices)
-        self.observations = 0
         self.errors: Counter[str] = Counter()
         self._errors_logged: set[tuple[str, str]] = set()
 
@@ -75,7 +74,6 @@ class DetectionEngine:
         merges them, with the alert book's rule (``sensor.alerts.book``): the
         book itself, or ``AlertTotals`` in memory.
         """
-        self.observations += 1
         routes = self._routes.get(type(observation))
         if routes is None:
             routes = self._route(type(observation))
