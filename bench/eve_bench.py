@@ -8,7 +8,7 @@ reads them (CPU time, best of --repeat runs):
 - decode: msgspec's typed decoding of every line alone (``eve._DECODER``);
 - observations: the rest of the reader (``read_eve_lines``: decoded records
   to observations, counting, skipping), given the engine's ``observed_types``
-  as the daemon gives them, where the checkout has them;
+  and ``dns_name_filter`` as the daemon gives them, where the checkout has them;
 - detect: ``DetectionEngine.observe`` on every observation.
 
 All-in is reading + detection, the figure bench/live_bench.py prints as
@@ -56,7 +56,11 @@ runs = []
 for _ in range(repeat):
     engine, decode, read, detect = build_engine(config, matcher), 0.0, 0.0, 0.0
     totals = AlertTotals() if AlertTotals is not None else None
+    # What the daemon gives its reader, where the checkout has it: the observation types
+    # and the DNS names detection looks at.
     wanted = (engine.observed_types,) if hasattr(engine, "observed_types") else ()
+    if hasattr(engine, "dns_name_filter"):
+        wanted += (engine.dns_name_filter,)
     for start in range(0, len(lines), 1000):  # batches, as the daemon reads them
         batch = lines[start:start + 1000]
         if decoder is not None:

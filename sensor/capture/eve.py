@@ -54,6 +54,10 @@ IGNORED_EVENT_TYPES = frozenset({
 })
 
 
+NameFilter = Callable[[str], bool]
+"""Whether detection looks at a DNS name (``DetectionEngine.dns_name_filter``)."""
+
+
 class EveRecordError(ValueError):
     """One EVE line could not be turned into an observation."""
 
@@ -265,6 +269,19 @@ class _DnsEvent(_Timed, tag="dns"):
     yields = frozenset({DnsQuery, DnsAnswer})
     dns: _DnsSection
 
+    def names_wanted(self, wanted_name: NameFilter) -> bool:
+        """Whether detection looks at a name of this record: its question, an answer's
+        owner or a CNAME's target (as ``IocDetector`` reads an answer); mDNS always (devices
+        learn their names from it)."""
+        dns = self.dns
+        if self.src_port == MDNS_PORT == self.dest_port:
+            return True
+        if dns.rrname is not None and wanted_name(dns.rrname):
+            return True
+        return any(wanted_name(q.rrname) for q in dns.queries) or any(
+            wanted_name(a.rrname) or (a.rrtype == "CNAME" and wanted_name(a.rdata))
+            for a in dns.answers)
+
     def observations(self) -> list[Observation]:
         dns = self.dns
         time, endpoints = self.timestamp.timestamp(), self.endpoints()
@@ -450,19 +467,27 @@ def parse_eve_line(line: str | bytes,
     return line_parser(None if wanted is None else frozenset(wanted))(line)
 
 
-_SKIP, _ALL, _SOME = 0, 1, 2  # what a decoded record's observations are worth, given `wanted`
+# What a decoded record's observations are worth, given `wanted` and a name filter.
+_SKIP, _ALL, _SOME, _NAMES = 0, 1, 2, 4  # _NAMES: first ask the filter (with _ALL or _SOME)
 
 
 @functools.lru_cache(maxsize=32)
-def line_parser(wanted: frozenset[type] | None) -> Callable[[str | bytes], list[Observation]]:
-    """``parse_eve_line`` for one ``wanted``, its decisions per record type made once.
+def line_parser(wanted: frozenset[type] | None,
+                names: NameFilter | None = None) -> Callable[[str | bytes], list[Observation]]:
+    """``parse_eve_line`` for one ``wanted`` and name filter, its decisions per record type
+    made once.
 
     The reader calls this for every line Suricata writes: what is worked out
     here (which record types to skip, build whole, or filter) costs nothing
-    per line.
+    per line. With ``names``, a DNS record none of whose names detection looks
+    at is decoded and dropped, never built: most of a network's lookups are of
+    names no feed lists, and building their observations was the largest cost
+    of the live path.
     """
     plan = {kind: _ALL if wanted is None or kind.yields <= wanted else
             _SKIP if kind.yields.isdisjoint(wanted) else _SOME for kind in _RECORD_TYPES}
+    if names is not None and plan[_DnsEvent] != _SKIP:
+        plan[_DnsEvent] |= _NAMES
     decode = _DECODER.decode
 
     def parse(line: str | bytes) -> list[Observation]:
@@ -473,7 +498,7 @@ def line_parser(wanted: frozenset[type] | None) -> Callable[[str | bytes], list[
         except msgspec.DecodeError as error:
             raise EveRecordError(f"not JSON: {error}") from None
         worth = plan[type(record)]
-        if worth == _SKIP:
+        if worth == _SKIP or (worth & _NAMES and not record.names_wanted(names)):
             return []
         try:
             observations = record.observations()
@@ -483,7 +508,7 @@ def line_parser(wanted: frozenset[type] | None) -> Callable[[str | bytes], list[
             raise
         except ValueError as error:  # an observation refused its values (a flow ending first...)
             raise EveRecordError(f"{type(record).__name__} record: {error}") from None
-        return observations if worth == _ALL else _only(observations, wanted)
+        return observations if worth & _ALL else _only(observations, wanted)
 
     return parse
 

@@ -39,6 +39,7 @@ from typing import BinaryIO
 
 from inotify_simple import INotify, flags
 
+from sensor.capture.eve import NameFilter
 from sensor.capture.stats import SourceStats
 from sensor.capture.suricata import read_eve_lines
 from sensor.files import is_disk_full, replace_file
@@ -71,6 +72,8 @@ class EveTailer:
 
     ``wanted``: the observation types to build (None: all), usually the
     detection engine's ``observed_types``; records of other types are skipped.
+    ``names``: the DNS names detection looks at (None: all), set again with
+    each new engine (``narrow``); DNS records of other names are skipped.
     """
 
     def __init__(self, path: Path, offset_file: Path, stats: SourceStats | None = None, *,
@@ -78,6 +81,7 @@ class EveTailer:
                  wanted: Collection[type] | None = None) -> None:
         self.path = path
         self.wanted = wanted
+        self.names: NameFilter | None = None
         self.offset_file = offset_file
         self.stats = stats or SourceStats("suricata-eve")
         self.position = self._saved = self._load()  # committed (what a restart resumes from)
@@ -149,7 +153,7 @@ class EveTailer:
                 break
         self._read_to = start + len(chunk)
         self._reading = self._pending = Position(self._reading.inode, start + len(complete))
-        yield from read_eve_lines(complete.splitlines(), self.stats, self.wanted)
+        yield from read_eve_lines(complete.splitlines(), self.stats, self.wanted, self.names)
 
     def commit(self) -> None:
         """Everything read is handled: save the position reached, now or when due."""

@@ -19,7 +19,7 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 from sensor.capture import scan_capture
-from sensor.capture.eve import EveRecordError, UnknownEventType, line_parser
+from sensor.capture.eve import EveRecordError, NameFilter, UnknownEventType, line_parser
 from sensor.capture.stats import SourceStats
 from sensor.errors import CaptureError, CaptureToolMissing
 from sensor.observations import Observation
@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 
 
 def read_eve_lines(lines: Iterable[bytes | str], stats: SourceStats,
-                   wanted: Collection[type] | None = None) -> Iterator[Observation]:
+                   wanted: Collection[type] | None = None,
+                   names: NameFilter | None = None) -> Iterator[Observation]:
     """Observations of EVE lines; an unusable line is counted in ``stats``, never fatal.
 
-    ``wanted``: the observation types to build (None: all), see ``eve.parse_eve_line``.
+    ``wanted``: the observation types to build (None: all), see ``eve.parse_eve_line``;
+    ``names``: the DNS names detection looks at (None: all), see ``eve.line_parser``.
     """
-    parse = line_parser(None if wanted is None else frozenset(wanted))
+    parse = line_parser(None if wanted is None else frozenset(wanted), names)
     records = observed = 0  # counted locally (every line passes here), added as we go out
     try:
         for line in lines:

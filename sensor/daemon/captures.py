@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from sensor.capture.eve import NameFilter
 from sensor.capture.eve_tail import EveTailer
 from sensor.capture.scapy_live import ScapyLiveSource
 from sensor.evidence.window import Records
@@ -55,6 +56,11 @@ class LiveCapture(Protocol):
     evidence_records: Callable[[], Records]
     """The recent packets evidence is cut from (Suricata's pcap-log ring in RAM, or the
     sniffer's frame ring); nothing when no helpline key is set."""
+    narrow: Callable[[NameFilter | None], None] | None
+    """Tells the capture which DNS names detection looks at (the engine's
+    ``dns_name_filter``), so that it builds no record of the others: Suricata's
+    EVE records are read as text and can be dropped before they are built;
+    None for a capture that parses its packets before any name is known."""
     reads_one_sided_tls: bool
     """Whether a ClientHello never answered (a mirror of one direction) still gives its
     server name: health says what a one-way mirror costs (``mirror_one_way``)."""
@@ -110,7 +116,11 @@ class SuricataCapture:
         self.position: CapturePosition | None = tailer
         self.max_eve_bytes = max_eve_bytes
         self.chores: tuple[Chore, ...] = (("eve rotation", None, self.rotate_if_needed),)
+        self.narrow: Callable[[NameFilter | None], None] | None = self._narrow
         self._worker: WorkerThread | None = None
+
+    def _narrow(self, names: NameFilter | None) -> None:
+        self.tailer.names = names
 
     def start(self, stop: threading.Event) -> None:
         self._worker = WorkerThread("suricata-supervisor", lambda: self.supervisor.run(stop))
@@ -186,6 +196,7 @@ class LiteCapture:
         self.evidence_records = evidence_records
         self.position: CapturePosition | None = None  # the queue is in memory: nothing to resume
         self.chores: tuple[Chore, ...] = ()
+        self.narrow: Callable[[NameFilter | None], None] | None = None
         self._queue: queue.Queue[Observation] = queue.Queue(maxsize=100_000)
         self._arrived = threading.Event()
         self._worker: WorkerThread | None = None

@@ -128,6 +128,7 @@ class SensorDaemon:
         # What `veilleuse first-boot` could not do (a refused veilleuse.yaml, no mirror port).
         self.first_boot = read_report(config.daemon.state_directory / REPORT_NAME)
         self.capture = capture
+        self._narrow_capture()
         self._last_traffic = self._started = clock()
         self._drop_ratio = 0.0
         self._observations = 0
@@ -176,8 +177,14 @@ class SensorDaemon:
         self.feeds = feeds
         # Beacon timings start again; alert counts live on in the book, devices carry over.
         self.engine = self._detection.engine(feeds, self.engine.devices)
+        self._narrow_capture()
         log.info("feeds updated (%s); detection reloaded without a capture restart",
                  describe_feeds(feeds))
+
+    def _narrow_capture(self) -> None:
+        """Tell the capture which DNS names this engine looks at (it skips the others)."""
+        if self.capture.narrow is not None:
+            self.capture.narrow(self.engine.dns_name_filter)
 
     # -- health -----------------------------------------------------------------------
 

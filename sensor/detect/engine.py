@@ -16,7 +16,7 @@ from typing import Protocol, get_args
 from sensor.detect.aggregate import SightingMaker
 from sensor.detect.model import Alert, Finding
 from sensor.devices.registry import DeviceRegistry
-from sensor.observations import IDENTITY_TYPES, Observation
+from sensor.observations import IDENTITY_TYPES, DnsAnswer, DnsQuery, Observation
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,30 @@ class DetectionEngine:
                 return None
             kinds.update(kind for kind in get_args(Observation) if issubclass(kind, observes))
         return frozenset(kinds)
+
+    @property
+    def dns_name_filter(self) -> Callable[[str], bool] | None:
+        """Whether a detector looks at a DNS name; None if one may look at every name.
+
+        A source may then skip DNS records none of whose names is wanted
+        (``EveTailer.names``): no detector would find anything in them. A
+        detector that looks at DNS records says which names with
+        ``wants_name``; one that does not makes this None. Changes with the
+        feeds: ask again after building a new engine.
+        """
+        filters: list[Callable[[str], bool]] = []
+        for detector in self._detectors:
+            observes = getattr(detector, "observes", None)
+            if observes is None:
+                return None
+            if issubclass(DnsQuery, observes) or issubclass(DnsAnswer, observes):
+                wants_name = getattr(detector, "wants_name", None)
+                if wants_name is None:
+                    return None
+                filters.append(wants_name)
+        if len(filters) == 1:
+            return filters[0]
+        return lambda name: any(wants(name) for wants in filters)
 
     def _route(self, kind: type) -> tuple[tuple[str, Handler], ...]:
         routes = self._routes[kind] = () if issubclass(kind, IDENTITY_TYPES) else tuple(

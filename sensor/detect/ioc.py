@@ -71,6 +71,11 @@ class IocDetector:
             QuicHello: self._hello, HttpRequest: self._request, Flow: self._flow}
         """What ``observe`` calls per observation type (the engine calls them directly)."""
 
+    def wants_name(self, name: str) -> bool:
+        """Whether a DNS name can give a finding: a feed lists it (the engine's
+        ``dns_name_filter``; the verdict is the memoized one the handlers use)."""
+        return self._match_domain(name) is not None
+
     def observe(self, observation: Observation) -> tuple[Finding, ...]:
         handler = self.handlers.get(type(observation))
         return () if handler is None else handler(observation)
