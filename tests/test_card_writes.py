@@ -154,6 +154,9 @@ def test_an_older_book_gets_small_pages_and_no_outbox_index_with_its_alerts(tmp_
                    "payload TEXT NOT NULL, queued_at REAL NOT NULL, attempts INTEGER NOT NULL "
                    "DEFAULT 0, last_error TEXT)")
         db.execute("CREATE INDEX outbox_queued ON outbox (queued_at)")
+        db.execute("INSERT INTO outbox (alert_id, version, payload, queued_at) VALUES "
+                   "('older', 1, '{\"id\": \"older\"}', 0)")  # its payload as text
+        db.commit()
     book = AlertBook(database)
     AlertQueue(book, Config(), None, lambda: 1.0).add_all([_alert(n, 1) for n in range(5)])
     book.close()
@@ -161,8 +164,13 @@ def test_an_older_book_gets_small_pages_and_no_outbox_index_with_its_alerts(tmp_
     assert book._db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
     assert book._db.execute("SELECT count(*) FROM sqlite_master WHERE name='outbox_queued'"
                             ).fetchone()[0] == 0
-    assert [e.alert_id for e in book.pending()] == [f"a{n}" for n in range(5)], \
+    pending = book.pending()
+    assert [e.alert_id for e in pending] == ["older"] + [f"a{n}" for n in range(5)], \
         "oldest first, without the index"
+    assert pending[0].payload == '{"id": "older"}', "a text payload is still read"
+    assert json.loads(pending[1].payload)["id"] == "a0", "a compressed one too"
+    assert book._db.execute("SELECT typeof(payload) FROM outbox WHERE alert_id='a0'"
+                            ).fetchone()[0] == "blob"
     assert book._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     book.close()
 
