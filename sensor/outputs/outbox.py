@@ -4,14 +4,14 @@ A row is in flight from its publish until the PUBACK for that message id;
 only a successful PUBACK retires it, in one transaction per batch of
 PUBACKs: every ``retire_every`` seconds, or once a window of
 ``max_in_flight`` is acknowledged, and when the publisher stops. Until then
-the acknowledged versions are delivered (not counted as pending, not
-offered again); a crash before the batch is written only sends them again
-at the next start (same id: a harmless duplicate), which spares the SD card
-a commit per alert. A refused one waits with a growing delay before it is offered
-again; a copy never acknowledged is forgotten after ``ack_timeout`` and
-offered again (same id, so a duplicate is harmless). When the book cannot
-record a retirement (a full disk), the acknowledged versions stay in memory,
-are not offered again, and are retired once the disk allows.
+the acknowledged versions are delivered (not counted as pending, not offered
+again); a crash before the batch is written only sends them again at the
+next start (same id: a harmless duplicate), which spares the SD card a
+commit per alert. A refused one waits with a growing delay before it is
+offered again; a copy never acknowledged is forgotten after ``ack_timeout``
+and offered again (same id, so a duplicate is harmless). When the book
+cannot record a retirement (a full disk), the acknowledged versions stay in
+memory, are not offered again, and are retired once the disk allows.
 
 Not the job of this module: the connection, or what a refusal means for the
 health (the publisher reports it as a fact).
