@@ -1,14 +1,23 @@
-"""The alert book: SQLite (WAL, synchronous=FULL), the source of truth for alerts.
+"""The alert book: SQLite (WAL, synchronous=NORMAL), the source of truth for alerts.
 
 The book and its -wal and -shm files are mode 0600 whatever the umask: they
 hold raw device addresses.
 
-An alert is written here, and the write reaches the disk, before anything is
-published; the outbox row goes away only when the broker acknowledged that
-exact version. An alert that changes while a copy is in flight gets a new
-version, so the older acknowledgement does not retire the newer content.
+An alert is committed here before anything is published; the outbox row
+goes away only when the broker acknowledged that exact version. An alert
+that changes while a copy is in flight gets a new version, so the older
+acknowledgement does not retire the newer content.
 Undelivered alerts are never purged. Not the job of this module: talking to
 a broker (``sensor.outputs.mqtt``).
+
+Sparing the SD card (docs/mqtt.md, "Card writes"): pages of 1 KiB (SQLite
+writes whole pages, and a new alert touches a handful), outgoing payloads
+compressed, no index but the primary keys, and ``synchronous=NORMAL``: a
+commit goes to the WAL without an fsync. A crash of the sensor loses nothing
+committed (the kernel has it); a power cut may lose what was committed since
+the last ``sync`` (the daemon calls it every
+``daemon.alert_update_seconds``), never more, and never leaves the book
+damaged (the WAL's checksums end it at the last whole transaction).
 
 It is also the one place sightings are merged into an alert
 (``merge_sighting``): the book merges what it is given into its row, the
@@ -22,9 +31,11 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,7 +71,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS outbox_queued ON outbox (queued_at);
 CREATE TABLE IF NOT EXISTS quarantine (
     outbox_rowid INTEGER,
     alert_id BLOB,
@@ -72,6 +82,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 """
 SQLITE_FULL = 13
+PAGE_SIZE = 1024  # bytes; SQLite's default is 4096
+WAL_PAGES = 4096  # checkpoint past this: 4 MiB, SQLite's default bound in bytes
 
 
 def _either_false(first: bool | None, second: bool | None) -> bool | None:
@@ -153,6 +165,28 @@ def alert_of(stored: StoredAlert) -> Alert:
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise AlertBookError(f"alert {stored.id}: its stored record cannot be read ({error!r});"
                              " the book may come from a newer Veilleuse") from None
+
+
+def compress_payload(payload: str) -> bytes:
+    """An outgoing payload as the outbox keeps it: zlib, half the size (its fr/en texts).
+
+    About 1.9 KiB of JSON becomes 0.9 KiB, which fits one 1 KiB page: fewer
+    pages written for every new alert and every update.
+    """
+    return zlib.compress(payload.encode(), 6)
+
+
+def decompress_payload(stored: object) -> str:
+    """The payload of an outbox row: compressed, or text (rows an older version wrote).
+
+    TypeError for another type, zlib.error or UnicodeDecodeError (a
+    ValueError) for damaged bytes.
+    """
+    if isinstance(stored, bytes):
+        return zlib.decompress(stored).decode()
+    if isinstance(stored, str):
+        return stored
+    raise TypeError(f"a payload of type {type(stored).__name__}")
 
 
 def _sidecars(path: Path) -> tuple[Path, Path]:
@@ -238,8 +272,10 @@ class AlertBook:
                 if private == self.path or private.exists():
                     create_private(private)  # SQLite gives -wal and -shm the book's mode
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._set_page_size()
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
             self._db.executescript(_SCHEMA)
             self._migrate()
         except (OSError, sqlite3.Error) as error:
@@ -248,16 +284,70 @@ class AlertBook:
                 from None
         self._lock = threading.RLock()  # re-entered by a batch's own transactions
         self._in_batch = False
+        self._unsynced = False  # committed since the last ``sync``
+
+    def _set_page_size(self) -> None:
+        """``PAGE_SIZE`` for a new book; an older book is rewritten once with it (VACUUM).
+
+        A book another process holds open (``veilleuse status``) keeps its
+        pages until the next start: it works the same, it writes more.
+        """
+        if self._db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE:
+            return
+        has_tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if not has_tables:  # a new book: the size is taken at the first write
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+            return
+        try:  # the page size of a WAL database changes only out of WAL mode
+            self._db.execute("PRAGMA journal_mode=DELETE")
+            self._db.execute(f"PRAGMA page_size={PAGE_SIZE}")
+            self._db.execute("VACUUM")
+            log.info("alert book %s: rewritten with pages of %d bytes (fewer bytes written "
+                     "per alert)", self.path, PAGE_SIZE)
+        except sqlite3.OperationalError as error:  # another connection holds it
+            log.warning("alert book %s: keeps its pages of %d bytes for now (%s); it is "
+                        "rewritten with %d-byte pages at a later start", self.path,
+                        self._db.execute("PRAGMA page_size").fetchone()[0], error, PAGE_SIZE)
 
     def _migrate(self) -> None:
-        """Add the columns later versions introduced to a book an older version created."""
+        """Bring a book an older version created to this version's schema."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(alerts)")}
         if "clock_synchronised" not in columns:
             self._db.execute("ALTER TABLE alerts ADD COLUMN clock_synchronised INTEGER")
+        # Kept up to date on every write for a sort of a (usually empty) outbox.
+        self._db.execute("DROP INDEX IF EXISTS outbox_queued")
 
     def close(self) -> None:
+        """Close; SQLite then copies the WAL into the book and syncs both (nothing to lose)."""
         with self._lock:
             self._db.close()
+
+    def sync(self) -> bool:
+        """Make every committed transaction survive a power cut; False if none was waiting.
+
+        With ``synchronous=NORMAL`` commits are not fsync'd one by one; this
+        is the one fsync that covers them all: of the WAL, which is where
+        they are (a checkpoint would also rewrite the book's pages, SQLite
+        does that itself when the WAL reaches 1,000 pages). Nothing is
+        written when nothing was committed since the last call.
+        """
+        with self._lock:
+            if not self._unsynced:
+                return False
+            wal = _sidecars(self.path)[0]
+            try:
+                descriptor = os.open(wal, os.O_RDONLY)
+            except FileNotFoundError:  # checkpointed and removed: in the book already
+                self._unsynced = False
+                return True
+            try:
+                os.fsync(descriptor)
+            except OSError as error:
+                raise AlertBookError(f"{wal}: cannot sync the alert book ({error})") from None
+            finally:
+                os.close(descriptor)
+            self._unsynced = False
+            return True
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -269,6 +359,7 @@ class AlertBook:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
+                self._unsynced = True
             except sqlite3.Error as error:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
@@ -276,10 +367,11 @@ class AlertBook:
 
     @contextmanager
     def batch(self) -> Iterator[None]:
-        """Several writes in one transaction: one commit, one fsync, each page written once.
+        """Several writes in one transaction: one commit, each page written once.
 
-        The live sensor stores the updates of known alerts this way, once a
-        minute, so that a busy network does not wear the SD card out. All or
+        The live sensor stores the new alerts of a loop turn this way, and the
+        updates of known alerts once a minute, so that a busy network does not
+        wear the SD card out. All or
         nothing: AlertBookError rolls the whole batch back.
         """
         with self._lock:
@@ -292,6 +384,7 @@ class AlertBook:
                 yield
                 self._in_batch = False
                 self._db.execute("COMMIT")
+                self._unsynced = True
             except sqlite3.Error as error:
                 self._in_batch = False
                 if self._db.in_transaction:
@@ -346,7 +439,7 @@ class AlertBook:
                  merged.indicator, merged.first_seen, merged.last_seen, merged.count,
                  alert_record_json(merged), now,
                  None if synchronised is None else int(synchronised)))
-            payload_text = payload(merged)
+            payload_text = compress_payload(payload(merged))
             row = db.execute("SELECT version FROM outbox WHERE alert_id=?",
                              (alert_id,)).fetchone()
             version = 1 if row is None else row[0] + 1
@@ -359,13 +452,16 @@ class AlertBook:
     def pending(self, limit: int = 100, exclude: frozenset[str] = frozenset()) -> list[OutboxEntry]:
         """Oldest undelivered alerts first, skipping ids in ``exclude`` (already in flight).
 
+        Oldest is the first queued: a row keeps its rowid when a newer
+        version replaces it, and a new row gets a higher one.
+
         Rows are read one by one: a row that cannot be read or makes no sense
         (a damaged disk, a hand edit) is moved to the ``quarantine`` table,
         named in the log, and the others are still delivered.
         """
         with self._reading() as db:
             rowids = [row[0] for row in db.execute(
-                "SELECT rowid FROM outbox ORDER BY queued_at LIMIT ?", (limit + len(exclude),))]
+                "SELECT rowid FROM outbox ORDER BY rowid LIMIT ?", (limit + len(exclude),))]
         entries = []
         for rowid in rowids:
             entry = self._outbox_row(rowid)
@@ -380,11 +476,12 @@ class AlertBook:
                                        "WHERE rowid=?", (rowid,)).fetchone()
             if row is None:
                 return None  # delivered meanwhile
-            entry = OutboxEntry(*row)
+            alert_id, version, stored, attempts = row
+            entry = OutboxEntry(alert_id, version, decompress_payload(stored), attempts)
             if not (isinstance(entry.alert_id, str) and isinstance(entry.version, int) and
-                    isinstance(entry.attempts, int) and isinstance(entry.payload, str)):
+                    isinstance(entry.attempts, int)):
                 raise TypeError(f"a field has the wrong type: {row!r:.200}")
-        except (sqlite3.Error, TypeError) as error:
+        except (sqlite3.Error, TypeError, ValueError, zlib.error) as error:
             self._quarantine(rowid, f"{type(error).__name__}: {error}")
             return None
         return entry
@@ -414,7 +511,7 @@ class AlertBook:
         return self.mark_all_delivered([(alert_id, version)], now) == 1
 
     def mark_all_delivered(self, acknowledged: list[tuple[str, int]], now: float) -> int:
-        """``mark_delivered`` for many rows in one transaction (one fsync); returns how many."""
+        """``mark_delivered`` for many rows in one transaction (one commit); returns how many."""
         removed = 0
         with self._transaction() as db:
             for alert_id, version in acknowledged:
@@ -435,9 +532,15 @@ class AlertBook:
             return dict(self._db.execute(
                 "SELECT severity, count(*) FROM alerts GROUP BY severity").fetchall())
 
-    def pending_count(self) -> int:
+    def pending_count(self, acknowledged: Iterable[tuple[str, int]] = ()) -> int:
+        """Undelivered alerts; ``acknowledged`` (id, version) rows, waiting to be retired in
+        a batch, are delivered and not counted."""
         with self._reading():
-            return self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            count = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            for alert_id, version in acknowledged:
+                count -= self._db.execute("SELECT count(*) FROM outbox WHERE alert_id=? AND "
+                                          "version=?", (alert_id, version)).fetchone()[0]
+            return count
 
     def alerts(self) -> list[StoredAlert]:
         with self._lock:

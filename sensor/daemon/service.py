@@ -235,7 +235,7 @@ class SensorDaemon:
                              silent_after_seconds=self.config.daemon.silent_after_minutes * 60,
                              stale_after_days=self.config.feeds.max_age_days,
                              clock_grace_seconds=self.config.daemon.clock_grace_seconds))
-        self._write_health(book.pending_count(), running)
+        self._write_health(delivery.pending, running)
         summary = f"{self.health.state}: " + (", ".join(self.health.details) or
                                               f"{self._observations} records")
         if not self._ready and not starting:
@@ -346,29 +346,32 @@ class SensorDaemon:
                flush: bool = False) -> bool:
         """Store new alerts now and updates when due; commit the offset once all are in.
 
-        A new alert reaches the disk before anything else happens to it. More
+        A new alert is in the book before anything else happens to it (the
+        turn's new alerts in one transaction; ``book.sync`` makes them survive
+        a power cut, every ``daemon.alert_update_seconds``). More
         sightings of a stored one only change its count and last seen: they
         wait, the latest version of each, and are written in one transaction
-        every ``daemon.alert_update_seconds`` (one fsync, each page once),
+        every ``daemon.alert_update_seconds`` (one commit, each page once),
         while the capture position waits with them (at-least-once).
         """
         new: dict[str, Alert] = {}
         for sighting in changed:  # merged per alert, by the book's rule, until written
             pending = self._updates if alerts.is_stored(sighting.id) else new
             pending[sighting.id] = merge_sighting(pending.get(sighting.id), sighting)
-        waiting = self._unstored = self._unstored + list(new.values())
+        waiting = self._unstored + list(new.values())
+        unstored: dict[str, Alert] = {}  # the turn's new alerts, written in one transaction
+        for alert in waiting:
+            unstored[alert.id] = merge_sighting(unstored.get(alert.id), alert)
         updated = bool(self._updates) and (flush or self._clock() >= self._updates_due)
         try:
             alerts.add_all([])  # writes alerts held by a full disk, if it has room now
-            for index, alert in enumerate(waiting):
-                self._unstored = waiting[index:]
-                alerts.add(alert)
-            self._unstored = []
+            alerts.add_batch(unstored)  # each one written leaves the mapping
             if updated:
                 # Each leaves the mapping once written: after an error, what is left was not.
                 alerts.add_batch(self._updates)
                 self._updates_due = self._clock() + self.config.daemon.alert_update_seconds
         except AlertBookError as error:
+            self._unstored = list(unstored.values())
             problem = (f"{error}; {len(self._unstored)} alert(s) wait in memory and the capture "
                        "position is not saved until they are stored")
             if self._book_problem is None:
@@ -422,6 +425,7 @@ class SensorDaemon:
             *self.capture.chores,
             ("feeds", daemon.feeds_check_seconds, feeds),
             ("mirror check", daemon.mirror_check_seconds, mirror),
+            ("book sync", daemon.alert_update_seconds, book.sync),
             ("retention", RETENTION_EVERY, lambda: apply_retention(
                 book, self.config.alerts.retention_days, self._wall_clock(),
                 self._clock_synchronised())),

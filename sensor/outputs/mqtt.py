@@ -97,6 +97,7 @@ class MqttPublisher:
                                                 "not connected yet")
         self._refused = 0
         self._changed = threading.Condition()
+        self._retire_now = threading.Event()  # someone waits for the book's outbox to empty
         self._owner: threading.Thread | None = None
         self.callback_errors = 0
         self._state = StateThrottle(settings.state_interval, clock)
@@ -145,9 +146,18 @@ class MqttPublisher:
         self._events.put(("wake", None))
 
     def wait_until_delivered(self, timeout: float) -> bool:
-        """True once the book's outbox is empty (re-checked after every owner-thread pass)."""
+        """True once the book's outbox is empty (re-checked after every owner-thread pass).
+
+        Meanwhile every PUBACK is retired at once, not in the next batch: who
+        waits (``veilleuse publish``, a test) reads the book next.
+        """
+        self._retire_now.set()
         self.notify()
-        return self.wait_for_facts(lambda facts: facts.pending == 0, timeout)
+        try:
+            return self.wait_for_facts(lambda facts: facts.pending == 0 and
+                                       not self.outbox.retiring, timeout)
+        finally:
+            self._retire_now.clear()
 
     def wait_for_facts(self, predicate: Callable[[DeliveryFacts], bool],
                        timeout: float) -> bool:
@@ -161,7 +171,7 @@ class MqttPublisher:
         return DeliveryFacts(connected=self._connected,
                              problem=self.errors.problem or (problem.text if problem else None),
                              problem_kind=problem.kind if problem else None,
-                             pending=self.book.pending_count(),
+                             pending=self.outbox.pending_count(),
                              in_flight=self.outbox.in_flight, delivered=self.outbox.delivered,
                              refused=self._refused, last_refusal=self.outbox.last_refusal,
                              errors=self.errors.count, quarantined=self.book.quarantined_count(),
@@ -219,6 +229,7 @@ class MqttPublisher:
         while True:
             events = self._next_events()
             if any(kind == "stop" for kind, _ in events):
+                self._retire_at_stop(events)
                 return
             pause = 0.0
             try:
@@ -235,10 +246,21 @@ class MqttPublisher:
             if pause and self._stopping.wait(pause):
                 return
 
+    def _retire_at_stop(self, events: list[tuple[str, Any]]) -> None:
+        """Write the PUBACKs received so far: what the core has is not sent again."""
+        try:
+            for kind, value in events:
+                if kind == "puback":
+                    self._acknowledged(*value)
+            self.outbox.retire(now=True)
+        except VeilleuseError as error:
+            log.error("alert delivery: %s; alerts the core acknowledged last are sent again "
+                      "at the next start (same ids)", error)
+
     def _pass(self, events: list[tuple[str, Any]]) -> None:
         for kind, value in events:
             self._handle(kind, value)
-        self.outbox.retire()
+        self.outbox.retire(now=self._retire_now.is_set())
         self.outbox.expire()
         if self._connected:
             self._fill()
@@ -317,7 +339,7 @@ class MqttPublisher:
         without one); the counters are the book's and delivery's.
         """
         severities = self.book.severity_counts()
-        counters = state_counters(severities, self.book.pending_count(),
+        counters = state_counters(severities, self.outbox.pending_count(),
                                   self.outbox.delivered, self._refused)
         health = self.link.health(self.facts(), severities)
         return health.state, list(health.reasons), list(health.details), counters

@@ -2,11 +2,16 @@
 
 A row is in flight from its publish until the PUBACK for that message id;
 only a successful PUBACK retires it, in one transaction per batch of
-PUBACKs. A refused one waits with a growing delay before it is offered
-again; a copy never acknowledged is forgotten after ``ack_timeout`` and
-offered again (same id, so a duplicate is harmless). When the book cannot
-record a retirement (a full disk), the acknowledged versions stay in memory,
-are not offered again, and are retired once the disk allows.
+PUBACKs: every ``retire_every`` seconds, or once a window of
+``max_in_flight`` is acknowledged, and when the publisher stops. Until then
+the acknowledged versions are delivered (not counted as pending, not offered
+again); a crash before the batch is written only sends them again at the
+next start (same id: a harmless duplicate), which spares the SD card a
+commit per alert. A refused one waits with a growing delay before it is
+offered again; a copy never acknowledged is forgotten after ``ack_timeout``
+and offered again (same id, so a duplicate is harmless). When the book
+cannot record a retirement (a full disk), the acknowledged versions stay in
+memory, are not offered again, and are retired once the disk allows.
 
 Not the job of this module: the connection, or what a refusal means for the
 health (the publisher reports it as a fact).
@@ -27,11 +32,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class OutboxLimits:
-    """How many rows may be in flight, and how long to wait for a PUBACK or after a refusal."""
+    """How many rows may be in flight, how long to wait for a PUBACK or after a refusal,
+    and how long acknowledged rows may wait to be retired together."""
 
     max_in_flight: int = 100
     ack_timeout: float = 60.0
     retry_backoff_max: float = 300.0
+    retire_every: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,7 @@ class Outbox:
         self._refusals: dict[str, int] = {}
         self._acknowledged: list[tuple[str, int]] = []
         self._unretired: dict[str, int] = {}
+        self._retire_due = clock() + limits.retire_every
         self.disk_full = False
         """The book's disk is full: acknowledged alerts wait in memory to be retired."""
         self.delivered = 0
@@ -67,6 +75,15 @@ class Outbox:
         """Acknowledged alerts whose retirement is not written yet (kept in memory)."""
         return len(self._unretired)
 
+    @property
+    def retiring(self) -> int:
+        """Acknowledged rows waiting for their batch to be retired."""
+        return len(self._acknowledged)
+
+    def pending_count(self) -> int:
+        """The book's undelivered rows, those acknowledged and waiting to be retired aside."""
+        return self.book.pending_count(list(self._acknowledged))
+
     def sendable(self) -> list[OutboxEntry]:
         """The rows to publish now: pending, and neither in flight, waiting nor acknowledged."""
         room = self.limits.max_in_flight - len(self._in_flight)
@@ -75,8 +92,10 @@ class Outbox:
         now = self._clock()
         busy = {entry.alert_id for entry in self._in_flight.values()}
         waiting = {alert_id for alert_id, when in self._retry_after.items() if when > now}
-        return self.book.pending(limit=room,
+        acknowledged = set(self._acknowledged)  # a newer version of one is sent at once
+        rows = self.book.pending(limit=room + len(acknowledged),
                                  exclude=frozenset(busy | waiting | self._unretired.keys()))
+        return [row for row in rows if (row.alert_id, row.version) not in acknowledged][:room]
 
     def sent(self, mid: int, row: OutboxEntry) -> None:
         self._in_flight[mid] = _InFlight(row.alert_id, row.version, self._clock())
@@ -106,14 +125,21 @@ class Outbox:
                       "retried in %.0f s (check the broker's ACL for this sensor)",
                       entry.alert_id, self._topic, reason, delay)
 
-    def retire(self) -> None:
-        """One transaction (one fsync) for every PUBACK since the last call.
+    def retire(self, *, now: bool = False) -> None:
+        """One transaction for every PUBACK since the last batch, when one is due (or ``now``).
 
-        If the book cannot be written (a full disk), the acknowledged versions
-        stay in memory, are not published again, and are retired on a later call.
+        Due every ``retire_every`` seconds, or as soon as ``max_in_flight``
+        acknowledgements wait. If the book cannot be written (a full disk),
+        the acknowledged versions stay in memory, are not published again,
+        and are retired on a later call (each call tries again).
         """
         if not self._acknowledged and not self._unretired:
             return
+        due = now or self.disk_full or self._clock() >= self._retire_due or \
+            len(self._acknowledged) >= self.limits.max_in_flight
+        if not due:
+            return
+        self._retire_due = self._clock() + self.limits.retire_every
         self._unretired.update(self._acknowledged)
         self._acknowledged = []
         try:
