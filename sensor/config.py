@@ -385,8 +385,8 @@ class DaemonConfig(_Section):
         60.0, gt=0, le=3600, description="A new alert is written to the book at once; further "
         "sightings of a stored alert (its count, last seen) are written together this often, "
         "so that a busy network does not wear the SD card out, and the book is synced to the "
-        "card this often: a power cut loses at most this long of its writes (docs/mqtt.md, "
-        "Card writes).")
+        "card this often (new alerts within a second): a power cut loses at most this long of "
+        "those updates (docs/mqtt.md, Card writes).")
     mirror_check_seconds: float = Field(
         60.0, gt=0, description="How often the mirror interface is checked to be passive (no "
         "address, nothing sent but the self-test probes); otherwise: mirror_not_passive.")

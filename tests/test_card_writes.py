@@ -55,6 +55,9 @@ def test_sightings_of_a_stored_alert_wait_and_are_written_at_stop(tmp_path, veth
             # A replay is two sightings, the query and its answer; the daemon may read them
             # in one turn or two, so the first write holds one or both.
             first = _count(database)
+            # ... and synced to the card within a second (a plug pulled now keeps it).
+            assert until(lambda: not running.daemon._new_unsynced, 10), \
+                "new alerts are fsync'd by the 1 s chore, not left for the 60 s one"
 
             def waiting() -> list[int]:
                 return [a.count for a in running.daemon._updates.values()

@@ -74,6 +74,7 @@ RUNTIME_DIRECTORY_MODE = 0o750
 BEACON_EVERY = 60.0
 DROPS_EVERY = 30.0
 RETENTION_EVERY = 3600.0
+NEW_ALERTS_SYNC_SECONDS = 1.0  # a power cut loses at most this much of the new alerts
 EVIDENCE_EVERY = 5.0
 IDLE_TURN = 0.5    # the longest sleep: how late a stop request can be noticed
 BUSY_TURN = 0.005  # the shortest turn when records keep coming
@@ -146,6 +147,7 @@ class SensorDaemon:
         self._probes_seen = 0  # self-test queries captured, ours or `veilleuse selftest`'s
         self.faults = LoopFaults(clock, give_up_after=config.daemon.error_limit_seconds)
         self._unstored: list[Alert] = []  # alerts the book refused: stored before reading on
+        self._new_unsynced = False  # new alerts committed, not yet fsync'd (book.sync)
         # Sightings of stored alerts, the latest version of each, written together.
         self._updates: dict[str, Alert] = {}
         self._updates_due = clock() + config.daemon.alert_update_seconds
@@ -180,6 +182,14 @@ class SensorDaemon:
         self._narrow_capture()
         log.info("feeds updated (%s); detection reloaded without a capture restart",
                  describe_feeds(feeds))
+
+    def _sync_new_alerts(self, book: AlertBook) -> None:
+        """New alerts survive a power cut within a second: the box may be unplugged (by
+        anyone) right after a phone called a C2, with the core out of reach. Updates of
+        known alerts wait for the book's own sync (``daemon.alert_update_seconds``)."""
+        if self._new_unsynced:
+            self._new_unsynced = False
+            book.sync()
 
     def _narrow_capture(self) -> None:
         """Tell the capture which DNS names this engine looks at (it skips the others)."""
@@ -365,6 +375,7 @@ class SensorDaemon:
         updated = bool(self._updates) and (flush or self._clock() >= self._updates_due)
         try:
             alerts.add_all([])  # writes alerts held by a full disk, if it has room now
+            self._new_unsynced |= bool(unstored)
             alerts.add_batch(unstored)  # each one written leaves the mapping
             if updated:
                 # Each leaves the mapping once written: after an error, what is left was not.
@@ -426,6 +437,7 @@ class SensorDaemon:
             ("feeds", daemon.feeds_check_seconds, feeds),
             ("mirror check", daemon.mirror_check_seconds, mirror),
             ("book sync", daemon.alert_update_seconds, book.sync),
+            ("new alerts sync", NEW_ALERTS_SYNC_SECONDS, lambda: self._sync_new_alerts(book)),
             ("retention", RETENTION_EVERY, lambda: apply_retention(
                 book, self.config.alerts.retention_days, self._wall_clock(),
                 self._clock_synchronised())),
