@@ -2,9 +2,10 @@
 
 Real Suricata writes the EVE records of a capture with lookups of listed
 names (directly, through a CNAME, with an mDNS announcement beside them) and
-of ordinary ones; detection reading every record and detection reading only
-what ``DetectionEngine.dns_name_filter`` lets through must give the same
-alerts and learn the same devices, while far fewer observations are built.
+of ordinary ones, and connections to listed, learnt, encrypted-DNS and
+ordinary addresses; detection reading every record and detection reading
+only what ``DetectionEngine.dns_name_filter`` lets through must give the
+same alerts and learn the same devices, while far fewer observations are built.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sensor.alerts.book import AlertTotals
-from sensor.capture.eve import parse_eve_line
+from sensor.capture.eve import line_parser
 from sensor.capture.stats import SourceStats
 from sensor.capture.suricata import read_eve_lines
 from sensor.config import Config
@@ -51,6 +52,12 @@ def _capture(path: Path) -> Path:
                 [("harmless.example", "CNAME", "c2.spy.example")])
     traffic.dns(t0 + 300, LAPTOP, RESOLVER, "nothing-answers.example")  # a query, no answer
     traffic.tls(t0 + 400, LAPTOP, "198.51.100.99", "listed-ip.example")  # listed by address
+    traffic.udp_exchange(t0 + 410, PHONE, "198.51.100.99", 4500, b"x" * 40, b"y" * 40)
+    traffic.quic(t0 + 420, PHONE, "203.0.113.66", "cdn.unrelated.example")  # learnt, over UDP
+    # ... and on a port beaconing ignores: only the learnt address makes it count.
+    traffic.udp_exchange(t0 + 425, PHONE, "203.0.113.66", 123, b"z" * 48, b"w" * 48)
+    traffic.tls(t0 + 430, LAPTOP, "1.1.1.1", "one.one.one.one", port=853)  # DNS over TLS
+    traffic.tls(t0 + 440, LAPTOP, "8.8.8.8", "")  # DNS over HTTPS by address, no name
     mdns_announcement(traffic, t0 + 5, "3c:2e:ff:00:00:01", "Galaxy-A52.local", PHONE)
     return traffic.write(path)
 
@@ -74,8 +81,8 @@ def _engine() -> DetectionEngine:
 
 def _detect(lines: list[bytes], focused: bool) -> tuple[DetectionEngine, AlertTotals, int]:
     engine, totals, stats = _engine(), AlertTotals(), SourceStats("focus")
-    names = engine.dns_name_filter if focused else None
     for start in range(0, len(lines), 50):  # batches, as the daemon reads them
+        names = engine.dns_name_filter if focused else None
         for observation in read_eve_lines(lines[start:start + 50], stats,
                                           engine.observed_types, names):
             totals.add(engine.observe(observation))
@@ -90,7 +97,10 @@ def test_skipping_dns_records_of_unwanted_names_changes_no_alert(eve_lines) -> N
     assert {(a.indicator, a.kind.value, a.device, a.count) for a in focused_totals.alerts()} \
         == seen
     indicators = {indicator for indicator, *_ in seen}
-    assert {"c2.spy.example", "198.51.100.99"} <= indicators, seen
+    assert {"c2.spy.example", "198.51.100.99", "dns-over-tls", "dns-over-https"} <= \
+        indicators, seen
+    assert any(a.indicator == "198.51.100.99" and PHONE in a.addresses
+               for a in focused_totals.alerts()), "a listed address over UDP"
     assert any(details for a in every_totals.alerts() for details in a.details
                if details[0] == "resolved_from"), "the learnt address still alerts"
     assert focused.devices is not None and every.devices is not None
@@ -102,21 +112,16 @@ def test_skipping_dns_records_of_unwanted_names_changes_no_alert(eve_lines) -> N
 def test_the_filter_keeps_what_a_detector_reads_in_a_dns_record(eve_lines) -> None:
     names = _engine().dns_name_filter
     assert names is not None
-    kept: list[Observation] = []
-    for line in eve_lines:
-        kept += parse_eve_line(line, None) if b'"dns"' not in line else \
-            _parse_focused(line, names)
+    parse = line_parser(None, names)
+    kept = [observation for line in eve_lines for observation in parse(line)]
     queried = {o.name for o in kept if isinstance(o, DnsQuery)}
     answered = {o.query_name for o in kept if isinstance(o, DnsAnswer)}
     assert queried == {"sync.c2.spy.example"}
     assert answered == {"sync.c2.spy.example", "harmless.example"}  # the CNAME's answer
     assert any(isinstance(o, NameAnnouncement) for o in kept), "mDNS is always read"
-    assert sum(isinstance(o, Flow) for o in kept) > 60, "flows are never filtered by name"
-
-
-def _parse_focused(line: bytes, names) -> list[Observation]:
-    from sensor.capture.eve import line_parser
-    return line_parser(None, names)(line)
+    servers = {o.endpoints.server for o in kept if isinstance(o, Flow)}
+    assert {RESOLVER, "198.51.100.99", "1.1.1.1", "8.8.8.8"} <= servers, \
+        "flows are never filtered by name"
 
 
 def test_a_detector_that_does_not_say_which_names_it_wants_gets_them_all() -> None:
