@@ -307,8 +307,10 @@ def source_sightings(capture: Path, feed: Path, source: str) -> set[Sighting]:
     config = Config()
     engine = build_engine(config, build_matcher([load_feed_file(feed)], config))
     result = analyze_capture(capture, open_source(source, config), engine)
-    return {(alert.device, alert.indicator) for alert in result.alerts
-            if alert.kind is AlertKind.DOMAIN}
+    # An alert is keyed by the device's MAC once a DHCP lease bound its address: the
+    # addresses it used in the sightings are what tshark's side names.
+    return {(address, alert.indicator) for alert in result.alerts
+            if alert.kind is AlertKind.DOMAIN for address in alert.addresses or (alert.device,)}
 
 
 def _cases() -> list:

@@ -18,6 +18,7 @@ read on port 443 only.
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 from collections.abc import Iterator
 
@@ -414,8 +415,12 @@ class PacketDecoder:
                      out: list[Observation]) -> None:
         """Request headers, one after the other; a body is skipped by its Content-Length.
 
-        A body of unknown length (chunked) loses the framing: then the next
-        segment that starts with a method starts the next request.
+        Read as servers (and Suricata's libhtp) read them: lines may end with a
+        bare LF, and empty lines before a request are skipped (RFC 9112 2.2). A
+        body of unknown length (chunked) loses the framing: then the next
+        segment that starts with a method starts the next request. Headers longer
+        than ``MAX_HTTP_HEADERS`` give the Host of their complete lines, then
+        the framing is lost too.
         """
         data = stream.data
         while data:
@@ -425,28 +430,27 @@ class PacketDecoder:
                 stream.consume(taken)
                 state.application["http_body"] = skip - taken
                 continue
+            blank = len(data) - len(data.lstrip(b"\r\n"))
+            if blank:
+                stream.consume(blank)
+                continue
             if not data.startswith(HTTP_METHODS):
                 if len(data) < 8 and any(method.startswith(bytes(data))
                                          for method in HTTP_METHODS):
                     return  # a method cut by the segment boundary
                 stream.consume(len(data))  # lost framing: wait for a segment with a method
                 return
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
+            found = _HEADERS_END.search(data)
+            if found is None:
                 if len(data) > MAX_HTTP_HEADERS:
+                    lines = data.rfind(b"\n")
+                    _http_request(summary, state, bytes(data[:lines + 1]), out)
+                    state.application["http_body"] = 0  # the rest of the headers comes next
                     stream.consume(len(data))
                 return
-            headers = bytes(data[:end + 4])
-            stream.consume(end + 4)
-            request = HTTPRequest(headers)
-            if request.Host:
-                out.append(HttpRequest(summary.time, state.endpoints, _name(request.Host),
-                                       _name(request.Method)))
-            length = request.Content_Length
-            try:
-                state.application["http_body"] = int(length) if length else 0
-            except ValueError:
-                state.application["http_body"] = 0
+            headers = bytes(data[:found.end()])
+            stream.consume(found.end())
+            _http_request(summary, state, headers, out)
 
     @staticmethod
     def _dns_stream(summary: PacketSummary, state: FlowState, stream: Stream,
@@ -467,6 +471,27 @@ class PacketDecoder:
             except Exception as error:  # noqa: BLE001 - scapy's dissector, on hostile bytes
                 raise PacketDecodeError(f"DNS over TCP: {type(error).__name__}: {error}") \
                     from None
+
+
+_HEADERS_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _http_request(summary: PacketSummary, state: FlowState, headers: bytes,
+                  out: list[Observation]) -> None:
+    """One request's header lines: its Host, and the length of the body that follows."""
+    if b"\n" in headers.replace(b"\r\n", b""):
+        headers = headers.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # scapy wants CRLF
+    if not headers.endswith(b"\r\n\r\n"):
+        headers += b"\r\n"  # the complete lines of headers cut at MAX_HTTP_HEADERS
+    request = HTTPRequest(headers)
+    if request.Host:
+        out.append(HttpRequest(summary.time, state.endpoints, _name(request.Host),
+                               _name(request.Method)))
+    length = request.Content_Length
+    try:
+        state.application["http_body"] = int(length) if length else 0
+    except ValueError:
+        state.application["http_body"] = 0
 
 
 def _stream_protocol(data: bytearray) -> str | None:

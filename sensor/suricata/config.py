@@ -84,7 +84,11 @@ def suricata_config(settings: SuricataSettings, log_dir: Path, *,
             **{name: {"enabled": False} for name in UNREAD_PROTOCOLS},
             "tls": {"enabled": True, "detection-ports": {"dp": "443"},
                     "encryption-handling": "bypass"},
-            "http": {"enabled": True},
+            # A request whose header lines pass libhtp's 18 KiB field limit is logged
+            # without its Host: a padded header must not hide one (scapy's source reads
+            # the Host of 16 KiB of headers, whatever follows).
+            "http": {"enabled": True,
+                     "libhtp": {"default-config": {"meta-field-limit": "64kb"}}},
             "quic": {"enabled": True},
             "dhcp": {"enabled": True},
             "dns": {"tcp": {"enabled": True, "detection-ports": {"dp": "53"}},
