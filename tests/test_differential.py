@@ -36,6 +36,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import hpack
 import pytest
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import GRE, IP, UDP
@@ -45,6 +46,7 @@ from scapy.packet import Raw
 
 from sensor.analysis import analyze_capture
 from sensor.capture import CaptureError, scan_capture
+from sensor.capture.doh import PREFACE
 from sensor.capture.quic import seal_client_initial
 from sensor.config import Config
 from sensor.demo.identity import dhcp_lease, mdns_announcement, neighbour_discovery
@@ -169,11 +171,94 @@ class Generator:
     def quic_split(self) -> None:
         self.quic(split=True)
 
+    def http_lenient(self) -> None:
+        """Pipelined requests as servers accept them: bare LF line ends, empty lines between."""
+        device = self.device()
+        requests = b""
+        for _ in range(self.rng.randint(1, 3)):
+            end = self.rng.choice(["\r\n", "\n"])
+            requests += b"\r\n" * self.rng.randint(0, 2) + end.join(
+                [f"GET /{self.name().lower()} HTTP/1.1", f"Host: {self.name()}",
+                 "Accept: */*", "", ""]).encode()
+        self.traffic.tcp_connection(self.tick(), device, self.server(device), 80,
+                                    self._split(requests),
+                                    [b"", b"HTTP/1.1 204 No Content\r\n\r\n"],
+                                    client_port=self.port())
+
+    def http_long_header(self) -> None:
+        """A Host followed by a header line longer than libhtp's 18 KiB default field limit."""
+        device = self.device()
+        padding = "x" * self.rng.randrange(19_000, 40_000)
+        request = (f"GET / HTTP/1.1\r\nHost: {self.name()}\r\nX-Padding: {padding}\r\n"
+                   "Accept: */*\r\n\r\n").encode()
+        segments = [request[start:start + 1448] for start in range(0, len(request), 1448)]
+        self.traffic.tcp_connection(self.tick(), device, self.server(device), 80, segments,
+                                    [b""] * (len(segments) - 1) +
+                                    [b"HTTP/1.1 431 Too Large\r\nContent-Length: 0\r\n\r\n"],
+                                    client_port=self.port())
+
+    def dns_update(self) -> None:
+        """A dynamic update (RFC 2136, opcode 5): its zone is asked for as a question is."""
+        device = self.device()
+        resolver = "192.168.0.1" if ":" not in device else "2001:db8:1::1"
+        update = DNS(id=self.rng.randrange(1 << 16), opcode=5,
+                     qd=DNSQR(qname=self.name(), qtype="SOA"))
+        if self.rng.random() < 0.5:
+            self.traffic.udp_exchange(self.tick(), device, resolver, 53, update,
+                                      client_port=self.port())
+        else:
+            self.traffic.tcp_connection(self.tick(), device, resolver, 53,
+                                        [_length_prefixed(bytes(update))],
+                                        client_port=self.port())
+
+    def doh_h2c(self) -> None:
+        """DNS over cleartext HTTP/2 (prior knowledge): POSTs of application/dns-message."""
+        device, encoder = self.device(), hpack.Encoder()
+        data = PREFACE + _h2_frame(4, 0, 0, b"")  # an empty SETTINGS frame
+        for stream in range(1, 2 * self.rng.randint(1, 3), 2):
+            query = bytes(DNS(id=0, rd=1, qd=DNSQR(qname=self.name())))
+            block = encoder.encode([(":method", "POST"), (":scheme", "http"),
+                                    (":authority", "resolver.example"), (":path", "/dns-query"),
+                                    ("content-type", "application/dns-message"),
+                                    ("content-length", str(len(query)))])
+            data += _h2_frame(1, 0x4, stream, block) + _h2_frame(0, 0x1, stream, query)
+        self.traffic.tcp_connection(self.tick(), device, self.server(device), 80,
+                                    self._split(data), [b"", _h2_frame(4, 0, 0, b"")],
+                                    client_port=self.port())
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    """One HTTP/2 frame (RFC 9113 4.1)."""
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") \
+        + payload
+
 
 def _midstream(traffic: Traffic) -> None:
     """Drop every SYN: the sensor started after the connections opened."""
     traffic.frames = [(time, frame) for time, frame in traffic.frames
                       if not _tcp_flags(frame) & 0x02]
+
+
+def _syn_ack_first(traffic: Traffic) -> None:
+    """Drop the clients' SYNs only: each connection is first seen at its SYN/ACK."""
+    traffic.frames = [(time, frame) for time, frame in traffic.frames
+                      if _tcp_flags(frame) & 0x12 != 0x02]
+
+
+def _teredo(traffic: Traffic) -> None:
+    """IPv6 frames carried in IPv4 UDP, on the ports a NAT gave (Teredo, RFC 4380)."""
+    rng = random.Random("veilleuse-differential-teredo")
+    ports: dict[str, tuple[int, int]] = {}
+    wrapped = []
+    for time, frame in traffic.frames:
+        if _network(frame)[0] == 6:
+            source = _source(frame)
+            sport, dport = ports.setdefault(source, (rng.randrange(1024, 65000),
+                                                     rng.randrange(1024, 65000)))
+            frame = bytes(Ether() / IP(src="10.99.0.1", dst="10.99.0.2") /
+                          UDP(sport=sport, dport=dport) / Raw(frame[14:]))
+        wrapped.append((time, frame))
+    traffic.frames = wrapped
 
 
 def _one_sided(traffic: Traffic) -> None:
@@ -233,6 +318,13 @@ SHAPES: dict[str, tuple[tuple[str, ...], Callable[[Traffic], None] | None, int |
     "quic-split": (("quic_split",), None, None),
     "midstream": (("tls", "http", "dns_tcp_pipelined"), _midstream, None),
     "one-sided-http": (("http",), _one_sided, None),
+    "syn-ack-first": (("http", "dns_tcp_pipelined"), _syn_ack_first, None),
+    "syn-ack-first-tls": (("tls",), _syn_ack_first, None),
+    "http-lenient": (("http_lenient",), None, None),
+    "http-long-header": (("http_long_header",), None, None),
+    "dns-update": (("dns_update", "dns_udp"), None, None),
+    "teredo": (MIX, _teredo, None),
+    "doh-h2c": (("doh_h2c",), None, None),
     "vlan": (MIX, None, 7),
     "gre": (MIX, _tunnel("gre"), None),
     "vxlan": (MIX, _tunnel("vxlan"), None),
@@ -313,11 +405,23 @@ def source_sightings(capture: Path, feed: Path, source: str) -> set[Sighting]:
             if alert.kind is AlertKind.DOMAIN for address in alert.addresses or (alert.device,)}
 
 
+# What a source is known to miss, and why; strict: a fix makes the case fail until it goes.
+KNOWN_MISSES = {
+    ("syn-ack-first-tls", "suricata"):
+        "Suricata 7 writes the tls record of a connection first seen at its SYN/ACK with the "
+        "server as src_ip (its flow record has the sides right)",
+    ("doh-h2c", "suricata"):
+        "Suricata 7 has no DNS-over-HTTPS parser and does not log HTTP/2 request bodies",
+}
+
+
 def _cases() -> list:
     cases = []
     for shape in SHAPES:
         for source in SOURCES:
-            cases.append(pytest.param(shape, source, id=f"{shape}-{source}"))
+            known = KNOWN_MISSES.get((shape, source))
+            marks = [pytest.mark.xfail(reason=known, strict=True)] if known else []
+            cases.append(pytest.param(shape, source, id=f"{shape}-{source}", marks=marks))
     return cases
 
 

@@ -4,7 +4,8 @@ Shared by the offline pcap reader and the live "lite" sniffer. Frames are
 read as raw bytes (``frames.parse_frame``: headers with ``struct``, through
 VLANs and tunnels), and only payloads that may matter are parsed: DNS on
 port 53, the start of each TCP stream (a TLS ClientHello, HTTP request
-headers, DNS-over-TCP messages, reassembled across segments by
+headers, DNS-over-TCP messages, DNS queries in cleartext HTTP/2, reassembled
+across segments by
 ``reassembly.Stream``) and QUIC Initials on port 443 (CRYPTO frames put back
 by offset across packets). The common shapes (a ClientHello's server name,
 DNS messages with address and name records) are read here with ``struct``
@@ -27,6 +28,7 @@ from scapy.layers.http import HTTPRequest
 from scapy.layers.tls.extensions import TLS_Ext_ServerName
 from scapy.layers.tls.handshake import TLSClientHello
 
+from sensor.capture.doh import PREFACE, Http2Error, Http2Queries
 from sensor.capture.flows import FlowState, FlowTracker, PacketSummary
 from sensor.capture.frames import Segment, parse_frame, parse_neighbour_frame
 from sensor.capture.identity import (
@@ -251,6 +253,9 @@ class PacketDecoder:
     def __init__(self, budget: ReassemblyBudget | None = None) -> None:
         self.flows = FlowTracker()
         self.budget = budget or ReassemblyBudget()
+        # what reads a client stream, by what its first bytes say (``_stream_protocol``)
+        self._stream_readers = {"tls": self._tls_stream, "http": self._http_stream,
+                                "h2c": self._doh_stream}
 
     def decode_frame(self, linktype: int, frame: bytes, time: float,
                      length: int | None = None) -> list[Observation]:
@@ -384,12 +389,11 @@ class PacketDecoder:
             if protocol is None:
                 return
             state.application["protocol"] = protocol
-        if protocol == "tls":
-            self._tls_stream(summary, state, stream, out)
-        elif protocol == "http":
-            self._http_stream(summary, state, stream, out)
-        else:
+        reader = self._stream_readers.get(protocol)
+        if reader is None:
             stream.close()
+        else:
+            reader(summary, state, stream, out)
 
     @staticmethod
     def _tls_stream(summary: PacketSummary, state: FlowState, stream: Stream,
@@ -453,6 +457,28 @@ class PacketDecoder:
             _http_request(summary, state, headers, out)
 
     @staticmethod
+    def _doh_stream(summary: PacketSummary, state: FlowState, stream: Stream,
+                    out: list[Observation]) -> None:
+        """DNS queries in cleartext HTTP/2 requests (``doh``): the device's own lookups."""
+        reader = state.application.get("h2c")
+        if reader is None:
+            reader = state.application["h2c"] = Http2Queries()
+        try:
+            messages, used = reader.read(stream.data)
+        except Http2Error as error:
+            stream.close()
+            raise PacketDecodeError(f"HTTP/2: {error}") from None
+        stream.consume(used)
+        for message in messages:
+            try:
+                observations = _dns(summary, state.endpoints, message)
+            except Exception as error:  # noqa: BLE001 - scapy's dissector, on hostile bytes
+                raise PacketDecodeError(f"DNS over HTTP/2: {type(error).__name__}: {error}") \
+                    from None
+            out.extend(observation for observation in observations
+                       if isinstance(observation, DnsQuery))
+
+    @staticmethod
     def _dns_stream(summary: PacketSummary, state: FlowState, stream: Stream,
                     out: list[Observation]) -> None:
         """Length-prefixed DNS messages (RFC 1035 4.2.2), several in a segment or one in several."""
@@ -498,9 +524,16 @@ def _stream_protocol(data: bytearray) -> str | None:
     """What the first bytes of a client stream say it carries; None until they say."""
     if data[0] == _TLS_HANDSHAKE:
         return "tls"
-    if data.startswith(HTTP_METHODS):
+    if data.startswith(PREFACE):
+        return "h2c"
+    if len(data) < len(PREFACE) and PREFACE.startswith(bytes(data)):
+        return None
+    request = data.lstrip(b"\r\n")  # empty lines before a request are allowed
+    if not request and len(data) < 8:
+        return None
+    if request.startswith(HTTP_METHODS):
         return "http"
-    if len(data) < 8 and any(method.startswith(bytes(data)) for method in HTTP_METHODS):
+    if len(request) < 8 and any(method.startswith(bytes(request)) for method in HTTP_METHODS):
         return None
     return "other"
 
