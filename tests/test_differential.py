@@ -36,7 +36,6 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import hpack
 import pytest
 from scapy.layers.dns import DNS, DNSQR
 from scapy.layers.inet import GRE, IP, UDP
@@ -46,9 +45,9 @@ from scapy.packet import Raw
 
 from sensor.analysis import analyze_capture
 from sensor.capture import CaptureError, scan_capture
-from sensor.capture.doh import PREFACE
 from sensor.capture.quic import seal_client_initial
 from sensor.config import Config
+from sensor.demo.doh import doh_client_stream, settings_frame
 from sensor.demo.identity import dhcp_lease, mdns_announcement, neighbour_discovery
 from sensor.demo.tls import (
     change_cipher_spec_and_data,
@@ -213,24 +212,12 @@ class Generator:
 
     def doh_h2c(self) -> None:
         """DNS over cleartext HTTP/2 (prior knowledge): POSTs of application/dns-message."""
-        device, encoder = self.device(), hpack.Encoder()
-        data = PREFACE + _h2_frame(4, 0, 0, b"")  # an empty SETTINGS frame
-        for stream in range(1, 2 * self.rng.randint(1, 3), 2):
-            query = bytes(DNS(id=0, rd=1, qd=DNSQR(qname=self.name())))
-            block = encoder.encode([(":method", "POST"), (":scheme", "http"),
-                                    (":authority", "resolver.example"), (":path", "/dns-query"),
-                                    ("content-type", "application/dns-message"),
-                                    ("content-length", str(len(query)))])
-            data += _h2_frame(1, 0x4, stream, block) + _h2_frame(0, 0x1, stream, query)
+        device = self.device()
+        queries = [bytes(DNS(id=0, rd=1, qd=DNSQR(qname=self.name())))
+                   for _ in range(self.rng.randint(1, 3))]
         self.traffic.tcp_connection(self.tick(), device, self.server(device), 80,
-                                    self._split(data), [b"", _h2_frame(4, 0, 0, b"")],
-                                    client_port=self.port())
-
-
-def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
-    """One HTTP/2 frame (RFC 9113 4.1)."""
-    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") \
-        + payload
+                                    self._split(doh_client_stream(queries)),
+                                    [b"", settings_frame()], client_port=self.port())
 
 
 def _midstream(traffic: Traffic) -> None:
