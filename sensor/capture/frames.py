@@ -227,8 +227,13 @@ def _teredo(payload: memoryview, depth: int) -> Segment | None:
     if payload[offset:offset + 2] == b"\x00\x00":  # origin indication
         offset += 8
     inner = payload[offset:]
-    if len(inner) < 40 or inner[0] >> 4 != 6 or inner[6] == _IPV6_FRAGMENT or \
-            40 + _U16.unpack_from(inner, 4)[0] != len(inner):
+    if len(inner) < 40 or inner[0] >> 4 != 6:
+        return None
+    (length,) = _U16.unpack_from(inner, 4)
+    # Suricata's checks: no hop limit 0, no short hop-by-hop, no atomic fragment (a DNS
+    # message that looks like IPv6 has a zero answer count where the hop limit is)
+    if inner[7] == 0 or (inner[6] == 0 and length < 8) or inner[6] == _IPV6_FRAGMENT or \
+            40 + length != len(inner):
         return None
     return _ip(inner, depth)
 
