@@ -108,13 +108,13 @@ class Generator:
                          [(name, "A", self.server("0.0.0.0"))],
                          transaction_id=self.rng.randrange(1 << 16))
 
-    def _dns_tcp(self, pieces: Callable[[bytes], list[bytes]]) -> None:
+    def _dns_tcp(self, pieces: Callable[[bytes], list[bytes]], port: int = 53) -> None:
         device = self.device()
         resolver = "192.168.0.1" if ":" not in device else "2001:db8:1::1"
         queries = b"".join(_length_prefixed(bytes(DNS(id=self.rng.randrange(1 << 16), rd=1,
                                                       qd=DNSQR(qname=self.name()))))
                            for _ in range(self.rng.randint(1, 3)))
-        self.traffic.tcp_connection(self.tick(), device, resolver, 53, pieces(queries),
+        self.traffic.tcp_connection(self.tick(), device, resolver, port, pieces(queries),
                                     client_port=self.port())
 
     def dns_tcp_pipelined(self) -> None:
@@ -122,6 +122,10 @@ class Generator:
 
     def dns_tcp_split(self) -> None:
         self._dns_tcp(lambda data: self._split(data))
+
+    def dns_tcp_mdns_port(self) -> None:
+        """DNS over TCP to port 5353 (mDNS's TCP fallback), which tshark decodes as DNS."""
+        self._dns_tcp(lambda data: [data], port=5353)
 
     def _split(self, data: bytes) -> list[bytes]:
         cut = self.rng.randrange(1, len(data))
@@ -310,6 +314,7 @@ SHAPES: dict[str, tuple[tuple[str, ...], Callable[[Traffic], None] | None, int |
     "http-lenient": (("http_lenient",), None, None),
     "http-long-header": (("http_long_header",), None, None),
     "dns-update": (("dns_update", "dns_udp"), None, None),
+    "dns-tcp-5353": (("dns_tcp_mdns_port",), None, None),
     "teredo": (MIX, _teredo, None),
     "doh-h2c": (("doh_h2c",), None, None),
     "vlan": (MIX, None, 7),

@@ -54,6 +54,9 @@ from sensor.observations import (
 )
 
 DNS_PORT = 53
+# DNS over TCP: 53, and 5353 where mDNS queriers and responders fall back to TCP (RFC 6762
+# 18.5); tshark and Suricata's generated configuration read both
+DNS_TCP_PORTS = frozenset({DNS_PORT, MDNS_PORT})
 QUIC_PORTS = frozenset({443})
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
                 b"CONNECT ")
@@ -364,7 +367,7 @@ class PacketDecoder:
         endpoints = state.endpoints
         from_client = summary.source_port == endpoints.client_port and \
             summary.source == endpoints.client
-        is_dns = DNS_PORT in (summary.source_port, summary.destination_port)
+        is_dns = summary.source_port in DNS_TCP_PORTS or summary.destination_port in DNS_TCP_PORTS
         if not from_client and not is_dns:
             return  # only the client's stream is read, but for DNS answers
         key = "client" if from_client else "server"

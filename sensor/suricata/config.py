@@ -91,8 +91,9 @@ def suricata_config(settings: SuricataSettings, log_dir: Path, *,
                      "libhtp": {"default-config": {"meta-field-limit": "64kb"}}},
             "quic": {"enabled": True},
             "dhcp": {"enabled": True},
-            "dns": {"tcp": {"enabled": True, "detection-ports": {"dp": "53"}},
-                    # 5353: mDNS, where devices announce their names
+            # 5353: mDNS, where devices announce their names (over TCP: its fallback for
+            # long messages, which tshark reads as DNS)
+            "dns": {"tcp": {"enabled": True, "detection-ports": {"dp": "[53, 5353]"}},
                     "udp": {"enabled": True, "detection-ports": {"dp": "[53, 5353]"}}},
         }},
         # A sensor that boots while connections are open, or a mirror port that carries
