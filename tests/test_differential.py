@@ -3,13 +3,17 @@
 The captures are generated (seeded, so a failure replays): random names with
 random letter case (DNS 0x20), random devices over IPv4 and IPv6, random
 ports and transaction ids, and each protocol cut into segments or packets as
-it allows (pipelined and split DNS over TCP, ClientHellos and HTTP requests
-split over TCP segments, QUIC ClientHellos over several Initial packets),
-connections caught mid-stream or in one direction, VLAN tags and tunnels
-(GRE, VXLAN). The expected alerts are not written here: tshark is asked, on
-its own, for every client-side DNS query name, TLS and QUIC SNI and HTTP
-Host in each capture, and a feed is made of them. Every source must then
-alert on each (device, name) and on nothing beyond.
+it allows (pipelined and split DNS over TCP, on port 53 and 5353, DNS UPDATE,
+ClientHellos and HTTP requests split over TCP segments, HTTP with bare LF line
+ends, empty lines between pipelined requests or a header line past libhtp's
+18 KiB limit, QUIC ClientHellos over several Initial packets, DNS queries
+POSTed over cleartext HTTP/2), connections caught mid-stream, at their
+SYN/ACK or in one direction, VLAN tags and tunnels (GRE, VXLAN, Teredo). The
+expected alerts are not written here: tshark is asked, on its own, for every
+client-side DNS query name, TLS and QUIC SNI and HTTP Host in each capture,
+and a feed is made of them. Every source must then alert on each (device,
+name) and on nothing beyond; what a source is known to miss is a strict xfail
+that says why (``KNOWN_MISSES``).
 
 Devices too: random devices join with DHCP (DISCOVER, OFFER, REQUEST, ACK;
 some twice), neighbour discovery and mDNS, and every source must learn each
@@ -21,7 +25,13 @@ run on the captures of the public suricata-verify suite
 (https://github.com/OISF/suricata-verify, ``tests/*/*.pcap``), which are not
 vendored here. ``VEILLEUSE_PUBLIC_MIN_RECALL`` (default 1.0) sets the bar. On
 the first 500 captures of suricata-verify 10a45e4 (1,523 sightings), recall was
-suricata 0.989, tshark 0.998, scapy 0.965, with no alert beyond the feed.
+suricata 0.991, tshark 1.000, scapy 1.000, with no alert beyond the feed
+(before the third round of issue #11: 0.988, 0.997 and 0.985, and two alerts
+counted beyond the feed that were this test's: an alert keyed by a MAC). What
+Suricata 7 misses there: the 12 DNS queries POSTed over cleartext HTTP/2 in
+one capture (no DoH parser, no HTTP/2 body in EVE) and a TLS hello of a
+connection it never tracks (bug-4702-02: a SYN/ACK with a TSecr the SYN did
+not offer; Suricata 7.0.10 fails that suricata-verify test too).
 """
 
 from __future__ import annotations
