@@ -378,7 +378,9 @@ class PacketDecoder:
             stream = state.application[key] = Stream(self.budget)
         if summary.syn:
             stream.start(segment.sequence)
-        if stream.closed or not stream.add(segment.sequence, segment.payload):
+        # data on a SYN (TCP Fast Open, RFC 7413) starts after the SYN's own sequence number
+        start = (segment.sequence + 1) & 0xFFFFFFFF if summary.syn else segment.sequence
+        if stream.closed or not stream.add(start, segment.payload):
             if stream.failed:
                 reason, stream.failed = stream.failed, None
                 raise PacketDecodeError(f"TCP reassembly gave up: {reason}")
