@@ -3,13 +3,18 @@
 The captures are generated (seeded, so a failure replays): random names with
 random letter case (DNS 0x20), random devices over IPv4 and IPv6, random
 ports and transaction ids, and each protocol cut into segments or packets as
-it allows (pipelined and split DNS over TCP, ClientHellos and HTTP requests
-split over TCP segments, QUIC ClientHellos over several Initial packets),
-connections caught mid-stream or in one direction, VLAN tags and tunnels
-(GRE, VXLAN). The expected alerts are not written here: tshark is asked, on
-its own, for every client-side DNS query name, TLS and QUIC SNI and HTTP
-Host in each capture, and a feed is made of them. Every source must then
-alert on each (device, name) and on nothing beyond.
+it allows (pipelined and split DNS over TCP, on port 53 and 5353, DNS UPDATE,
+ClientHellos split over TCP segments or sent on the SYN (TCP Fast Open), HTTP
+requests split over TCP segments, HTTP with bare LF line
+ends, empty lines between pipelined requests or a header line past libhtp's
+18 KiB limit, QUIC ClientHellos over several Initial packets, DNS queries
+POSTed over cleartext HTTP/2), connections caught mid-stream, at their
+SYN/ACK or in one direction, VLAN tags and tunnels (GRE, VXLAN, Teredo). The
+expected alerts are not written here: tshark is asked, on its own, for every
+client-side DNS query name, TLS and QUIC SNI and HTTP Host in each capture,
+and a feed is made of them. Every source must then alert on each (device,
+name) and on nothing beyond; what a source is known to miss is a strict xfail
+that says why (``KNOWN_MISSES``).
 
 Devices too: random devices join with DHCP (DISCOVER, OFFER, REQUEST, ACK;
 some twice), neighbour discovery and mDNS, and every source must learn each
@@ -21,7 +26,15 @@ run on the captures of the public suricata-verify suite
 (https://github.com/OISF/suricata-verify, ``tests/*/*.pcap``), which are not
 vendored here. ``VEILLEUSE_PUBLIC_MIN_RECALL`` (default 1.0) sets the bar. On
 the first 500 captures of suricata-verify 10a45e4 (1,523 sightings), recall was
-suricata 0.989, tshark 0.998, scapy 0.965, with no alert beyond the feed.
+suricata 0.991, tshark 1.000, scapy 1.000, with no alert beyond the feed
+(before the third round of issue #11: 0.988, 0.997 and 0.985, and two alerts
+counted beyond the feed that were this test's: an alert keyed by a MAC). On all
+1,509 captures of that commit (2,210 sightings): suricata 0.993, tshark 1.000,
+scapy 1.000, nothing beyond (before: 0.979, 0.986, 0.977). What Suricata 7
+misses in the first 500: the 12 DNS queries POSTed over cleartext HTTP/2 in one
+capture (no DoH parser, no HTTP/2 body in EVE) and a TLS hello of a connection
+it never tracks (bug-4702-02: a SYN/ACK with a TSecr the SYN did not offer;
+Suricata 7.0.10 fails that suricata-verify test too).
 """
 
 from __future__ import annotations
@@ -38,7 +51,7 @@ from pathlib import Path
 
 import pytest
 from scapy.layers.dns import DNS, DNSQR
-from scapy.layers.inet import GRE, IP, UDP
+from scapy.layers.inet import GRE, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
@@ -47,6 +60,7 @@ from sensor.analysis import analyze_capture
 from sensor.capture import CaptureError, scan_capture
 from sensor.capture.quic import seal_client_initial
 from sensor.config import Config
+from sensor.demo.doh import doh_client_stream, settings_frame
 from sensor.demo.identity import dhcp_lease, mdns_announcement, neighbour_discovery
 from sensor.demo.tls import (
     change_cipher_spec_and_data,
@@ -107,13 +121,13 @@ class Generator:
                          [(name, "A", self.server("0.0.0.0"))],
                          transaction_id=self.rng.randrange(1 << 16))
 
-    def _dns_tcp(self, pieces: Callable[[bytes], list[bytes]]) -> None:
+    def _dns_tcp(self, pieces: Callable[[bytes], list[bytes]], port: int = 53) -> None:
         device = self.device()
         resolver = "192.168.0.1" if ":" not in device else "2001:db8:1::1"
         queries = b"".join(_length_prefixed(bytes(DNS(id=self.rng.randrange(1 << 16), rd=1,
                                                       qd=DNSQR(qname=self.name()))))
                            for _ in range(self.rng.randint(1, 3)))
-        self.traffic.tcp_connection(self.tick(), device, resolver, 53, pieces(queries),
+        self.traffic.tcp_connection(self.tick(), device, resolver, port, pieces(queries),
                                     client_port=self.port())
 
     def dns_tcp_pipelined(self) -> None:
@@ -121,6 +135,10 @@ class Generator:
 
     def dns_tcp_split(self) -> None:
         self._dns_tcp(lambda data: self._split(data))
+
+    def dns_tcp_mdns_port(self) -> None:
+        """DNS over TCP to port 5353 (mDNS's TCP fallback), which tshark decodes as DNS."""
+        self._dns_tcp(lambda data: [data], port=5353)
 
     def _split(self, data: bytes) -> list[bytes]:
         cut = self.rng.randrange(1, len(data))
@@ -138,6 +156,32 @@ class Generator:
 
     def tls_split(self) -> None:
         self.tls(split=True)
+
+    def tls_fast_open(self) -> None:
+        """TCP Fast Open (RFC 7413): the ClientHello rides on the SYN."""
+        device = self.device()
+        server, port, hello = self.server(device), self.port(), client_hello_record(self.name())
+        time, seq = self.tick(), self.rng.randrange(1 << 31)
+        self.traffic.frame(time, device, server,
+                           TCP(sport=port, dport=443, flags="S", seq=seq,
+                               options=[("TFO", self.rng.randbytes(8))]) / Raw(hello))
+        self.traffic.frame(time + 0.01, server, device,
+                           TCP(sport=443, dport=port, flags="SA", seq=7000,
+                               ack=seq + 1 + len(hello)))
+        answer, rest = server_hello_record(), change_cipher_spec_and_data()
+        client = seq + 1 + len(hello)
+        for step, (source, segment) in enumerate([
+                (device, TCP(sport=port, dport=443, flags="A", seq=client, ack=7001)),
+                (server, TCP(sport=443, dport=port, flags="PA", seq=7001, ack=client) /
+                 Raw(answer)),
+                (device, TCP(sport=port, dport=443, flags="PA", seq=client,
+                             ack=7001 + len(answer)) / Raw(rest)),
+                (device, TCP(sport=port, dport=443, flags="FA", seq=client + len(rest),
+                             ack=7001 + len(answer))),
+                (server, TCP(sport=443, dport=port, flags="FA", seq=7001 + len(answer),
+                             ack=client + len(rest) + 1))]):
+            self.traffic.frame(time + 0.02 + step * 0.005, source,
+                               server if source == device else device, segment)
 
     def http(self, split: bool = False) -> None:
         device, host = self.device(), self.name()
@@ -169,11 +213,82 @@ class Generator:
     def quic_split(self) -> None:
         self.quic(split=True)
 
+    def http_lenient(self) -> None:
+        """Pipelined requests as servers accept them: bare LF line ends, empty lines between."""
+        device = self.device()
+        requests = b""
+        for _ in range(self.rng.randint(1, 3)):
+            end = self.rng.choice(["\r\n", "\n"])
+            requests += b"\r\n" * self.rng.randint(0, 2) + end.join(
+                [f"GET /{self.name().lower()} HTTP/1.1", f"Host: {self.name()}",
+                 "Accept: */*", "", ""]).encode()
+        self.traffic.tcp_connection(self.tick(), device, self.server(device), 80,
+                                    self._split(requests),
+                                    [b"", b"HTTP/1.1 204 No Content\r\n\r\n"],
+                                    client_port=self.port())
+
+    def http_long_header(self) -> None:
+        """A Host followed by a header line longer than libhtp's 18 KiB default field limit."""
+        device = self.device()
+        padding = "x" * self.rng.randrange(19_000, 40_000)
+        request = (f"GET / HTTP/1.1\r\nHost: {self.name()}\r\nX-Padding: {padding}\r\n"
+                   "Accept: */*\r\n\r\n").encode()
+        segments = [request[start:start + 1448] for start in range(0, len(request), 1448)]
+        self.traffic.tcp_connection(self.tick(), device, self.server(device), 80, segments,
+                                    [b""] * (len(segments) - 1) +
+                                    [b"HTTP/1.1 431 Too Large\r\nContent-Length: 0\r\n\r\n"],
+                                    client_port=self.port())
+
+    def dns_update(self) -> None:
+        """A dynamic update (RFC 2136, opcode 5): its zone is asked for as a question is."""
+        device = self.device()
+        resolver = "192.168.0.1" if ":" not in device else "2001:db8:1::1"
+        update = DNS(id=self.rng.randrange(1 << 16), opcode=5,
+                     qd=DNSQR(qname=self.name(), qtype="SOA"))
+        if self.rng.random() < 0.5:
+            self.traffic.udp_exchange(self.tick(), device, resolver, 53, update,
+                                      client_port=self.port())
+        else:
+            self.traffic.tcp_connection(self.tick(), device, resolver, 53,
+                                        [_length_prefixed(bytes(update))],
+                                        client_port=self.port())
+
+    def doh_h2c(self) -> None:
+        """DNS over cleartext HTTP/2 (prior knowledge): POSTs of application/dns-message."""
+        device = self.device()
+        queries = [bytes(DNS(id=0, rd=1, qd=DNSQR(qname=self.name())))
+                   for _ in range(self.rng.randint(1, 3))]
+        self.traffic.tcp_connection(self.tick(), device, self.server(device), 80,
+                                    self._split(doh_client_stream(queries)),
+                                    [b"", settings_frame()], client_port=self.port())
+
 
 def _midstream(traffic: Traffic) -> None:
     """Drop every SYN: the sensor started after the connections opened."""
     traffic.frames = [(time, frame) for time, frame in traffic.frames
                       if not _tcp_flags(frame) & 0x02]
+
+
+def _syn_ack_first(traffic: Traffic) -> None:
+    """Drop the clients' SYNs only: each connection is first seen at its SYN/ACK."""
+    traffic.frames = [(time, frame) for time, frame in traffic.frames
+                      if _tcp_flags(frame) & 0x12 != 0x02]
+
+
+def _teredo(traffic: Traffic) -> None:
+    """IPv6 frames carried in IPv4 UDP, on the ports a NAT gave (Teredo, RFC 4380)."""
+    rng = random.Random("veilleuse-differential-teredo")
+    ports: dict[str, tuple[int, int]] = {}
+    wrapped = []
+    for time, frame in traffic.frames:
+        if _network(frame)[0] == 6:
+            source = _source(frame)
+            sport, dport = ports.setdefault(source, (rng.randrange(1024, 65000),
+                                                     rng.randrange(1024, 65000)))
+            frame = bytes(Ether() / IP(src="10.99.0.1", dst="10.99.0.2") /
+                          UDP(sport=sport, dport=dport) / Raw(frame[14:]))
+        wrapped.append((time, frame))
+    traffic.frames = wrapped
 
 
 def _one_sided(traffic: Traffic) -> None:
@@ -233,6 +348,15 @@ SHAPES: dict[str, tuple[tuple[str, ...], Callable[[Traffic], None] | None, int |
     "quic-split": (("quic_split",), None, None),
     "midstream": (("tls", "http", "dns_tcp_pipelined"), _midstream, None),
     "one-sided-http": (("http",), _one_sided, None),
+    "syn-ack-first": (("http", "dns_tcp_pipelined"), _syn_ack_first, None),
+    "syn-ack-first-tls": (("tls",), _syn_ack_first, None),
+    "tcp-fast-open": (("tls_fast_open",), None, None),
+    "http-lenient": (("http_lenient",), None, None),
+    "http-long-header": (("http_long_header",), None, None),
+    "dns-update": (("dns_update", "dns_udp"), None, None),
+    "dns-tcp-5353": (("dns_tcp_mdns_port",), None, None),
+    "teredo": (MIX, _teredo, None),
+    "doh-h2c": (("doh_h2c",), None, None),
     "vlan": (MIX, None, 7),
     "gre": (MIX, _tunnel("gre"), None),
     "vxlan": (MIX, _tunnel("vxlan"), None),
@@ -307,15 +431,29 @@ def source_sightings(capture: Path, feed: Path, source: str) -> set[Sighting]:
     config = Config()
     engine = build_engine(config, build_matcher([load_feed_file(feed)], config))
     result = analyze_capture(capture, open_source(source, config), engine)
-    return {(alert.device, alert.indicator) for alert in result.alerts
-            if alert.kind is AlertKind.DOMAIN}
+    # An alert is keyed by the device's MAC once a DHCP lease bound its address: the
+    # addresses it used in the sightings are what tshark's side names.
+    return {(address, alert.indicator) for alert in result.alerts
+            if alert.kind is AlertKind.DOMAIN for address in alert.addresses or (alert.device,)}
+
+
+# What a source is known to miss, and why; strict: a fix makes the case fail until it goes.
+KNOWN_MISSES = {
+    ("syn-ack-first-tls", "suricata"):
+        "Suricata 7 writes the tls record of a connection first seen at its SYN/ACK with the "
+        "server as src_ip (its flow record has the sides right)",
+    ("doh-h2c", "suricata"):
+        "Suricata 7 has no DNS-over-HTTPS parser and does not log HTTP/2 request bodies",
+}
 
 
 def _cases() -> list:
     cases = []
     for shape in SHAPES:
         for source in SOURCES:
-            cases.append(pytest.param(shape, source, id=f"{shape}-{source}"))
+            known = KNOWN_MISSES.get((shape, source))
+            marks = [pytest.mark.xfail(reason=known, strict=True)] if known else []
+            cases.append(pytest.param(shape, source, id=f"{shape}-{source}", marks=marks))
     return cases
 
 

@@ -373,6 +373,17 @@ def test_ipv6_with_extension_headers_is_read() -> None:
     assert names == {("dns", "v6.example")}
 
 
+def test_a_dns_message_shaped_like_teredo_stays_dns() -> None:
+    """Teredo is found by shape on any UDP port: a 41-byte query whose id starts with 6 has
+    an IPv6 version and a length that fits, and must still be read as DNS (Suricata's
+    checks: its zero answer count is a hop limit of 0)."""
+    query = bytes(DNS(id=0x6A5A, rd=1, qd=DNSQR(qname="a" * 21 + ".x")))
+    assert len(query) == 41 and query[0] >> 4 == 6 and 40 + query[5] == len(query)
+    packet = plain(IP(src=CLIENT, dst=RESOLVER) / UDP(sport=40000, dport=53) / Raw(query))
+    assert _names(PacketDecoder().decode_frame(1, bytes(packet), 10.0)) == \
+        {("dns", "a" * 21 + ".x")}
+
+
 def test_the_live_lite_source_sees_the_same_shapes(veth, shapes, scapy_found) -> None:
     """Replayed on a veth pair through the kernel filter: split hellos and tunnels still found.
 

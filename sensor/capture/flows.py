@@ -1,9 +1,10 @@
 """Group packets into flows the way Suricata does, for the sources that see raw packets.
 
-The client is whoever sent the first packet. A flow ends when it has been
-idle longer than its state's timeout (Suricata's defaults, also written into
-the generated suricata.yaml), when a new TCP SYN reuses a closed connection's
-ports, or when the capture ends.
+The client is whoever sent the first packet, but for a TCP SYN/ACK (the SYN
+was missed), which Suricata also turns around: its receiver is the client. A
+flow ends when it has been idle longer than its state's timeout (Suricata's
+defaults, also written into the generated suricata.yaml), when a new TCP SYN
+reuses a closed connection's ports, or when the capture ends.
 """
 
 from __future__ import annotations
@@ -105,10 +106,14 @@ class FlowTracker:
             ended.append(_end(self._flows.pop(key)))
             state = None
         if state is None:
-            state = FlowState(
-                endpoints=Endpoints(packet.source, packet.destination, packet.source_port,
-                                    packet.destination_port, packet.transport),
-                start=packet.time, last=packet.time)
+            if packet.syn and packet.ack:  # the SYN was missed: the SYN/ACK's receiver is
+                endpoints = Endpoints(packet.destination, packet.source,  # the client
+                                      packet.destination_port, packet.source_port,
+                                      packet.transport)
+            else:
+                endpoints = Endpoints(packet.source, packet.destination, packet.source_port,
+                                      packet.destination_port, packet.transport)
+            state = FlowState(endpoints=endpoints, start=packet.time, last=packet.time)
             self._flows[key] = state
         state.packets += 1
         state.bytes += packet.length

@@ -1,14 +1,15 @@
 """Raw link-layer frames to TCP/UDP segments, through VLANs and tunnels, without scapy.
 
-Why by hand: letting scapy dissect every packet cost ~300 µs a packet, and
-a sensor only needs addresses, ports, TCP flags and sequence numbers, and the
+Why by hand: letting scapy dissect every packet cost ~300 µs a packet, and a
+sensor only needs addresses, ports, TCP flags and sequence numbers, and the
 payload. ``parse_frame`` reads those with ``struct`` and opens what a mirror
 port wraps traffic in: 802.1Q/QinQ tags, MPLS, PPPoE sessions, GRE (with
 ERSPAN types I, II and III and transparent Ethernet bridging), VXLAN on UDP
-4789, and IP in IP. The segment returned is the innermost one. Link types it
-does not know are dissected by scapy once and their IP packet read the same
-way. Non-job: application payloads (``packets``), IP fragment reassembly
-(a non-first fragment is ignored, as a first one is read as it stands).
+4789, Teredo (on any UDP port, as Suricata), and IP in IP. The segment
+returned is the innermost one. Link types it does not know are dissected by
+scapy once and their IP packet read the same way. Non-job: application
+payloads (``packets``), IP fragment reassembly (a non-first fragment is
+ignored, as a first one is read as it stands).
 """
 
 from __future__ import annotations
@@ -205,8 +206,36 @@ def _udp(source: memoryview, destination: memoryview, body: memoryview,
         inner = _ethernet(payload[8:], depth + 1)
         if inner is not None:
             return inner
+    if len(payload) >= 40:
+        inner = _teredo(payload, depth + 1)
+        if inner is not None:
+            return inner
     return Segment(_address(bytes(source)), _address(bytes(destination)), sport, dport, "udp",
                    0, 0, bytes(payload))
+
+
+def _teredo(payload: memoryview, depth: int) -> Segment | None:
+    """IPv6 in UDP (RFC 4380) on any port, as Suricata and tshark's heuristic take it.
+
+    Teredo's data packets use whatever ports the NAT gave, so the test is the
+    payload's: an IPv6 header (not an atomic fragment) whose length fills the
+    datagram exactly, after an optional authentication or origin header.
+    """
+    offset = 0
+    if payload[0:2] == b"\x00\x01":  # authentication: ids, value, nonce, confirmation
+        offset = 4 + payload[2] + payload[3] + 8 + 1
+    if payload[offset:offset + 2] == b"\x00\x00":  # origin indication
+        offset += 8
+    inner = payload[offset:]
+    if len(inner) < 40 or inner[0] >> 4 != 6:
+        return None
+    (length,) = _U16.unpack_from(inner, 4)
+    # Suricata's checks: no hop limit 0, no short hop-by-hop, no atomic fragment (a DNS
+    # message that looks like IPv6 has a zero answer count where the hop limit is)
+    if inner[7] == 0 or (inner[6] == 0 and length < 8) or inner[6] == _IPV6_FRAGMENT or \
+            40 + length != len(inner):
+        return None
+    return _ip(inner, depth)
 
 
 def _gre(data: memoryview, depth: int) -> Segment | None:

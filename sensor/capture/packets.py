@@ -4,7 +4,8 @@ Shared by the offline pcap reader and the live "lite" sniffer. Frames are
 read as raw bytes (``frames.parse_frame``: headers with ``struct``, through
 VLANs and tunnels), and only payloads that may matter are parsed: DNS on
 port 53, the start of each TCP stream (a TLS ClientHello, HTTP request
-headers, DNS-over-TCP messages, reassembled across segments by
+headers, DNS-over-TCP messages, DNS queries in cleartext HTTP/2, reassembled
+across segments by
 ``reassembly.Stream``) and QUIC Initials on port 443 (CRYPTO frames put back
 by offset across packets). The common shapes (a ClientHello's server name,
 DNS messages with address and name records) are read here with ``struct``
@@ -18,6 +19,7 @@ read on port 443 only.
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 from collections.abc import Iterator
 
@@ -26,6 +28,7 @@ from scapy.layers.http import HTTPRequest
 from scapy.layers.tls.extensions import TLS_Ext_ServerName
 from scapy.layers.tls.handshake import TLSClientHello
 
+from sensor.capture.doh import PREFACE, Http2Error, Http2Queries
 from sensor.capture.flows import FlowState, FlowTracker, PacketSummary
 from sensor.capture.frames import Segment, parse_frame, parse_neighbour_frame
 from sensor.capture.identity import (
@@ -51,6 +54,9 @@ from sensor.observations import (
 )
 
 DNS_PORT = 53
+# DNS over TCP: 53, and 5353 where mDNS queriers and responders fall back to TCP (RFC 6762
+# 18.5); tshark and Suricata's generated configuration read both
+DNS_TCP_PORTS = frozenset({DNS_PORT, MDNS_PORT})
 QUIC_PORTS = frozenset({443})
 HTTP_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
                 b"CONNECT ")
@@ -250,6 +256,9 @@ class PacketDecoder:
     def __init__(self, budget: ReassemblyBudget | None = None) -> None:
         self.flows = FlowTracker()
         self.budget = budget or ReassemblyBudget()
+        # what reads a client stream, by what its first bytes say (``_stream_protocol``)
+        self._stream_readers = {"tls": self._tls_stream, "http": self._http_stream,
+                                "h2c": self._doh_stream}
 
     def decode_frame(self, linktype: int, frame: bytes, time: float,
                      length: int | None = None) -> list[Observation]:
@@ -358,7 +367,7 @@ class PacketDecoder:
         endpoints = state.endpoints
         from_client = summary.source_port == endpoints.client_port and \
             summary.source == endpoints.client
-        is_dns = DNS_PORT in (summary.source_port, summary.destination_port)
+        is_dns = summary.source_port in DNS_TCP_PORTS or summary.destination_port in DNS_TCP_PORTS
         if not from_client and not is_dns:
             return  # only the client's stream is read, but for DNS answers
         key = "client" if from_client else "server"
@@ -369,7 +378,9 @@ class PacketDecoder:
             stream = state.application[key] = Stream(self.budget)
         if summary.syn:
             stream.start(segment.sequence)
-        if stream.closed or not stream.add(segment.sequence, segment.payload):
+        # data on a SYN (TCP Fast Open, RFC 7413) starts after the SYN's own sequence number
+        start = (segment.sequence + 1) & 0xFFFFFFFF if summary.syn else segment.sequence
+        if stream.closed or not stream.add(start, segment.payload):
             if stream.failed:
                 reason, stream.failed = stream.failed, None
                 raise PacketDecodeError(f"TCP reassembly gave up: {reason}")
@@ -383,12 +394,11 @@ class PacketDecoder:
             if protocol is None:
                 return
             state.application["protocol"] = protocol
-        if protocol == "tls":
-            self._tls_stream(summary, state, stream, out)
-        elif protocol == "http":
-            self._http_stream(summary, state, stream, out)
-        else:
+        reader = self._stream_readers.get(protocol)
+        if reader is None:
             stream.close()
+        else:
+            reader(summary, state, stream, out)
 
     @staticmethod
     def _tls_stream(summary: PacketSummary, state: FlowState, stream: Stream,
@@ -414,8 +424,12 @@ class PacketDecoder:
                      out: list[Observation]) -> None:
         """Request headers, one after the other; a body is skipped by its Content-Length.
 
-        A body of unknown length (chunked) loses the framing: then the next
-        segment that starts with a method starts the next request.
+        Read as servers (and Suricata's libhtp) read them: lines may end with a
+        bare LF, and empty lines before a request are skipped (RFC 9112 2.2). A
+        body of unknown length (chunked) loses the framing: then the next
+        segment that starts with a method starts the next request. Headers longer
+        than ``MAX_HTTP_HEADERS`` give the Host of their complete lines, then
+        the framing is lost too.
         """
         data = stream.data
         while data:
@@ -425,28 +439,49 @@ class PacketDecoder:
                 stream.consume(taken)
                 state.application["http_body"] = skip - taken
                 continue
+            blank = len(data) - len(data.lstrip(b"\r\n"))
+            if blank:
+                stream.consume(blank)
+                continue
             if not data.startswith(HTTP_METHODS):
                 if len(data) < 8 and any(method.startswith(bytes(data))
                                          for method in HTTP_METHODS):
                     return  # a method cut by the segment boundary
                 stream.consume(len(data))  # lost framing: wait for a segment with a method
                 return
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
+            found = _HEADERS_END.search(data)
+            if found is None:
                 if len(data) > MAX_HTTP_HEADERS:
+                    lines = data.rfind(b"\n")
+                    _http_request(summary, state, bytes(data[:lines + 1]), out)
+                    state.application["http_body"] = 0  # the rest of the headers comes next
                     stream.consume(len(data))
                 return
-            headers = bytes(data[:end + 4])
-            stream.consume(end + 4)
-            request = HTTPRequest(headers)
-            if request.Host:
-                out.append(HttpRequest(summary.time, state.endpoints, _name(request.Host),
-                                       _name(request.Method)))
-            length = request.Content_Length
+            headers = bytes(data[:found.end()])
+            stream.consume(found.end())
+            _http_request(summary, state, headers, out)
+
+    @staticmethod
+    def _doh_stream(summary: PacketSummary, state: FlowState, stream: Stream,
+                    out: list[Observation]) -> None:
+        """DNS queries in cleartext HTTP/2 requests (``doh``): the device's own lookups."""
+        reader = state.application.get("h2c")
+        if reader is None:
+            reader = state.application["h2c"] = Http2Queries()
+        try:
+            messages, used = reader.read(stream.data)
+        except Http2Error as error:
+            stream.close()
+            raise PacketDecodeError(f"HTTP/2: {error}") from None
+        stream.consume(used)
+        for message in messages:
             try:
-                state.application["http_body"] = int(length) if length else 0
-            except ValueError:
-                state.application["http_body"] = 0
+                observations = _dns(summary, state.endpoints, message)
+            except Exception as error:  # noqa: BLE001 - scapy's dissector, on hostile bytes
+                raise PacketDecodeError(f"DNS over HTTP/2: {type(error).__name__}: {error}") \
+                    from None
+            out.extend(observation for observation in observations
+                       if isinstance(observation, DnsQuery))
 
     @staticmethod
     def _dns_stream(summary: PacketSummary, state: FlowState, stream: Stream,
@@ -469,13 +504,41 @@ class PacketDecoder:
                     from None
 
 
+_HEADERS_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _http_request(summary: PacketSummary, state: FlowState, headers: bytes,
+                  out: list[Observation]) -> None:
+    """One request's header lines: its Host, and the length of the body that follows."""
+    if b"\n" in headers.replace(b"\r\n", b""):
+        headers = headers.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # scapy wants CRLF
+    if not headers.endswith(b"\r\n\r\n"):
+        headers += b"\r\n"  # the complete lines of headers cut at MAX_HTTP_HEADERS
+    request = HTTPRequest(headers)
+    if request.Host:
+        out.append(HttpRequest(summary.time, state.endpoints, _name(request.Host),
+                               _name(request.Method)))
+    length = request.Content_Length
+    try:
+        state.application["http_body"] = int(length) if length else 0
+    except ValueError:
+        state.application["http_body"] = 0
+
+
 def _stream_protocol(data: bytearray) -> str | None:
     """What the first bytes of a client stream say it carries; None until they say."""
     if data[0] == _TLS_HANDSHAKE:
         return "tls"
-    if data.startswith(HTTP_METHODS):
+    if data.startswith(PREFACE):
+        return "h2c"
+    if len(data) < len(PREFACE) and PREFACE.startswith(bytes(data)):
+        return None
+    request = data.lstrip(b"\r\n")  # empty lines before a request are allowed
+    if not request and len(data) < 8:
+        return None
+    if request.startswith(HTTP_METHODS):
         return "http"
-    if len(data) < 8 and any(method.startswith(bytes(data)) for method in HTTP_METHODS):
+    if len(request) < 8 and any(method.startswith(bytes(request)) for method in HTTP_METHODS):
         return None
     return "other"
 

@@ -8,7 +8,8 @@ segments are reassembled from them), QUIC long-header packets and port
 853, in IPv4, IPv6 (without extension headers) and 802.1Q-tagged frames;
 and every GRE, VXLAN and IP-in-IP packet (ERSPAN and remote mirrors: the
 decoder opens them). PPPoE and MPLS are decoded offline only (a filter
-cannot shift its offsets for them and for VLAN tags). Frames are not
+cannot shift its offsets for them and for VLAN tags), and so is Teredo (its
+data packets use any UDP port). Frames are not
 dissected by scapy (the socket hands them over as bytes) and go through the
 same ``PacketDecoder`` as offline captures. The sniffer thread only queues
 packets; a full queue drops the packet and counts it (``stats.skipped``), it

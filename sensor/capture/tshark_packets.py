@@ -49,14 +49,18 @@ FIELDS = (
     "eth.src", "icmpv6.type", "dhcp.option.dhcp", "dhcp.hw.mac_addr", "dhcp.ip.your",
     "dhcp.ip.client", "dhcp.option.requested_ip_address", "dhcp.option.hostname",
     "dhcp.option.vendor_class_id", "dns.ptr.domain_name",
+    # DNS UPDATE (opcode 5) counts its sections as zones, prerequisites and updates
+    "dns.flags.opcode", "dns.count.zones", "dns.count.prerequisites", "dns.count.updates",
 )
 (_TIME, _PROTOCOLS, _LENGTH, _IP_SRC, _IP_DST, _IP6_SRC, _IP6_DST, _TCP_SRC, _TCP_DST,
  _TCP_FLAGS, _UDP_SRC, _UDP_DST, _DNS_RESPONSE, _DNS_QUERIES, _DNS_ANSWERS, _DNS_AUTHORITY,
  _DNS_ADDITIONAL, _QRY_NAME, _QRY_TYPE, _RESP_NAME, _RESP_TYPE, _RESP_TTL, _A, _AAAA, _CNAME,
  _TLS_TYPE, _SNI, _HTTP_METHOD, _HTTP_HOST, _ETH_SRC, _ICMPV6_TYPE, _DHCP_TYPE, _DHCP_MAC,
- _DHCP_YOUR, _DHCP_CLIENT, _DHCP_REQUESTED, _DHCP_HOST, _DHCP_VENDOR, _PTR) = range(len(FIELDS))
+ _DHCP_YOUR, _DHCP_CLIENT, _DHCP_REQUESTED, _DHCP_HOST, _DHCP_VENDOR, _PTR, _DNS_OPCODE,
+ _DNS_ZONES, _DNS_PREREQUISITES, _DNS_UPDATES) = range(len(FIELDS))
 _ADDRESS_FIELDS = {"A": _A, "AAAA": _AAAA, "CNAME": _CNAME, "PTR": _PTR}
 _OPT = "41"  # the EDNS pseudo-record: it has no TTL field
+_UPDATE = "5"  # the DNS UPDATE opcode (RFC 2136): its zone is read as the question
 
 
 class TsharkFieldError(ValueError):
@@ -219,15 +223,18 @@ class _Column:
 
 def _dns(fields: list[str], time: float, endpoints: Endpoints) -> Iterator[Observation]:
     """Every DNS message of the packet (several when TCP carries pipelined ones)."""
-    responses = _split(fields[_DNS_RESPONSE])
+    responses, opcodes = _split(fields[_DNS_RESPONSE]), _Column(fields[_DNS_OPCODE])
     counts = [_Column(fields[index]) for index in (_DNS_QUERIES, _DNS_ANSWERS, _DNS_AUTHORITY,
                                                    _DNS_ADDITIONAL)]
+    update_counts = [_Column(fields[index]) for index in (_DNS_ZONES, _DNS_PREREQUISITES,
+                                                          _DNS_UPDATES)] + counts[3:]
     names, types = _Column(fields[_QRY_NAME]), _Column(fields[_QRY_TYPE])
     records = [_Column(fields[_RESP_NAME]), _Column(fields[_RESP_TYPE]),
                _Column(fields[_RESP_TTL])]
     addresses = {kind: _Column(fields[index]) for kind, index in _ADDRESS_FIELDS.items()}
     for response in responses:
-        queries, answers, authority, additional = (_count(column.pop()) for column in counts)
+        sections = update_counts if opcodes.pop() == _UPDATE else counts
+        queries, answers, authority, additional = (_count(column.pop()) for column in sections)
         query_names = names.take(queries)
         query_types = [_type_name(code) for code in types.take(queries)]
         if response in ("0", "False"):

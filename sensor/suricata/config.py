@@ -89,11 +89,16 @@ def suricata_config(settings: SuricataSettings, log_dir: Path, *,
             **{name: {"enabled": False} for name in UNREAD_PROTOCOLS},
             "tls": {"enabled": True, "detection-ports": {"dp": "443"},
                     "encryption-handling": "bypass"},
-            "http": {"enabled": True},
+            # A request whose header lines pass libhtp's 18 KiB field limit is logged
+            # without its Host: a padded header must not hide one (scapy's source reads
+            # the Host of 16 KiB of headers, whatever follows).
+            "http": {"enabled": True,
+                     "libhtp": {"default-config": {"meta-field-limit": "64kb"}}},
             "quic": {"enabled": True},
             "dhcp": {"enabled": True},
-            "dns": {"tcp": {"enabled": True, "detection-ports": {"dp": "53"}},
-                    # 5353: mDNS, where devices announce their names
+            # 5353: mDNS, where devices announce their names (over TCP: its fallback for
+            # long messages, which tshark reads as DNS)
+            "dns": {"tcp": {"enabled": True, "detection-ports": {"dp": "[53, 5353]"}},
                     "udp": {"enabled": True, "detection-ports": {"dp": "[53, 5353]"}}},
         }},
         # A sensor that boots while connections are open, or a mirror port that carries
