@@ -95,7 +95,9 @@ def open_bundle(bundle: Path, identity: Path, into: Path) -> Path:
     into.mkdir()
     (into / "bundle.tar").write_bytes(plain)
     with tarfile.open(into / "bundle.tar") as archive:
-        archive.extractall(into, filter="data")
+        # The "data" filter where this Python has it (3.11.4+; Debian's 3.11.2 has not).
+        archive.extractall(into, **({"filter": "data"} if hasattr(tarfile, "data_filter")
+                                    else {}))
     (folder,) = [p for p in into.iterdir() if p.is_dir()]
     return folder
 
