@@ -43,7 +43,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.live_bench import _setup_network  # noqa: E402
+from bench.live_bench import (  # noqa: E402
+    _setup_network,
+    start_daemon,
+    wait_until_capturing,
+)
 from bench.run import capture, feeds  # noqa: E402
 from tests.broker import Mosquitto  # noqa: E402
 
@@ -98,21 +102,6 @@ def book_facts(database: Path) -> dict:
             "wal_bytes": wal.stat().st_size if wal.exists() else 0}
 
 
-def _wait_for(predicate, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-def _capturing(health: Path) -> bool:
-    try:
-        return json.loads(health.read_text()).get("capture") == "running"
-    except (FileNotFoundError, ValueError):
-        return False
-
-
 def run(code: Path, pcap: Path, args: argparse.Namespace) -> dict:
     """One daemon of ``code`` under the replay: its bytes written, and what the book did."""
     tag = str(os.getpid())[-4:] + str(int(time.time()) % 10)
@@ -130,14 +119,9 @@ def run(code: Path, pcap: Path, args: argparse.Namespace) -> dict:
         "privacy": {"secret_file": str(disk / "state" / "pseudonym.key")},
         "daemon": {"state_directory": str(disk / "state"),
                    "runtime_directory": str(ram / "run")}}))
-    daemon = subprocess.Popen([sys.executable, "-m", "sensor", "--config", str(config), "run",
-                               *(a for f in feeds() for a in ("--feed", str(f)))],
-                              cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
-                              stdout=subprocess.DEVNULL,
-                              stderr=(ram / "daemon.log").open("w"))
+    daemon = start_daemon(code, config, ram / "daemon.log")
     try:
-        _wait_for(lambda: _capturing(ram / "run" / "health.json"), 120,
-                  f"capture (see {ram}/daemon.log)")
+        wait_until_capturing(ram / "run" / "health.json", ram / "daemon.log")
         time.sleep(5)  # start-up settles (feeds loaded, the book created)
         if args.warm:
             subprocess.run(["ip", "netns", "exec", namespace, "tcpreplay", "-q",

@@ -177,6 +177,30 @@ def _setup_network(tag: str) -> tuple[str, str, str]:
     return namespace, host, inner
 
 
+def start_daemon(code: Path, config: Path, log: Path) -> subprocess.Popen:
+    """``veilleuse run`` of the checkout ``code`` with the bench's feeds, its log in ``log``."""
+    return subprocess.Popen([sys.executable, "-m", "sensor", "--config", str(config), "run",
+                             *(a for f in feeds() for a in ("--feed", str(f)))],
+                            cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"))
+
+
+def wait_until_capturing(health: Path, log: Path, seconds: float = 120) -> None:
+    """Until the daemon's health file says it captures; SystemExit after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not _capturing(health):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the daemon did not start capturing, see {log}")
+        time.sleep(0.5)
+
+
+def _capturing(health: Path) -> bool:
+    try:
+        return json.loads(health.read_text()).get("capture") == "running"
+    except (FileNotFoundError, ValueError):  # not written yet, or being replaced
+        return False
+
+
 def per_record(code: Path, eve: Path) -> dict:
     """Microseconds of CPU per EVE record with the reader and detection of ``code``."""
     output = subprocess.run([sys.executable, "-c", PER_RECORD, str(eve), *map(str, feeds())],
@@ -199,22 +223,12 @@ def live(code: Path, pcap: Path, args: argparse.Namespace) -> dict:
         "mqtt": {"url": broker.url}, "privacy": {"device_ids": "address"},
         "daemon": {"state_directory": str(workdir / "state"),
                    "runtime_directory": str(workdir / "run")}}))
-    daemon = subprocess.Popen([sys.executable, "-m", "sensor", "--config", str(config), "run",
-                               *(a for f in feeds() for a in ("--feed", str(f)))],
-                              cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
-                              stdout=subprocess.DEVNULL,
-                              stderr=(workdir / "daemon.log").open("w"))
+    daemon = start_daemon(code, config, workdir / "daemon.log")
     health = workdir / "run" / "health.json"
     figures: dict = {"code": str(code)}
     arrivals = None
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if health.exists() and json.loads(health.read_text()).get("capture") == "running":
-                break
-            time.sleep(0.5)
-        else:
-            raise SystemExit(f"the daemon did not start capturing, see {workdir}/daemon.log")
+        wait_until_capturing(health, workdir / "daemon.log")
         time.sleep(5)  # start-up settles (feeds loaded, first health written)
         before = _cpu_seconds(daemon.pid)
         time.sleep(args.idle)
