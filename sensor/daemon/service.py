@@ -96,6 +96,11 @@ class DetectionFactory(Protocol):
     def store(self) -> FeedStore: ...
 
 
+def _is_probe(name: str) -> bool:
+    """A self-test probe's DNS name (ours, or `veilleuse selftest`'s)."""
+    return name.endswith(SELFTEST_DOMAIN)
+
+
 class SensorDaemon:
     """The live loop over built parts (``sensor.wiring.sensor_daemon`` builds them).
 
@@ -192,9 +197,12 @@ class SensorDaemon:
             book.sync()
 
     def _narrow_capture(self) -> None:
-        """Tell the capture which DNS names this engine looks at (it skips the others)."""
+        """Tell the capture which DNS names this engine looks at (it skips the others), and
+        the self-test's probes, which the mirror check counts whatever the feeds list."""
+        names = self.engine.dns_name_filter
         if self.capture.narrow is not None:
-            self.capture.narrow(self.engine.dns_name_filter)
+            self.capture.narrow(None if names is None else
+                                lambda name: names(name) or _is_probe(name))
 
     # -- health -----------------------------------------------------------------------
 
@@ -345,7 +353,7 @@ class SensorDaemon:
             self._last_traffic = self._clock()
             self._observations += len(batch)
             self._probes_seen += sum(isinstance(o, DnsQuery) and
-                                     o.name.endswith(SELFTEST_DOMAIN) for o in batch)
+                                     _is_probe(o.name) for o in batch)
             self.mirror_direction.note(batch)
         self._store(alerts, sender, changed)
         if self.evidence is not None:
