@@ -107,7 +107,7 @@ class BeaconDetector:
             return ()
         verdict = self._server_counts.get(endpoints.server)
         if verdict is None:
-            verdict = self._counts(observation)
+            verdict = self._counts(endpoints.server)
         if verdict:
             key = (endpoints.client, endpoints.server)
             starts = self._starts.pop(key, None)
@@ -119,15 +119,11 @@ class BeaconDetector:
             self._starts[key] = starts  # re-inserted: dict order is recency
         return ()
 
-    def _counts(self, flow: Flow) -> bool:
-        endpoints = flow.endpoints
-        if endpoints.server_port in PERIODIC_BY_DESIGN:
-            return False
-        verdict = self._server_counts.get(endpoints.server)
-        if verdict is None:
-            if len(self._server_counts) >= self._settings.max_pairs:
-                self._server_counts.clear()
-            verdict = self._server_counts[endpoints.server] = self._is_outside(endpoints.server)
+    def _counts(self, server: str) -> bool:
+        """Whether connections to ``server`` count, decided once per address (bounded)."""
+        if len(self._server_counts) >= self._settings.max_pairs:
+            self._server_counts.clear()
+        verdict = self._server_counts[server] = self._is_outside(server)
         return verdict
 
     def _is_outside(self, address: str) -> bool:
