@@ -15,8 +15,8 @@ writes whole pages, and a new alert touches a handful), outgoing payloads
 compressed, no index but the primary keys, and ``synchronous=NORMAL``: a
 commit goes to the WAL without an fsync. A crash of the sensor loses nothing
 committed (the kernel has it); a power cut may lose what was committed since
-the last ``sync`` (the daemon calls it every
-``daemon.alert_update_seconds``), never more, and never leaves the book
+the last ``sync`` (the daemon calls it within a second of new alerts, and
+every ``daemon.alert_update_seconds`` otherwise), never more, and never leaves the book
 damaged (the WAL's checksums end it at the last whole transaction).
 
 It is also the one place sightings are merged into an alert
@@ -328,7 +328,7 @@ class AlertBook:
         With ``synchronous=NORMAL`` commits are not fsync'd one by one; this
         is the one fsync that covers them all: of the WAL, which is where
         they are (a checkpoint would also rewrite the book's pages, SQLite
-        does that itself when the WAL reaches 1,000 pages). Nothing is
+        does that itself when the WAL reaches ``WAL_PAGES`` pages). Nothing is
         written when nothing was committed since the last call.
         """
         with self._lock:
